@@ -1,0 +1,1 @@
+"""The `robot-rl` command line: the only place that reads argv."""

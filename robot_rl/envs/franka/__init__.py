@@ -1,0 +1,1 @@
+"""Franka Panda tasks: Reach, Push, Slide, PickAndPlace; the Cartesian controller; experts."""

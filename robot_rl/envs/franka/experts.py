@@ -1,0 +1,212 @@
+"""Scripted experts for the Panda tasks: closed-loop controllers on the policy's own observation.
+
+Each expert sees exactly what a learned policy sees (the dict observation; no privileged
+simulator state) and returns an action in the env's ``Box(-1, 1, (4,))``. They are the
+demonstrators for behaviour cloning and the reference for `robot-rl eval --policy expert`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MAX_DISPLACEMENT = 0.05
+"""TCP displacement per step at |action| = 1 [m] (PandaEnv.max_displacement)."""
+
+
+def _move(grip: np.ndarray, target: np.ndarray, gripper: float, gain: float = 1.0) -> np.ndarray:
+    """Action that moves the TCP towards ``target`` [m] at most one full step, with ``gripper``."""
+    delta = gain * (target - grip) / MAX_DISPLACEMENT
+    norm = float(np.linalg.norm(delta))
+    if norm > 1.0:
+        delta /= norm
+    return np.array([delta[0], delta[1], delta[2], gripper])
+
+
+class ReachExpert:
+    """Move straight to the goal."""
+
+    def reset(self) -> None:
+        """No internal state."""
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Action for one observation. Shape: (4,)"""
+        return _move(obs["observation"][:3], obs["desired_goal"], -1.0)
+
+
+class PushExpert:
+    """Push the cube with the closed fingertips along the cube-to-goal line, re-approaching when it drifts.
+
+    Phases: rise, go above a point behind the cube (opposite the goal), descend, push through the
+    cube's centre towards the goal, slowing down near it; if the cube turns off the pushing line,
+    lift and approach again from the new "behind" point. Once the cube is close, hold still.
+    """
+
+    approach_height = 0.07
+    """TCP height while travelling above the table [m]."""
+    push_height = 0.02
+    """TCP height while pushing [m]: just below the cube's centre (0.025 m), so it slides without tipping."""
+    standoff = 0.065
+    """Distance behind the cube centre where the fingertips come down before a push [m]."""
+    contact = 0.04
+    """Fingertip distance behind the cube centre while in contact (half cube + pad) [m]."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new episode in the approach phase."""
+        self._pushing = False
+        self._arrived = False
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Action for one observation. Shape: (4,)"""
+        o = obs["observation"]
+        grip, cube, goal = o[:3], o[3:6], obs["desired_goal"]
+        to_goal = goal[:2] - cube[:2]
+        dist = float(np.linalg.norm(to_goal))
+        if dist < 0.015:
+            self._arrived = True
+        if self._arrived and dist < 0.035:
+            # Arrived: hold still (lifting a little) so the cube is not disturbed.
+            return _move(grip, np.array([grip[0], grip[1], grip[2] + 0.005]), -1.0)
+        self._arrived = False
+        direction = to_goal / dist
+        behind = cube[:2] - self.standoff * direction
+        rel = grip[:2] - cube[:2]
+        along = float(rel @ direction)
+        lateral = abs(float(rel[0] * direction[1] - rel[1] * direction[0]))
+        if self._pushing and (lateral > 0.02 or along > -0.02):
+            self._pushing = False  # the cube turned off the pushing line
+        if not self._pushing:
+            horizontal = float(np.linalg.norm(grip[:2] - behind))
+            if horizontal > 0.01:
+                if grip[2] < self.approach_height - 0.02 and horizontal > 0.025:
+                    return _move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
+                height = self.approach_height if horizontal > 0.025 else self.push_height
+                return _move(grip, np.array([behind[0], behind[1], height]), -1.0)
+            if grip[2] > self.push_height + 0.01:
+                return _move(grip, np.array([behind[0], behind[1], self.push_height]), -1.0)
+            self._pushing = True
+        # Push along the line, slowing down near the goal; steer back through the cube's centre.
+        step = min(0.02, 0.35 * dist + 0.004)
+        line_point = cube[:2] - self.contact * direction
+        offset = line_point - grip[:2]
+        offset -= float(offset @ direction) * direction
+        xy = grip[:2] + step * direction + 0.7 * offset
+        return _move(grip, np.array([xy[0], xy[1], self.push_height]), -1.0)
+
+
+class PickAndPlaceExpert:
+    """Open, go above the cube, descend, close, lift and carry it to the goal, hold it there."""
+
+    hover = 0.08
+    """Height above the cube before descending [m]."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new episode in the approach phase."""
+        self._grasped_steps = 0
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Action for one observation. Shape: (4,)"""
+        o = obs["observation"]
+        grip, cube, fingers, goal = o[:3], o[3:6], o[9:11], obs["desired_goal"]
+        rel = cube - grip
+        horizontal = float(np.linalg.norm(rel[:2]))
+        width = float(fingers.sum())
+        holding = width < 0.052 and width > 0.03 and horizontal < 0.02 and abs(rel[2]) < 0.02
+        if holding:
+            self._grasped_steps += 1
+        else:
+            self._grasped_steps = 0
+        if self._grasped_steps >= 2:
+            # Carry: move the cube (which sits at the TCP) to the goal.
+            return _move(grip, goal - (cube - grip), -1.0)
+        if holding:
+            return np.array([0.0, 0.0, 0.0, -1.0])
+        if horizontal > 0.015:
+            height = cube[2] + self.hover
+            if grip[2] < cube[2] + 0.03 and horizontal > 0.03:
+                # Too low and off the cube: rise first so the fingers do not hit it.
+                return _move(grip, np.array([grip[0], grip[1], height]), 1.0)
+            return _move(grip, np.array([cube[0], cube[1], max(height if horizontal > 0.03 else grip[2], cube[2])]), 1.0)
+        if grip[2] - cube[2] > 0.008:
+            return _move(grip, np.array([cube[0], cube[1], cube[2]]), 1.0)
+        return np.array([0.0, 0.0, 0.0, -1.0])
+
+
+class SlideExpert:
+    """Strike the puck along the puck-to-goal line with the speed that makes it stop at the goal.
+
+    The puck decelerates at about ``mu g`` once released, so a puck moving at ``v`` stops after
+    ``v^2 / (2 mu g)``. The expert approaches behind the puck, accelerates it along the line while
+    in contact, and pulls back once the predicted stopping point reaches the goal.
+    """
+
+    deceleration = 0.1 * 9.81
+    """Expected sliding deceleration of the puck [m/s^2] (friction 0.1)."""
+    push_height = 0.018
+    standoff = 0.05
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new episode in the approach phase."""
+        self._phase = "approach"
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Action for one observation. Shape: (4,)"""
+        o = obs["observation"]
+        grip, puck, goal = o[:3], o[3:6], obs["desired_goal"]
+        puck_vel = o[14:17] + o[20:23]
+        to_goal = goal[:2] - puck[:2]
+        dist = float(np.linalg.norm(to_goal))
+        direction = to_goal / max(dist, 1e-6)
+        speed = float(puck_vel[:2] @ direction)
+        if self._phase == "released" or dist < 0.01:
+            self._phase = "released"
+            return _move(grip, np.array([grip[0], grip[1], 0.1]), -1.0)
+        if self._phase == "approach":
+            behind = puck[:2] - self.standoff * direction
+            horizontal = float(np.linalg.norm(grip[:2] - behind))
+            if horizontal > 0.01:
+                height = 0.06 if horizontal > 0.03 else self.push_height
+                if grip[2] < 0.04 and horizontal > 0.03:
+                    return _move(grip, np.array([grip[0], grip[1], 0.06]), -1.0)
+                return _move(grip, np.array([behind[0], behind[1], height]), -1.0)
+            if grip[2] > self.push_height + 0.01:
+                return _move(grip, np.array([behind[0], behind[1], self.push_height]), -1.0)
+            self._phase = "strike"
+        # Strike: accelerate along the line until the predicted stop reaches the goal.
+        stop = speed * speed / (2.0 * self.deceleration) if speed > 0 else 0.0
+        if stop >= dist:
+            self._phase = "released"
+            return _move(grip, np.array([grip[0] - 0.05 * direction[0], grip[1] - 0.05 * direction[1], 0.1]), -1.0)
+        needed = math.sqrt(2.0 * self.deceleration * dist)
+        # Fingertip velocity command along the line, steering through the puck's centre.
+        tip_speed = min(needed * 1.15, 1.2)
+        lateral = puck[:2] - grip[:2]
+        lateral -= float(lateral @ direction) * direction
+        xy = grip[:2] + tip_speed * 0.04 * direction + 0.8 * lateral
+        return _move(grip, np.array([xy[0], xy[1], self.push_height]), -1.0)
+
+
+EXPERTS = {
+    "PandaReach": ReachExpert,
+    "PandaPush": PushExpert,
+    "PandaSlide": SlideExpert,
+    "PandaPickAndPlace": PickAndPlaceExpert,
+}
+
+
+def make_expert(env_id: str) -> ReachExpert | PushExpert | SlideExpert | PickAndPlaceExpert:
+    """The scripted expert for a robot_rl env id (sparse or Dense variant)."""
+    name = env_id.split("/")[-1].split("-")[0].removesuffix("Dense")
+    if name not in EXPERTS:
+        raise ValueError(f"no scripted expert for {env_id!r}. Experts exist for: {', '.join(EXPERTS)}.")
+    return EXPERTS[name]()

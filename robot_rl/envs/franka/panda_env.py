@@ -1,0 +1,181 @@
+"""The Panda base environment: Cartesian control of a simulated Franka arm on a table.
+
+Shared by the Reach, Push, Slide and PickAndPlace tasks. Frames: world frame with z up, the
+robot base at the origin, the table top at z = 0; the arm faces +x.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from robot_rl.envs.base import MujocoGoalEnv
+from robot_rl.envs.franka.controller import CartesianController, CartesianControllerConfig
+
+FINGER_OPEN = 0.04
+"""Per-finger opening when fully open [m] (0.08 m between the pads)."""
+
+
+class PandaEnv(MujocoGoalEnv):
+    """Franka Panda with an end-effector displacement action; see the task classes for details.
+
+    Action space ``Box(-1, 1, (4,), float64)``:
+
+    ===  =====================================================  =========================
+    idx  action                                                 unit after scaling
+    ===  =====================================================  =========================
+    0-2  TCP displacement target along world x, y, z            x ``max_displacement`` [m]
+    3    gripper opening: -1 closed, +1 fully open (0.08 m)     absolute width command
+    ===  =====================================================  =========================
+
+    Each control period (``ctrl_dt``, 0.04 s) the TCP target is the current TCP position plus the
+    scaled displacement, clipped to ``workspace_low`` / ``workspace_high``; a differential-IK
+    controller turns it into joint position targets that the joint impedance servos track at
+    the physics rate (``sim_dt`` 0.002 s). No mocap: the arm moves only through its actuators.
+    Out-of-range action entries are clipped to [-1, 1]; NaN/inf or a wrong shape raises
+    ``ValueError`` and leaves the simulation untouched.
+    """
+
+    has_object: ClassVar[bool] = True
+    block_gripper: ClassVar[bool] = False
+    max_displacement: ClassVar[float] = 0.05
+    """TCP displacement per control period at |action| = 1 [m]."""
+    workspace_low: ClassVar[np.ndarray] = np.array([0.2, -0.45, 0.005])
+    """Lower corner of the TCP workspace box [m, world]."""
+    workspace_high: ClassVar[np.ndarray] = np.array([0.85, 0.45, 0.55])
+    """Upper corner of the TCP workspace box [m, world]."""
+
+    def __init__(self, controller: CartesianControllerConfig | None = None, **kwargs: Any) -> None:
+        self._controller_config = controller
+        super().__init__(**kwargs)
+
+    def _setup(self) -> None:
+        m = self.model
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float64)
+        self._tcp = m.site("tcp").id
+        self._goal_site = m.site("goal").id
+        self._finger_qadr = np.array([m.jnt_qposadr[m.joint(n).id] for n in ("finger_joint1", "finger_joint2")])
+        self._finger_dofadr = np.array([m.jnt_dofadr[m.joint(n).id] for n in ("finger_joint1", "finger_joint2")])
+        self._arm_dofadr = np.array([m.jnt_dofadr[m.joint(f"joint{i}").id] for i in range(1, 8)])
+        self._home_qpos = m.key_qpos[self._home_key][:7].copy()
+        self.controller = CartesianController(m, self.data, self._home_qpos, self.ctrl_dt, self._controller_config)
+        self._tcp_vel = np.zeros(6)
+        self._obs_buffer = np.zeros(25)
+        if self.has_object:
+            self._obj_body = m.body("object").id
+            joint = m.joint("object").id
+            self._obj_qadr = m.jnt_qposadr[joint]
+            self._obj_dofadr = m.jnt_dofadr[joint]
+        mujoco.mj_resetDataKeyframe(m, self.data, self._home_key)
+        mujoco.mj_forward(m, self.data)
+        self.initial_tcp = self.data.site_xpos[self._tcp].copy()
+        """TCP position at the home keyframe [m, world]."""
+        self._goal = self.initial_tcp.copy()
+
+    def _object_body(self) -> int | None:
+        return self._obj_body if self.has_object else None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+        """Reset (see :meth:`MujocoGoalEnv.reset`) and align the controller's command with it."""
+        out = super().reset(seed=seed, options=options)
+        self.controller.reset()
+        self.controller.update_command_kinematics()
+        return out
+
+    # ------------------------------------------------------------------ control
+    def _apply_action(self, action: np.ndarray) -> None:
+        self.data.ctrl[:7] = self.controller.joint_targets(
+            self.max_displacement * action[:3], self.workspace_low, self.workspace_high
+        )
+        width = 0.0 if self.block_gripper else 0.5 * (action[3] + 1.0) * FINGER_OPEN
+        self.data.ctrl[7] = width
+        self.data.ctrl[8] = width
+
+    def _neutral_action(self) -> np.ndarray:
+        # Hold position and keep the current finger opening.
+        width = float(np.mean(self.data.qpos[self._finger_qadr]))
+        return np.array([0.0, 0.0, 0.0, 2.0 * width / FINGER_OPEN - 1.0])
+
+    @property
+    def tcp_position(self) -> np.ndarray:
+        """Measured TCP position [m, world]. Shape: (3,)"""
+        return self.data.site_xpos[self._tcp].copy()
+
+    # -------------------------------------------------------------- observation
+    def _tcp_velocity(self) -> np.ndarray:
+        """TCP linear velocity [m/s, world]."""
+        mujoco.mj_objectVelocity(self.model, self.data, mujoco.mjtObj.mjOBJ_SITE, self._tcp, self._tcp_vel, 0)
+        return self._tcp_vel[3:]
+
+    def _observation(self) -> np.ndarray:
+        d = self.data
+        grip_pos = d.site_xpos[self._tcp]
+        grip_vel = self._tcp_velocity()
+        fingers = d.qpos[self._finger_qadr]
+        finger_vel = d.qvel[self._finger_dofadr]
+        if not self.has_object:
+            return np.concatenate((grip_pos, fingers, grip_vel, finger_vel))
+        q, v = self._obj_qadr, self._obj_dofadr
+        obs = self._obs_buffer
+        obs[0:3] = grip_pos
+        obs[3:6] = d.qpos[q : q + 3]
+        obs[6:9] = obs[3:6] - grip_pos
+        obs[9:11] = fingers
+        obs[11:14] = _quat_to_euler(d.qpos[q + 3 : q + 7])
+        obs[14:17] = d.qvel[v : v + 3] - grip_vel
+        # Free-joint angular velocity is in the body frame; rotate it to the world frame.
+        mujoco.mju_mulMatVec3(obs[17:20], d.xmat[self._obj_body], d.qvel[v + 3 : v + 6])
+        obs[20:23] = grip_vel
+        obs[23:25] = finger_vel
+        return obs.copy()
+
+    def _achieved_goal(self) -> np.ndarray:
+        if self.has_object:
+            return self.data.qpos[self._obj_qadr : self._obj_qadr + 3]
+        return self.data.site_xpos[self._tcp]
+
+    def _set_goal(self, goal: np.ndarray) -> None:
+        self._goal = np.asarray(goal, dtype=np.float64).copy()
+        self.model.site_pos[self._goal_site] = self._goal
+
+    def _place_object(self, xy: np.ndarray, z: float) -> None:
+        q = self._obj_qadr
+        self.data.qpos[q : q + 3] = (xy[0], xy[1], z)
+        self.data.qpos[q + 3 : q + 7] = (1.0, 0.0, 0.0, 0.0)
+        self.data.qvel[self._obj_dofadr : self._obj_dofadr + 6] = 0.0
+
+
+OBSERVATION_TABLE = """
+    Observation ``observation`` (``Box(-inf, inf, (25,), float64)``; Reach has the 10 entries
+    without an object: TCP position, finger positions, TCP velocity, finger velocities):
+
+    =====  ===========================================================  ============
+    idx    quantity                                                     unit
+    =====  ===========================================================  ============
+    0-2    TCP position (world)                                         m
+    3-5    object position (world)                                      m
+    6-8    object position relative to the TCP                          m
+    9-10   finger positions (left, right)                               m
+    11-13  object orientation, XYZ Euler angles                         rad
+    14-16  object linear velocity relative to the TCP (world)           m/s
+    17-19  object angular velocity (world)                              rad/s
+    20-22  TCP linear velocity (world)                                  m/s
+    23-24  finger velocities                                            m/s
+    =====  ===========================================================  ============
+
+    ``achieved_goal``: object position [m] (TCP position for Reach). ``desired_goal``: goal
+    position [m]. Both ``Box(-inf, inf, (3,), float64)``.
+"""
+
+
+def _quat_to_euler(quat: np.ndarray) -> tuple[float, float, float]:
+    """XYZ (roll, pitch, yaw) Euler angles [rad] of a unit quaternion (w, x, y, z)."""
+    w, x, y, z = quat.tolist()  # plain floats: math is several times faster than numpy on scalars
+    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
+    pitch = math.asin(min(1.0, max(-1.0, 2.0 * (w * y - z * x))))
+    yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+    return roll, pitch, yaw

@@ -1,0 +1,187 @@
+"""Domain randomization: a typed, validated description of what to perturb and by how much.
+
+A :class:`DomainRandomization` is shared by every robot_rl environment. Each episode, the env
+draws one :class:`RandomizationSample` from it with its own seeded generator (so seeded resets
+stay deterministic) and applies it to its MuJoCo model. Everything is off by default.
+
+YAML keys (all optional; a range is ``[low, high]``, a scale multiplies the nominal value):
+
+========================  =========  ===========================================================
+key                       unit       meaning
+========================  =========  ===========================================================
+object_mass_scale         x          manipulated object's mass
+object_friction_scale     x          manipulated object's sliding friction
+joint_damping_scale       x          every robot joint's damping
+actuator_gain_scale       x          every actuator's stiffness and damping gains (kp, kv)
+obs_noise_std             obs units  std of Gaussian noise added to ``observation`` (m, m/s, rad)
+action_latency_steps      steps      actions applied this many control periods late (integers)
+========================  =========  ===========================================================
+
+Example::
+
+    object_mass_scale: [0.5, 2.0]
+    object_friction_scale: [0.7, 1.3]
+    obs_noise_std: 0.002
+    action_latency_steps: [0, 2]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Range = tuple[float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainRandomization:
+    """What to randomize per episode. The defaults leave the simulation nominal."""
+
+    object_mass_scale: Range = (1.0, 1.0)
+    """Scale range of the manipulated object's mass [x nominal]."""
+    object_friction_scale: Range = (1.0, 1.0)
+    """Scale range of the object's sliding friction coefficient [x nominal]."""
+    joint_damping_scale: Range = (1.0, 1.0)
+    """Scale range of every robot joint's viscous damping [x nominal]."""
+    actuator_gain_scale: Range = (1.0, 1.0)
+    """Scale range of every actuator's position and velocity gains [x nominal]."""
+    obs_noise_std: float = 0.0
+    """Standard deviation of zero-mean Gaussian noise on ``observation`` [its units: m, m/s, rad]."""
+    action_latency_steps: tuple[int, int] = (0, 0)
+    """Range (inclusive) of the action delay [control periods], drawn once per episode."""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "obs_noise_std":
+                if not (np.isfinite(value) and value >= 0.0):
+                    raise ValueError(f"`obs_noise_std` must be a finite number >= 0. Got {value!r}.")
+                continue
+            low, high = value
+            if not (np.isfinite(low) and np.isfinite(high)) or low > high:
+                raise ValueError(f"`{field.name}` must be [low, high] with low <= high. Got {list(value)}.")
+            if field.name.endswith("_scale") and low <= 0.0:
+                raise ValueError(f"`{field.name}` must be positive scales. Got {list(value)}.")
+            if field.name == "action_latency_steps" and (low < 0 or int(low) != low or int(high) != high):
+                raise ValueError(f"`action_latency_steps` must be integers >= 0. Got {list(value)}.")
+
+    @property
+    def enabled(self) -> bool:
+        """True when any parameter differs from nominal."""
+        return self != DomainRandomization()
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The valid YAML keys."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "randomization config") -> DomainRandomization:
+        """Build from a mapping, naming any unknown key and the valid ones."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{source}: expected a mapping of randomization keys, got {type(values).__name__}.")
+        valid = cls.keys()
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in valid:
+                close = difflib.get_close_matches(str(key), valid, n=1)
+                hint = f" Did you mean `{close[0]}`?" if close else ""
+                raise ValueError(f"{source}: unknown key `{key}`.{hint} Valid keys: {', '.join(valid)}.")
+            if key == "obs_noise_std":
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"{source}: `{key}` must be a number. Got {value!r}.")
+                kwargs[key] = float(value)
+                continue
+            if (
+                not isinstance(value, list | tuple)
+                or len(value) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            ):
+                raise ValueError(f"{source}: `{key}` must be a [low, high] pair of numbers. Got {value!r}.")
+            kwargs[key] = (int(value[0]), int(value[1])) if key == "action_latency_steps" else tuple(map(float, value))
+            if key == "action_latency_steps" and any(int(v) != v for v in value):
+                raise ValueError(f"{source}: `action_latency_steps` must be integers. Got {value!r}.")
+        try:
+            return cls(**kwargs)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> DomainRandomization:
+        """Load a YAML file of randomization keys (see the module docstring)."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"randomization file {str(path)!r} does not exist.")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({err}).") from None
+        return cls.from_dict(values, source=str(path))
+
+    def sample(self, rng: np.random.Generator) -> RandomizationSample:
+        """Draw one episode's parameters. Draws nothing when randomization is off."""
+        if not self.enabled:
+            return RandomizationSample()
+
+        def uniform(r: Range) -> float:
+            return float(rng.uniform(r[0], r[1])) if r[0] != r[1] else float(r[0])
+
+        lat = self.action_latency_steps
+        return RandomizationSample(
+            object_mass_scale=uniform(self.object_mass_scale),
+            object_friction_scale=uniform(self.object_friction_scale),
+            joint_damping_scale=uniform(self.joint_damping_scale),
+            actuator_gain_scale=uniform(self.actuator_gain_scale),
+            obs_noise_std=self.obs_noise_std,
+            action_latency_steps=int(rng.integers(lat[0], lat[1] + 1)) if lat[0] != lat[1] else int(lat[0]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomizationSample:
+    """One episode's drawn parameters (all nominal by default)."""
+
+    object_mass_scale: float = 1.0
+    object_friction_scale: float = 1.0
+    joint_damping_scale: float = 1.0
+    actuator_gain_scale: float = 1.0
+    obs_noise_std: float = 0.0
+    action_latency_steps: int = 0
+
+
+PRESETS: dict[str, DomainRandomization] = {
+    "nominal": DomainRandomization(),
+    "train": DomainRandomization(
+        object_mass_scale=(0.5, 2.0),
+        object_friction_scale=(0.7, 1.3),
+        joint_damping_scale=(0.8, 1.2),
+        actuator_gain_scale=(0.8, 1.2),
+        obs_noise_std=0.001,
+        action_latency_steps=(0, 1),
+    ),
+}
+"""Named settings for ``--randomize``: ``nominal`` (off) and ``train`` (moderate sim-to-real)."""
+
+
+def resolve_randomization(spec: str | DomainRandomization | Mapping[str, Any] | None) -> DomainRandomization:
+    """Turn a preset name, a YAML path, a mapping or None into a :class:`DomainRandomization`."""
+    if spec is None:
+        return DomainRandomization()
+    if isinstance(spec, DomainRandomization):
+        return spec
+    if isinstance(spec, Mapping):
+        return DomainRandomization.from_dict(spec)
+    if spec in PRESETS:
+        return PRESETS[spec]
+    if str(spec).endswith((".yaml", ".yml")) or Path(spec).exists():
+        return DomainRandomization.from_yaml(spec)
+    raise ValueError(
+        f"--randomize expects a preset ({', '.join(PRESETS)}) or a YAML file path. Got {spec!r}."
+    )
