@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ class DomainRandomization:
                     raise ValueError(f"`obs_noise_std` must be a finite number >= 0. Got {value!r}.")
                 continue
             low, high = value
-            if not (np.isfinite(low) and np.isfinite(high)) or low > high:
+            if not (np.isfinite(low) and np.isfinite(high)):
+                raise ValueError(f"`{field.name}` must be finite numbers. Got {list(value)}.")
+            if low > high:
                 raise ValueError(f"`{field.name}` must be [low, high] with low <= high. Got {list(value)}.")
             if field.name.endswith("_scale") and low <= 0.0:
                 raise ValueError(f"`{field.name}` must be positive scales. Got {list(value)}.")
@@ -103,9 +106,13 @@ class DomainRandomization:
                 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
             ):
                 raise ValueError(f"{source}: `{key}` must be a [low, high] pair of numbers. Got {value!r}.")
-            kwargs[key] = (int(value[0]), int(value[1])) if key == "action_latency_steps" else tuple(map(float, value))
-            if key == "action_latency_steps" and any(int(v) != v for v in value):
-                raise ValueError(f"{source}: `action_latency_steps` must be integers. Got {value!r}.")
+            if key == "action_latency_steps":
+                # Checked before int(): int() of inf or NaN raises its own, unhelpful error.
+                if not all(float(v).is_integer() for v in value):
+                    raise ValueError(f"{source}: `action_latency_steps` must be integers. Got {value!r}.")
+                kwargs[key] = (int(value[0]), int(value[1]))
+            else:
+                kwargs[key] = (float(value[0]), float(value[1]))
         try:
             return cls(**kwargs)
         except ValueError as err:
@@ -119,11 +126,19 @@ class DomainRandomization:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"randomization file {str(path)!r} does not exist.")
+        # PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string; read it as a float (YAML 1.2).
+        loader = type("_Loader", (yaml.SafeLoader,), {})
+        loader.add_implicit_resolver(
+            "tag:yaml.org,2002:float",
+            re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+            list("-+0123456789."),
+        )
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.load(path.read_text(), Loader=loader)  # a SafeLoader: no arbitrary objects
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: not valid YAML ({err}).") from None
-        return cls.from_dict(values, source=str(path))
+        # An empty file is "randomize nothing"; any other non-mapping (a list, `false`) is refused.
+        return cls.from_dict({} if values is None else values, source=str(path))
 
     def sample(self, rng: np.random.Generator) -> RandomizationSample:
         """Draw one episode's parameters. Draws nothing when randomization is off."""
@@ -170,7 +185,7 @@ PRESETS: dict[str, DomainRandomization] = {
 """Named settings for ``--randomize``: ``nominal`` (off) and ``train`` (moderate sim-to-real)."""
 
 
-def resolve_randomization(spec: str | DomainRandomization | Mapping[str, Any] | None) -> DomainRandomization:
+def resolve_randomization(spec: str | Path | DomainRandomization | Mapping[str, Any] | None) -> DomainRandomization:
     """Turn a preset name, a YAML path, a mapping or None into a :class:`DomainRandomization`."""
     if spec is None:
         return DomainRandomization()
@@ -178,10 +193,12 @@ def resolve_randomization(spec: str | DomainRandomization | Mapping[str, Any] | 
         return spec
     if isinstance(spec, Mapping):
         return DomainRandomization.from_dict(spec)
+    if not isinstance(spec, str | Path):
+        raise ValueError(f"--randomize expects a preset name or a YAML file path. Got {type(spec).__name__}.")
     if spec in PRESETS:
         return PRESETS[spec]
     if str(spec).endswith((".yaml", ".yml")) or Path(spec).exists():
         return DomainRandomization.from_yaml(spec)
-    raise ValueError(
-        f"--randomize expects a preset ({', '.join(PRESETS)}) or a YAML file path. Got {spec!r}."
-    )
+    close = difflib.get_close_matches(str(spec), list(PRESETS), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"--randomize expects a preset ({', '.join(PRESETS)}) or a YAML file path. Got {spec!r}.{hint}")

@@ -15,6 +15,7 @@ not wind up.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import mujoco
 import numpy as np
@@ -27,11 +28,11 @@ PANDA_JOINT_VELOCITY_LIMIT = np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2
 class CartesianControllerConfig:
     """Gains of the differential-IK controller."""
 
-    damping: float = 0.05
+    damping: float = 0.01
     """Damped-least-squares regularisation lambda [m] (larger is smoother near singularities)."""
     orientation_gain: float = 0.5
     """Fraction of the orientation error corrected per control period [1]."""
-    nullspace_gain: float = 0.2
+    nullspace_gain: float = 0.1
     """Fraction of the posture error (to the home pose) corrected per period in the null space [1]."""
 
     def __post_init__(self) -> None:
@@ -79,20 +80,48 @@ class CartesianController:
         self._q_cmd = self.home_qpos.copy()
         self._cmd = mujoco.MjData(model)
         """Scratch data holding the commanded posture (its kinematics only)."""
-        self._err = np.zeros(6)
-        self._sol = np.zeros(6)
-        self._quat = np.zeros(4)
-        self._rot_err = np.zeros(3)
-        self._rot_err_world = np.zeros(3)
-        self._jac = np.zeros((6, 7))
-        self._jacp = np.zeros((3, model.nv))
-        self._jacr = np.zeros((3, model.nv))
         self._damp = (self.config.damping**2) * np.eye(6)
-        self._eye7 = np.eye(7)
         self.target_rotation = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
         """Desired TCP orientation (world frame): gripper pointing down, fingers along world y."""
         self._target_quat = np.zeros(4)
         mujoco.mju_mat2Quat(self._target_quat, self.target_rotation.flatten())
+
+        # Hot-path state for joint_targets, which runs once per env step: views into the MjData
+        # buffers (every `data.qpos` attribute access builds a new array), preallocated outputs
+        # for the few matrix products, and the per-joint constants as Python floats (scalar
+        # math on floats is several times faster than numpy on 7-element arrays, and exact).
+        self._qpos = data.qpos[:7]
+        self._cmd_qpos = self._cmd.qpos[:7]
+        self._cmd_tcp_pos = self._cmd.site_xpos[self._site]
+        self._cmd_tcp_mat = self._cmd.site_xmat[self._site]
+        self._orientation_gain = float(self.config.orientation_gain)
+        self._nullspace_gain = float(self.config.nullspace_gain)
+        self._limits = tuple(
+            zip(
+                self._inv_max_step.tolist(),
+                self.q_low.tolist(),
+                self.q_high.tolist(),
+                self._max_lead.tolist(),
+                strict=True,
+            )
+        )
+        """Per joint: (1 / max step [1/rad], lower limit [rad], upper limit [rad], max lead [rad])."""
+        # mj_jacSite writes the 3 x nv position and rotation Jacobians straight into the two halves
+        # of one 6 x nv buffer; the arm's 7 columns are a strided view of it (no copies).
+        self._jac_full = np.zeros((6, model.nv))
+        self._jacp = self._jac_full[:3]
+        self._jacr = self._jac_full[3:]
+        self._jac = self._jac_full[:, :7]
+        self._jac_t = self._jac.T
+        self._err = np.zeros(6)
+        self._quat = np.zeros(4)
+        self._rot_err = np.zeros(3)
+        self._rot_err_world = np.zeros(3)
+        self._posture = np.zeros(7)
+        self._gram = np.zeros((6, 6))
+        self._rhs = np.zeros(6)
+        self._sol = np.zeros(6)
+        self._dq = np.zeros(7)
 
     def reset(self) -> None:
         """Set the commanded posture to the measured one (call after every env reset)."""
@@ -105,47 +134,69 @@ class CartesianController:
 
     def update_command_kinematics(self) -> None:
         """Forward kinematics of the commanded posture (after reset or an external change)."""
-        self._cmd.qpos[:7] = self._q_cmd
+        self._cmd_qpos[:] = self._q_cmd
         mujoco.mj_kinematics(self.model, self._cmd)
         mujoco.mj_comPos(self.model, self._cmd)
 
-    def joint_targets(self, displacement: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    def joint_targets(
+        self, displacement: Sequence[float], low: Sequence[float], high: Sequence[float]
+    ) -> np.ndarray:
         """Advance the commanded posture so its TCP moves by ``displacement`` [m, world].
 
         The commanded TCP target is clipped to the box [``low``, ``high``] [m, world]. Returns the
-        joint position targets [rad] for the servos. Shape: (7,)
+        joint position targets [rad] for the servos (the controller's own buffer: copy it to keep
+        it past the next call). Shape: (7,)
+
+        The same arithmetic as the textbook numpy form, operation for operation, so results are
+        bit-identical to it; only the bookkeeping is cheaper (floats, views, ``out=`` buffers).
         """
-        model, cmd = self.model, self._cmd
-        q_cmd = self._q_cmd
-        err = self._err
-        tcp = cmd.site_xpos[self._site]
-        err[:3] = np.minimum(np.maximum(tcp + displacement, low), high) - tcp
-        mujoco.mju_mat2Quat(self._quat, cmd.site_xmat[self._site])
+        x, y, z = self._cmd_tcp_pos.tolist()
+        dx, dy, dz = displacement
+        lx, ly, lz = low
+        hx, hy, hz = high
+        mujoco.mju_mat2Quat(self._quat, self._cmd_tcp_mat)
         # mju_subQuat gives the rotation from the current to the target orientation in the TCP's
         # own frame; the rotational Jacobian is in the world frame, so rotate it there.
         mujoco.mju_subQuat(self._rot_err, self._target_quat, self._quat)
-        mujoco.mju_mulMatVec3(self._rot_err_world, cmd.site_xmat[self._site], self._rot_err)
-        err[3:] = self.config.orientation_gain * self._rot_err_world
-        mujoco.mj_jacSite(model, cmd, self._jacp, self._jacr, self._site)
-        jac = self._jac
-        jac[:3] = self._jacp[:, :7]
-        jac[3:] = self._jacr[:, :7]
+        mujoco.mju_mulMatVec3(self._rot_err_world, self._cmd_tcp_mat, self._rot_err)
+        rx, ry, rz = self._rot_err_world.tolist()
+        k = self._orientation_gain
+        err = self._err
+        err[:] = (
+            min(max(x + dx, lx), hx) - x,
+            min(max(y + dy, ly), hy) - y,
+            min(max(z + dz, lz), hz) - z,
+            k * rx,
+            k * ry,
+            k * rz,
+        )
+        mujoco.mj_jacSite(self.model, self._cmd, self._jacp, self._jacr, self._site)
         # dq = J+ err + (I - J+ J) p with the damped pseudo-inverse J+ = J^T (J J^T + lambda^2 I)^-1
         # and the posture pull p = k (q_home - q), as one 6x6 Cholesky solve (no 7x7 matrices).
-        posture = self.config.nullspace_gain * (self.home_qpos - q_cmd)
-        gram = jac @ jac.T + self._damp
+        jac, jac_t = self._jac, self._jac_t
+        q_cmd, posture, gram, rhs, dq = self._q_cmd, self._posture, self._gram, self._rhs, self._dq
+        np.subtract(self.home_qpos, q_cmd, out=posture)
+        np.multiply(posture, self._nullspace_gain, out=posture)
+        np.matmul(jac, jac_t, out=gram)
+        np.add(gram, self._damp, out=gram)
         mujoco.mju_cholFactor(gram, 0.0)
-        rhs = err - jac @ posture
+        np.matmul(jac, posture, out=rhs)
+        np.subtract(err, rhs, out=rhs)
         mujoco.mju_cholSolve(self._sol, gram, rhs)
-        dq = jac.T @ self._sol + posture
+        np.matmul(jac_t, self._sol, out=dq)
+        np.add(dq, posture, out=dq)
         # Respect joint velocity limits over one period, keeping the direction of motion.
-        ratio = (np.abs(dq) * self._inv_max_step).max()
+        steps = dq.tolist()
+        ratio = max([abs(v) * lim[0] for v, lim in zip(steps, self._limits, strict=True)])
         if ratio > 1.0:
-            dq /= ratio
-        q_cmd += dq
+            steps = [v / ratio for v in steps]
         # Joint limits, and anti-windup: the command never runs more than a few periods of motion
         # ahead of the measured posture (a blocked arm does not wind up a large jump).
-        q = self.data.qpos[:7]
-        np.clip(q_cmd, np.maximum(self.q_low, q - self._max_lead), np.minimum(self.q_high, q + self._max_lead), out=q_cmd)
+        q_cmd[:] = [
+            min(max(c + v, max(q_low, q - lead)), min(q_high, q + lead))
+            for c, v, q, (_, q_low, q_high, lead) in zip(
+                q_cmd.tolist(), steps, self._qpos.tolist(), self._limits, strict=True
+            )
+        ]
         self.update_command_kinematics()
         return q_cmd

@@ -43,8 +43,8 @@ class PushExpert:
     lift and approach again from the new "behind" point. Once the cube is close, hold still.
     """
 
-    approach_height = 0.07
-    """TCP height while travelling above the table [m]."""
+    approach_height = 0.09
+    """TCP height while travelling above the table [m] (clears the cube's top with the fingertips)."""
     push_height = 0.02
     """TCP height while pushing [m]: just below the cube's centre (0.025 m), so it slides without tipping."""
     standoff = 0.065
@@ -66,7 +66,7 @@ class PushExpert:
         grip, cube, goal = o[:3], o[3:6], obs["desired_goal"]
         to_goal = goal[:2] - cube[:2]
         dist = float(np.linalg.norm(to_goal))
-        if dist < 0.015:
+        if dist < 0.02:
             self._arrived = True
         if self._arrived and dist < 0.035:
             # Arrived: hold still (lifting a little) so the cube is not disturbed.
@@ -77,20 +77,21 @@ class PushExpert:
         rel = grip[:2] - cube[:2]
         along = float(rel @ direction)
         lateral = abs(float(rel[0] * direction[1] - rel[1] * direction[0]))
-        if self._pushing and (lateral > 0.02 or along > -0.02):
+        if self._pushing and (lateral > 0.025 or along > -0.02):
             self._pushing = False  # the cube turned off the pushing line
         if not self._pushing:
             horizontal = float(np.linalg.norm(grip[:2] - behind))
             if horizontal > 0.01:
                 if grip[2] < self.approach_height - 0.02 and horizontal > 0.025:
                     return _move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
-                height = self.approach_height if horizontal > 0.025 else self.push_height
-                return _move(grip, np.array([behind[0], behind[1], height]), -1.0)
+                # Descend while closing in on the start point, staying clear of the cube.
+                height = self.approach_height if horizontal > 0.04 else self.push_height
+                return _move(grip, np.array([behind[0], behind[1], height]), -1.0, gain=0.8)
             if grip[2] > self.push_height + 0.01:
-                return _move(grip, np.array([behind[0], behind[1], self.push_height]), -1.0)
+                return _move(grip, np.array([behind[0], behind[1], self.push_height]), -1.0, gain=0.7)
             self._pushing = True
         # Push along the line, slowing down near the goal; steer back through the cube's centre.
-        step = min(0.02, 0.35 * dist + 0.004)
+        step = min(0.025, 0.25 * dist + 0.003)
         line_point = cube[:2] - self.contact * direction
         offset = line_point - grip[:2]
         offset -= float(offset @ direction) * direction
@@ -99,10 +100,10 @@ class PushExpert:
 
 
 class PickAndPlaceExpert:
-    """Open, go above the cube, descend, close, lift and carry it to the goal, hold it there."""
+    """Open, align above the cube, descend, close, lift and carry it to the goal, hold it there."""
 
-    hover = 0.08
-    """Height above the cube before descending [m]."""
+    hover = 0.07
+    """Height above the cube while aligning [m]."""
 
     def __init__(self) -> None:
         self.reset()
@@ -110,47 +111,55 @@ class PickAndPlaceExpert:
     def reset(self) -> None:
         """Start a new episode in the approach phase."""
         self._grasped_steps = 0
+        self._descending = False
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Action for one observation. Shape: (4,)"""
         o = obs["observation"]
         grip, cube, fingers, goal = o[:3], o[3:6], o[9:11], obs["desired_goal"]
+        grip_vel = o[20:23]
         rel = cube - grip
         horizontal = float(np.linalg.norm(rel[:2]))
         width = float(fingers.sum())
-        holding = width < 0.052 and width > 0.03 and horizontal < 0.02 and abs(rel[2]) < 0.02
-        if holding:
-            self._grasped_steps += 1
-        else:
-            self._grasped_steps = 0
-        if self._grasped_steps >= 2:
-            # Carry: move the cube (which sits at the TCP) to the goal.
-            return _move(grip, goal - (cube - grip), -1.0)
-        if holding:
-            return np.array([0.0, 0.0, 0.0, -1.0])
-        if horizontal > 0.015:
-            height = cube[2] + self.hover
-            if grip[2] < cube[2] + 0.03 and horizontal > 0.03:
-                # Too low and off the cube: rise first so the fingers do not hit it.
-                return _move(grip, np.array([grip[0], grip[1], height]), 1.0)
-            return _move(grip, np.array([cube[0], cube[1], max(height if horizontal > 0.03 else grip[2], cube[2])]), 1.0)
-        if grip[2] - cube[2] > 0.008:
-            return _move(grip, np.array([cube[0], cube[1], cube[2]]), 1.0)
+        near = horizontal < 0.025 and abs(rel[2]) < 0.03
+        holding = near and 0.01 < width < 0.053
+        self._grasped_steps = self._grasped_steps + 1 if holding else 0
+        if self._grasped_steps >= 3:
+            # Carry: move the cube (held at the TCP) to the goal.
+            return _move(grip, goal - (cube - grip), -1.0, gain=0.8)
+        if near and width < 0.075 and grip[2] - cube[2] < 0.008:
+            return np.array([0.0, 0.0, 0.0, -1.0])  # closing on the cube
+        if self._descending and horizontal > 0.02:
+            self._descending = False  # the cube moved away: align again
+        if not self._descending:
+            above = np.array([cube[0], cube[1], cube[2] + self.hover])
+            if grip[2] < cube[2] + 0.04 and horizontal > 0.02:
+                return _move(grip, np.array([grip[0], grip[1], above[2]]), 1.0)  # rise clear of the cube
+            if horizontal > 0.006 or float(np.linalg.norm(grip_vel[:2])) > 0.05:
+                return _move(grip, above, 1.0, gain=0.8 if horizontal > 0.03 else 0.5)
+            self._descending = True
+        if grip[2] - cube[2] > 0.004:
+            target = np.array([cube[0], cube[1], cube[2]])
+            return _move(grip, target, 1.0, gain=1.0 if grip[2] - cube[2] > 0.03 else 0.6)
         return np.array([0.0, 0.0, 0.0, -1.0])
 
 
 class SlideExpert:
     """Strike the puck along the puck-to-goal line with the speed that makes it stop at the goal.
 
-    The puck decelerates at about ``mu g`` once released, so a puck moving at ``v`` stops after
-    ``v^2 / (2 mu g)``. The expert approaches behind the puck, accelerates it along the line while
-    in contact, and pulls back once the predicted stopping point reaches the goal.
+    A released puck decelerates at ``mu g`` (friction 0.1, so about 0.98 m/s^2) and stops after
+    ``v^2 / (2 mu g)``. The expert comes down behind the puck, pushes it along the line while
+    speeding up, and pulls back as soon as the predicted stopping point reaches the goal.
     """
 
     deceleration = 0.1 * 9.81
-    """Expected sliding deceleration of the puck [m/s^2] (friction 0.1)."""
-    push_height = 0.018
-    standoff = 0.05
+    """Expected sliding deceleration of the released puck [m/s^2]."""
+    approach_height = 0.07
+    """TCP height while travelling [m] (the puck's top is at 0.04 m)."""
+    push_height = 0.02
+    """TCP height while pushing [m] (the puck's centre)."""
+    standoff = 0.06
+    """Distance behind the puck centre where the fingertips come down [m]."""
 
     def __init__(self) -> None:
         self.reset()
@@ -168,31 +177,32 @@ class SlideExpert:
         dist = float(np.linalg.norm(to_goal))
         direction = to_goal / max(dist, 1e-6)
         speed = float(puck_vel[:2] @ direction)
-        if self._phase == "released" or dist < 0.01:
-            self._phase = "released"
-            return _move(grip, np.array([grip[0], grip[1], 0.1]), -1.0)
+        if self._phase == "released":
+            # Pull back and up, away from the sliding puck.
+            return _move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
         if self._phase == "approach":
             behind = puck[:2] - self.standoff * direction
             horizontal = float(np.linalg.norm(grip[:2] - behind))
             if horizontal > 0.01:
-                height = 0.06 if horizontal > 0.03 else self.push_height
-                if grip[2] < 0.04 and horizontal > 0.03:
-                    return _move(grip, np.array([grip[0], grip[1], 0.06]), -1.0)
-                return _move(grip, np.array([behind[0], behind[1], height]), -1.0)
-            if grip[2] > self.push_height + 0.01:
-                return _move(grip, np.array([behind[0], behind[1], self.push_height]), -1.0)
+                if grip[2] < self.approach_height - 0.02 and horizontal > 0.03:
+                    return _move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
+                height = self.approach_height if horizontal > 0.04 else self.push_height
+                return _move(grip, np.array([behind[0], behind[1], height]), -1.0, gain=0.8)
+            if grip[2] > self.push_height + 0.005:
+                return _move(grip, np.array([behind[0], behind[1], self.push_height]), -1.0, gain=0.6)
             self._phase = "strike"
-        # Strike: accelerate along the line until the predicted stop reaches the goal.
-        stop = speed * speed / (2.0 * self.deceleration) if speed > 0 else 0.0
-        if stop >= dist:
+        # Strike: speed up along the line until the predicted stop reaches the goal, then let go.
+        if speed > 0.0 and speed * speed / (2.0 * self.deceleration) >= dist:
             self._phase = "released"
-            return _move(grip, np.array([grip[0] - 0.05 * direction[0], grip[1] - 0.05 * direction[1], 0.1]), -1.0)
+            back = grip[:2] - 0.03 * direction
+            return _move(grip, np.array([back[0], back[1], self.approach_height]), -1.0)
         needed = math.sqrt(2.0 * self.deceleration * dist)
-        # Fingertip velocity command along the line, steering through the puck's centre.
-        tip_speed = min(needed * 1.15, 1.2)
-        lateral = puck[:2] - grip[:2]
-        lateral -= float(lateral @ direction) * direction
-        xy = grip[:2] + tip_speed * 0.04 * direction + 0.8 * lateral
+        step = min(MAX_DISPLACEMENT, max(0.01, 1.2 * needed * 0.04))
+        # Keep the fingertip on the line through the puck's centre.
+        line_point = puck[:2] - 0.04 * direction
+        offset = line_point - grip[:2]
+        offset -= float(offset @ direction) * direction
+        xy = grip[:2] + step * direction + 0.7 * offset
         return _move(grip, np.array([xy[0], xy[1], self.push_height]), -1.0)
 
 

@@ -44,9 +44,9 @@ class PandaEnv(MujocoGoalEnv):
     block_gripper: ClassVar[bool] = False
     max_displacement: ClassVar[float] = 0.05
     """TCP displacement per control period at |action| = 1 [m]."""
-    workspace_low: ClassVar[np.ndarray] = np.array([0.2, -0.45, 0.005])
+    workspace_low: ClassVar[np.ndarray] = np.array([0.3, -0.4, 0.01])
     """Lower corner of the TCP workspace box [m, world]."""
-    workspace_high: ClassVar[np.ndarray] = np.array([0.85, 0.45, 0.55])
+    workspace_high: ClassVar[np.ndarray] = np.array([0.85, 0.4, 0.55])
     """Upper corner of the TCP workspace box [m, world]."""
 
     def __init__(self, controller: CartesianControllerConfig | None = None, **kwargs: Any) -> None:
@@ -64,6 +64,11 @@ class PandaEnv(MujocoGoalEnv):
         self._home_qpos = m.key_qpos[self._home_key][:7].copy()
         self.controller = CartesianController(m, self.data, self._home_qpos, self.ctrl_dt, self._controller_config)
         self._tcp_vel = np.zeros(6)
+        self._q_cmd_prev = self._home_qpos.copy()
+        self._q_step = np.zeros(7)
+        # kv / kp / ctrl_dt per arm servo; actuator_gain_scale scales kp and kv together, so the
+        # ratio (the servo's time constant) is the same under randomization.
+        self._feedforward = -m.actuator_biasprm[:7, 2] / m.actuator_gainprm[:7, 0] / self.ctrl_dt
         self._obs_buffer = np.zeros(25)
         if self.has_object:
             self._obj_body = m.body("object").id
@@ -84,13 +89,26 @@ class PandaEnv(MujocoGoalEnv):
         out = super().reset(seed=seed, options=options)
         self.controller.reset()
         self.controller.update_command_kinematics()
+        self._q_cmd_prev[:] = self.data.qpos[:7]
         return out
 
     # ------------------------------------------------------------------ control
     def _apply_action(self, action: np.ndarray) -> None:
-        self.data.ctrl[:7] = self.controller.joint_targets(
-            self.max_displacement * action[:3], self.workspace_low, self.workspace_high
+        # The action displaces the *measured* TCP (what the policy observes); the controller reaches
+        # that target from its commanded posture, so a lagging arm is not commanded twice.
+        measured = self.data.site_xpos[self._tcp]
+        commanded = self.controller.commanded_tcp
+        previous = self._q_cmd_prev
+        q_cmd = self.controller.joint_targets(
+            measured - commanded + self.max_displacement * action[:3], self.workspace_low, self.workspace_high
         )
+        # Velocity feed-forward through the servo's set point: with force kp (ctrl - q) - kv qdot, the
+        # set point q_cmd + (kv / kp) qdot_cmd tracks the commanded joint velocity without the servo
+        # lag, as the robot's own joint controller interpolates a streamed trajectory.
+        np.subtract(q_cmd, previous, out=self._q_step)
+        np.multiply(self._q_step, self._feedforward, out=self._q_step)
+        np.add(q_cmd, self._q_step, out=self.data.ctrl[:7])
+        previous[:] = q_cmd
         width = 0.0 if self.block_gripper else 0.5 * (action[3] + 1.0) * FINGER_OPEN
         self.data.ctrl[7] = width
         self.data.ctrl[8] = width

@@ -21,7 +21,7 @@ class PandaPickAndPlaceEnv(PandaPushEnv):
         + OBSERVATION_TABLE
         + """
     ## Starting State
-    As PandaPush: cube within +-0.15 m of the home TCP position (x, y). The goal's x, y are drawn
+    As PandaPush: cube within +-0.15 m of (0.55, 0) m (x, y). The goal's x, y are drawn
     in the same square; with probability 0.5 it lies on the table, otherwise up to 0.45 m above.
 
     ## Rewards

@@ -24,8 +24,10 @@ class PandaPushEnv(PandaEnv):
         + """
     ## Starting State
     The ``home`` keyframe with the TCP at about (0.45, 0, 0.25) m. The cube is placed uniformly
-    within +-0.15 m (x, y) of the home TCP position and at least 0.1 m from it; the goal is drawn
-    on the table in the same square, at least 0.05 m from the cube.
+    within +-0.15 m (x, y) of (0.55, 0) m, at least 0.1 m (xy) from the home TCP; the goal is drawn
+    on the table in the same square, at least 0.05 m from the cube. (The square sits 0.1 m further
+    out than Fetch's, centred on the initial gripper, because the Panda cannot reach the table top
+    closer than about 0.3 m from its base.)
 
     ## Rewards
     Sparse (default): -1 per step while the cube is farther than 0.05 m from the goal, else 0.
@@ -49,12 +51,14 @@ class PandaPushEnv(PandaEnv):
     min_object_distance = 0.1
     """Smallest initial TCP-to-cube distance in the xy plane [m]."""
     object_z = CUBE_HALF
+    sample_center = np.array([0.55, 0.0])
+    """Centre of the squares the cube and the goal are drawn in [m, world xy]."""
 
     def _reset_task(self) -> None:
         home_xy = self.initial_tcp[:2]
         rng = self.np_random
         while True:
-            obj_xy = home_xy + rng.uniform(-self.obj_range, self.obj_range, size=2)
+            obj_xy = self.sample_center + rng.uniform(-self.obj_range, self.obj_range, size=2)
             if np.linalg.norm(obj_xy - home_xy) >= self.min_object_distance:
                 break
         self._place_object(obj_xy, self.object_z)
@@ -65,5 +69,5 @@ class PandaPushEnv(PandaEnv):
         self._set_goal(goal)
 
     def _sample_goal(self, rng: np.random.Generator) -> np.ndarray:
-        xy = self.initial_tcp[:2] + rng.uniform(-self.target_range, self.target_range, size=2)
+        xy = self.sample_center + rng.uniform(-self.target_range, self.target_range, size=2)
         return np.array([xy[0], xy[1], self.object_z])

@@ -24,7 +24,7 @@ class PandaSlideEnv(PandaPushEnv):
         + OBSERVATION_TABLE
         + """
     ## Starting State
-    The puck lies within +-0.1 m (x, y) of (0.4, 0) m; the goal is drawn within +-0.2 m of
+    The puck lies within +-0.08 m (x, y) of (0.45, 0) m; the goal is drawn within +-0.2 m of
     (0.8, 0) m, at least 0.1 m from the puck, often beyond what the arm can reach (about
     0.85 m from the base), so the puck has to be struck and left to slide.
 
@@ -41,9 +41,9 @@ class PandaSlideEnv(PandaPushEnv):
     )
 
     scene_file = "franka/slide_scene.xml"
-    obj_range = 0.1
+    obj_range = 0.08
     target_range = 0.2
-    object_center = np.array([0.4, 0.0])
+    object_center = np.array([0.45, 0.0])
     """Centre of the puck's start square [m]."""
     target_center = np.array([0.8, 0.0])
     """Centre of the goal square [m]."""
