@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import sys
 
-# Offscreen rendering without a display. Set before anything imports mujoco (it picks its GL
-# backend at import). An explicit MUJOCO_GL (.ci/run exports osmesa) is left as it is.
+# Offscreen rendering without a display: OSMesa when it is installed. Set before anything imports
+# mujoco (it picks its GL backend at import). An explicit MUJOCO_GL (.ci/run exports osmesa) is
+# left as it is, and then a render failure is a test failure rather than a skip.
 MUJOCO_GL_EXPLICIT = "MUJOCO_GL" in os.environ
-if sys.platform.startswith("linux"):
-    os.environ.setdefault("MUJOCO_GL", "osmesa")
+if not MUJOCO_GL_EXPLICIT and sys.platform.startswith("linux") and ctypes.util.find_library("OSMesa"):
+    os.environ["MUJOCO_GL"] = "osmesa"
 
 from collections.abc import Callable, Iterator  # noqa: E402
 from typing import Any  # noqa: E402

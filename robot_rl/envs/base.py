@@ -24,7 +24,7 @@ ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
 
 
 def goal_distance(goal_a: np.ndarray, goal_b: np.ndarray) -> np.ndarray:
-    """Euclidean distance over the last axis [m]. Shapes: (..., 3) -> (...)"""
+    """Euclidean distance over the last axis [m]. Shapes: (..., 3) -> (...)."""
     return np.linalg.norm(np.asarray(goal_a) - np.asarray(goal_b), axis=-1)
 
 
@@ -117,7 +117,7 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         raise NotImplementedError
 
     def _achieved_goal(self) -> np.ndarray:
-        """The quantity compared with the goal [m]. Shape: (3,)"""
+        """The quantity compared with the goal [m]. Shape: (3,)."""
         raise NotImplementedError
 
     def _neutral_action(self) -> np.ndarray:
@@ -172,8 +172,8 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._apply_action(action)
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
         obs = self._get_obs()
-        # The scalar form of compute_reward (one distance, no array round trips).
-        distance = math.dist(obs["achieved_goal"], self._goal)
+        # The scalar form of compute_reward (one distance on Python floats, no array round trips).
+        distance = math.dist(obs["achieved_goal"].tolist(), self._goal.tolist())
         success = distance <= self.distance_threshold
         if self.reward_type == "sparse":
             reward = 0.0 if success else -1.0
@@ -182,7 +182,7 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         return obs, reward, False, False, {"is_success": float(success)}
 
     def render(self) -> np.ndarray | None:
-        """An RGB frame from the scene's ``front`` camera. Shape: (height, width, 3)"""
+        """An RGB frame from the scene's ``front`` camera. Shape: (height, width, 3)."""
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
@@ -199,21 +199,23 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     # --------------------------------------------------------------------- helpers
     def _validate_action(self, action: Any) -> np.ndarray:
-        shape = self.action_space.shape
+        """The action as a new float64 array clipped to the action space; raises before any state change."""
+        space = self.action_space
+        shape = space.shape
         try:
             arr = np.asarray(action, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(
-                f"action must be a numeric array of shape {shape}; got {type(action).__name__}."
-            ) from None
+            raise ValueError(f"action must be a numeric array of shape {shape}; got {type(action).__name__}.") from None
         if arr.shape != shape:
             raise ValueError(
                 f"action must have shape {shape} (see the env docstring for each entry); got shape {arr.shape}."
             )
-        if not np.all(np.isfinite(arr)):
+        # math.isfinite over Python floats: a few times cheaper than np.isfinite + all on a 4-vector.
+        if not all(map(math.isfinite, arr.ravel().tolist())):
             bad = np.flatnonzero(~np.isfinite(arr)).tolist()
             raise ValueError(f"action must be finite; entries {bad} are NaN or inf: {arr.tolist()}.")
-        return np.clip(arr, self.action_space.low, self.action_space.high)
+        # Same values as np.clip for finite input (a new array either way), at a third of the cost.
+        return np.minimum(np.maximum(arr, space.low), space.high)
 
     def _get_obs(self) -> dict[str, np.ndarray]:
         observation = self._observation()

@@ -29,6 +29,14 @@ def _reach(reward_type: str) -> gym.Env:
     return robot_rl.make(REACH, reward_type=reward_type).unwrapped
 
 
+CORNERS = list(itertools.product([-1.0, 1.0], repeat=3))
+"""Directions towards the 8 corners of the workspace box."""
+
+
+def corner_id(corner: tuple[float, ...]) -> str:
+    return "".join("+-"[v < 0] for v in corner)
+
+
 def state_bytes(env: gym.Env) -> dict[str, bytes]:
     """Everything a failed ``step`` must leave untouched, as raw bytes."""
     d = env.data
@@ -76,6 +84,19 @@ class TestGymnasiumApi:
             np.testing.assert_array_equal(o[3:6], obs["achieved_goal"])
             np.testing.assert_allclose(o[6:9], o[3:6] - o[:3], atol=1e-15)
         np.testing.assert_array_equal(env.model.site_pos[env.model.site("goal").id], obs["desired_goal"])
+
+    @pytest.mark.parametrize("env_id", SPARSE_IDS)
+    def test_returned_observations_are_not_changed_by_later_steps(self, make_env, env_id):
+        env = make_env(env_id)
+        returned = [env.reset(seed=0)[0]]
+        returned += [env.step(np.array([0.5, -0.5, 0.5, 0.0]))[0] for _ in range(3)]
+        kept = [{key: value.copy() for key, value in obs.items()} for obs in returned]
+        for _ in range(3):
+            env.step(np.array([-0.5, 0.5, -0.5, 1.0]))
+        for obs, copy in zip(returned, kept, strict=True):
+            for key in copy:
+                np.testing.assert_array_equal(obs[key], copy[key])
+        assert not np.array_equal(kept[0]["observation"], kept[-1]["observation"])  # the arm did move
 
     def test_render_gives_an_rgb_frame_of_the_requested_size(self, make_env):
         env = make_env("robot_rl/PandaPush-v0", render_mode="rgb_array", width=160, height=120)
@@ -135,7 +156,7 @@ class TestTaskSampling:
             cube, goal, home = obs["achieved_goal"], obs["desired_goal"], env.initial_tcp
             assert np.all(np.abs(cube[:2] - env.sample_center) <= env.obj_range)
             assert np.linalg.norm(cube[:2] - home[:2]) >= env.min_object_distance
-            assert cube[2] == pytest.approx(0.025)
+            assert cube[2] == env.object_z
             assert np.all(np.abs(goal[:2] - env.sample_center) <= env.target_range)
             assert np.linalg.norm(goal[:2] - cube[:2]) > THRESHOLD
             heights.append(goal[2] - cube[2])
@@ -153,7 +174,7 @@ class TestTaskSampling:
             assert np.all(np.abs(puck[:2] - env.object_center) <= env.obj_range)
             assert np.all(np.abs(goal[:2] - env.target_center) <= env.target_range)
             assert np.linalg.norm(goal[:2] - puck[:2]) >= 0.1
-            assert goal[2] == puck[2] == pytest.approx(0.02)
+            assert goal[2] == puck[2] == env.object_z
 
 
 class TestReward:
@@ -173,7 +194,8 @@ class TestReward:
         achieved, desired = rng.uniform(-0.1, 0.1, (2, *batch_shape, 3))
         rewards = env.compute_reward(achieved, desired, [{}] * int(np.prod(batch_shape)))
         assert np.shape(rewards) == batch_shape
-        flat = [env.compute_reward(a, d, {}) for a, d in zip(achieved.reshape(-1, 3), desired.reshape(-1, 3))]
+        pairs = zip(achieved.reshape(-1, 3), desired.reshape(-1, 3), strict=True)
+        flat = [env.compute_reward(a, d, {}) for a, d in pairs]
         np.testing.assert_array_equal(np.reshape(rewards, -1), flat)
 
     @settings(max_examples=50, deadline=None)
@@ -222,23 +244,7 @@ class TestReward:
 class TestCartesianControl:
     """The controller is shared by every task; Reach has no object in the way."""
 
-    @pytest.mark.parametrize(
-        "axis",
-        [
-            0,
-            1,
-            pytest.param(
-                2,
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="controller.py: one linearised IK step per period, re-based on the TCP each "
-                    "period, lets a vertical move drift sideways by ~20% (2 cm in x per 11 cm in z); "
-                    "reported to the lead",
-                ),
-            ),
-        ],
-        ids=["x", "y", "z"],
-    )
+    @pytest.mark.parametrize("axis", [0, 1, 2], ids=["x", "y", "z"])
     @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["plus", "minus"])
     def test_an_axis_action_moves_the_tcp_along_that_axis_only(self, make_env, axis, sign):
         env = make_env(REACH)
@@ -252,33 +258,62 @@ class TestCartesianControl:
         assert sign * moved[axis] > 0.05  # 5 periods at full speed: at least 1 cm per period
         assert np.all(np.abs(np.delete(moved, axis)) < 0.1 * abs(moved[axis]))
 
-    def test_zero_action_holds_the_tcp_still_away_from_home(self, make_env):
+    @pytest.mark.xfail(
+        strict=True,
+        reason="controller.py: the null-space pull to the home posture leaks into the TCP through the "
+        "damped pseudo-inverse (1 cm creep in 4 s; none with nullspace_gain=0); reported to the lead",
+    )
+    def test_zero_action_holds_a_settled_tcp_still_away_from_home(self, make_env):
         env = make_env(REACH)
         env.reset(seed=2)
         for _ in range(8):
             env.step(np.array([1.0, 0.5, -0.3, 0.0]))
-        for _ in range(5):
+        for _ in range(25):  # come to rest
             env.step(np.zeros(4))
         held = env.tcp_position
-        for _ in range(50):
+        for _ in range(100):
             env.step(np.zeros(4))
-        assert np.linalg.norm(env.tcp_position - held) < 0.005
+        assert np.linalg.norm(env.tcp_position - held) < 0.002
 
-    @pytest.mark.parametrize(
-        "corner", list(itertools.product([-1.0, 1.0], repeat=3)), ids=lambda c: "".join("+-"[v < 0] for v in c)
-    )
-    def test_driving_into_a_workspace_corner_keeps_the_tcp_inside_the_box(self, make_env, corner):
+    @pytest.mark.parametrize("corner", CORNERS, ids=corner_id)
+    def test_driving_into_a_workspace_corner_ends_inside_the_box(self, make_env, corner):
         env = make_env(REACH)
         env.reset(seed=1)
         start = env.tcp_position
-        tolerance = 0.01
+        for _ in range(50):
+            env.step(np.array([*corner, 0.0]))
+            assert env.tcp_position[2] >= env.workspace_low[2] - 0.005  # never into the table
+        tcp = env.tcp_position
+        assert np.all(tcp >= env.workspace_low - 0.002), tcp
+        assert np.all(tcp <= env.workspace_high + 0.002), tcp
+        # It went towards the corner in every axis (the far corners are out of the arm's reach).
+        assert np.all(np.array(corner) * (tcp - start) > 0.02)
+
+    @pytest.mark.parametrize(
+        "corner",
+        [
+            pytest.param(
+                c,
+                marks=pytest.mark.xfail(
+                    strict=True,
+                    reason="panda_env.py/controller.py: arriving at full speed the TCP overshoots the y "
+                    "bound by 1.1-1.6 cm before settling on it; reported to the lead",
+                ),
+            )
+            if c[0] < 0
+            else c
+            for c in CORNERS
+        ],
+        ids=corner_id,
+    )
+    def test_driving_into_a_workspace_corner_never_leaves_the_box_by_more_than_1_cm(self, make_env, corner):
+        env = make_env(REACH)
+        env.reset(seed=1)
         for _ in range(50):
             env.step(np.array([*corner, 0.0]))
             tcp = env.tcp_position
-            assert np.all(tcp >= env.workspace_low - tolerance), tcp
-            assert np.all(tcp <= env.workspace_high + tolerance), tcp
-        # It went towards the corner in every axis (the far corners are out of the arm's reach).
-        assert np.all(np.array(corner) * (tcp - start) > 0.02)
+            assert np.all(tcp >= env.workspace_low - 0.01), tcp
+            assert np.all(tcp <= env.workspace_high + 0.01), tcp
 
     def test_gripper_action_sets_the_finger_opening(self, make_env):
         env = make_env("robot_rl/PandaPickAndPlace-v0")
@@ -371,9 +406,10 @@ class TestBadInputs:
             PandaReachEnv(**kwargs)
 
 
-def test_every_scene_steps_without_mujoco_warnings_in_an_episode(make_env):
-    """A full random episode per task raises no MuJoCo warning (contacts, bad qacc...)."""
-    for env_id in SPARSE_IDS:
+class TestPhysics:
+    @pytest.mark.parametrize("env_id", SPARSE_IDS)
+    def test_a_random_episode_raises_no_mujoco_warning(self, make_env, env_id):
         env = make_env(env_id)
         rollout(env, seed=0, n_steps=50)
-        assert [env.data.warning[i].number for i in range(len(env.data.warning))] == [0] * len(env.data.warning)
+        counts = [env.data.warning[i].number for i in range(len(env.data.warning))]
+        assert counts == [0] * len(counts)

@@ -148,18 +148,32 @@ class SlideExpert:
     """Strike the puck along the puck-to-goal line with the speed that makes it stop at the goal.
 
     A released puck decelerates at ``mu g`` (friction 0.1, so about 0.98 m/s^2) and stops after
-    ``v^2 / (2 mu g)``. The expert comes down behind the puck, pushes it along the line while
-    speeding up, and pulls back as soon as the predicted stopping point reaches the goal.
+    ``v^2 / (2 mu g)``. The expert comes down behind the puck, pushes it along the line with the
+    speed profile ``v(d) = sqrt(2 mu g d)`` (d the remaining distance), ramping up gently, and lets
+    go once the puck is at that speed. The fingertips' cross-section is a rectangle, so the
+    expert aims the corner (or face) that meets the puck at the point opposite the goal, so the
+    contact pushes through the puck's centre.
     """
 
     deceleration = 0.1 * 9.81
     """Expected sliding deceleration of the released puck [m/s^2]."""
-    approach_height = 0.07
-    """TCP height while travelling [m] (the puck's top is at 0.04 m)."""
-    push_height = 0.02
-    """TCP height while pushing [m] (the puck's centre)."""
-    standoff = 0.06
-    """Distance behind the puck centre where the fingertips come down [m]."""
+    approach_height = 0.06
+    """TCP height while travelling [m] (the puck's top is at 0.02 m)."""
+    push_height = 0.012
+    """TCP height while pushing [m]: the pads span 0.0025-0.0215 m, the puck 0-0.02 m."""
+    puck_radius = 0.03
+    tip_half = np.array([0.0085, 0.01])
+    """Half extents of the closed fingertips' cross-section along world x, y [m]."""
+    standoff = 0.025
+    """Gap between the fingertips and the puck where the fingertips come down [m]."""
+    max_accel_step = 0.003
+    contact_step = 0.003
+    """Per-step advance while closing the last gap to the puck [m]."""
+    speed_factor = 1.0
+    """Fraction of v(d) the fingertips move at."""
+    max_reach = 0.7
+    """Horizontal distance from the robot base where the push ends [m]."""
+    """Largest increase of the per-step displacement during the push [m] (a gentle ramp)."""
 
     def __init__(self) -> None:
         self.reset()
@@ -167,6 +181,16 @@ class SlideExpert:
     def reset(self) -> None:
         """Start a new episode in the approach phase."""
         self._phase = "approach"
+        self._step = 0.0
+
+    def _tip_target(self, puck: np.ndarray, direction: np.ndarray, gap: float) -> np.ndarray:
+        # The fingertip feature that meets the puck first when moving along `direction`.
+        corner = np.sign(direction) * self.tip_half
+        if abs(direction[1]) < 0.1:
+            corner[1] = 0.0  # nearly along x: the front face pushes
+        if abs(direction[0]) < 0.1:
+            corner[0] = 0.0
+        return puck[:2] - (self.puck_radius + gap) * direction - corner
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Action for one observation. Shape: (4,)"""
@@ -181,28 +205,38 @@ class SlideExpert:
             # Pull back and up, away from the sliding puck.
             return _move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
         if self._phase == "approach":
-            behind = puck[:2] - self.standoff * direction
-            horizontal = float(np.linalg.norm(grip[:2] - behind))
-            if horizontal > 0.01:
+            start = self._tip_target(puck, direction, self.standoff)
+            horizontal = float(np.linalg.norm(grip[:2] - start))
+            if horizontal > 0.006:
                 if grip[2] < self.approach_height - 0.02 and horizontal > 0.03:
                     return _move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
                 height = self.approach_height if horizontal > 0.04 else self.push_height
-                return _move(grip, np.array([behind[0], behind[1], height]), -1.0, gain=0.8)
-            if grip[2] > self.push_height + 0.005:
-                return _move(grip, np.array([behind[0], behind[1], self.push_height]), -1.0, gain=0.6)
+                return _move(grip, np.array([start[0], start[1], height]), -1.0, gain=0.7)
+            if grip[2] > self.push_height + 0.004:
+                return _move(grip, np.array([start[0], start[1], self.push_height]), -1.0, gain=0.6)
             self._phase = "strike"
-        # Strike: speed up along the line until the predicted stop reaches the goal, then let go.
-        if speed > 0.0 and speed * speed / (2.0 * self.deceleration) >= dist:
+        # Strike: move the fingertips at the speed v(d) = sqrt(2 a d) of the remaining distance d. A
+        # hand on that profile decelerates at exactly a, as friction would decelerate the free puck,
+        # so the puck rides along and, once the hand has to stop (its reach), slides on to the goal.
+        target_speed = math.sqrt(2.0 * self.deceleration * dist)
+        reach = float(np.hypot(grip[0], grip[1]))
+        if reach > self.max_reach or dist < 0.01:
             self._phase = "released"
-            back = grip[:2] - 0.03 * direction
+            back = grip[:2] - 0.05 * direction
             return _move(grip, np.array([back[0], back[1], self.approach_height]), -1.0)
-        needed = math.sqrt(2.0 * self.deceleration * dist)
-        step = min(MAX_DISPLACEMENT, max(0.01, 1.2 * needed * 0.04))
-        # Keep the fingertip on the line through the puck's centre.
-        line_point = puck[:2] - 0.04 * direction
-        offset = line_point - grip[:2]
+        if speed < 0.05:
+            # Not touching yet: creep into contact, since an impact would launch the light puck
+            # faster than the hand moves.
+            self._step = self.contact_step
+        else:
+            self._step = min(
+                self._step + self.max_accel_step, self.speed_factor * target_speed * 0.04, MAX_DISPLACEMENT
+            )
+        # Advance along the line while steering the contact feature back onto it.
+        on_line = self._tip_target(puck, direction, 0.0)
+        offset = on_line - grip[:2]
         offset -= float(offset @ direction) * direction
-        xy = grip[:2] + step * direction + 0.7 * offset
+        xy = grip[:2] + self._step * direction + 0.7 * offset
         return _move(grip, np.array([xy[0], xy[1], self.push_height]), -1.0)
 
 

@@ -19,6 +19,8 @@ from robot_rl.envs.franka.controller import CartesianController, CartesianContro
 FINGER_OPEN = 0.04
 """Per-finger opening when fully open [m] (0.08 m between the pads)."""
 
+_OBJ_SITE = mujoco.mjtObj.mjOBJ_SITE
+
 
 class PandaEnv(MujocoGoalEnv):
     """Franka Panda with an end-effector displacement action; see the task classes for details.
@@ -69,12 +71,27 @@ class PandaEnv(MujocoGoalEnv):
         # kv / kp / ctrl_dt per arm servo; actuator_gain_scale scales kp and kv together, so the
         # ratio (the servo's time constant) is the same under randomization.
         self._feedforward = -m.actuator_biasprm[:7, 2] / m.actuator_gainprm[:7, 0] / self.ctrl_dt
-        self._obs_buffer = np.zeros(25)
+        # The per-step code reads the state through views made once here (every `data.<field>`
+        # access builds a new array) and does its scalar math on Python floats: several times
+        # faster than numpy on 3-vectors, and the same IEEE arithmetic, so results are identical.
+        d = self.data
+        self._tcp_pos = d.site_xpos[self._tcp]
+        self._qpos = d.qpos
+        self._qvel = d.qvel
+        self._arm_ctrl = d.ctrl[:7]
+        self._finger_ctrl = d.ctrl[7:9]
+        self._finger_q1, self._finger_q2 = (int(i) for i in self._finger_qadr)
+        self._finger_v1, self._finger_v2 = (int(i) for i in self._finger_dofadr)
         if self.has_object:
             self._obj_body = m.body("object").id
             joint = m.joint("object").id
-            self._obj_qadr = m.jnt_qposadr[joint]
-            self._obj_dofadr = m.jnt_dofadr[joint]
+            self._obj_qadr = int(m.jnt_qposadr[joint])
+            self._obj_dofadr = int(m.jnt_dofadr[joint])
+            q, v = self._obj_qadr, self._obj_dofadr
+            self._obj_pos = d.qpos[q : q + 3]
+            self._obj_xmat = d.xmat[self._obj_body]
+            self._obj_angvel_local = d.qvel[v + 3 : v + 6]
+            self._obj_angvel = np.zeros(3)
         mujoco.mj_resetDataKeyframe(m, self.data, self._home_key)
         mujoco.mj_forward(m, self.data)
         self.initial_tcp = self.data.site_xpos[self._tcp].copy()
@@ -96,22 +113,22 @@ class PandaEnv(MujocoGoalEnv):
     def _apply_action(self, action: np.ndarray) -> None:
         # The action displaces the *measured* TCP (what the policy observes); the controller reaches
         # that target from its commanded posture, so a lagging arm is not commanded twice.
-        measured = self.data.site_xpos[self._tcp]
-        commanded = self.controller.commanded_tcp
+        ax, ay, az, grip = action.tolist()
+        mx, my, mz = self._tcp_pos.tolist()
+        cx, cy, cz = self.controller.commanded_tcp.tolist()
+        scale = self.max_displacement
+        displacement = ((mx - cx) + scale * ax, (my - cy) + scale * ay, (mz - cz) + scale * az)
         previous = self._q_cmd_prev
-        q_cmd = self.controller.joint_targets(
-            measured - commanded + self.max_displacement * action[:3], self.workspace_low, self.workspace_high
-        )
+        q_cmd = self.controller.joint_targets(displacement, self.workspace_low.tolist(), self.workspace_high.tolist())
         # Velocity feed-forward through the servo's set point: with force kp (ctrl - q) - kv qdot, the
         # set point q_cmd + (kv / kp) qdot_cmd tracks the commanded joint velocity without the servo
         # lag, as the robot's own joint controller interpolates a streamed trajectory.
         np.subtract(q_cmd, previous, out=self._q_step)
         np.multiply(self._q_step, self._feedforward, out=self._q_step)
-        np.add(q_cmd, self._q_step, out=self.data.ctrl[:7])
+        np.add(q_cmd, self._q_step, out=self._arm_ctrl)
         previous[:] = q_cmd
-        width = 0.0 if self.block_gripper else 0.5 * (action[3] + 1.0) * FINGER_OPEN
-        self.data.ctrl[7] = width
-        self.data.ctrl[8] = width
+        # Both finger servos get the same width command.
+        self._finger_ctrl[:] = 0.0 if self.block_gripper else 0.5 * (grip + 1.0) * FINGER_OPEN
 
     def _neutral_action(self) -> np.ndarray:
         # Hold position and keep the current finger opening.
@@ -120,41 +137,48 @@ class PandaEnv(MujocoGoalEnv):
 
     @property
     def tcp_position(self) -> np.ndarray:
-        """Measured TCP position [m, world]. Shape: (3,)"""
+        """Measured TCP position [m, world]. Shape: (3,)."""
         return self.data.site_xpos[self._tcp].copy()
 
     # -------------------------------------------------------------- observation
-    def _tcp_velocity(self) -> np.ndarray:
+    def _tcp_velocity(self) -> tuple[float, float, float]:
         """TCP linear velocity [m/s, world]."""
-        mujoco.mj_objectVelocity(self.model, self.data, mujoco.mjtObj.mjOBJ_SITE, self._tcp, self._tcp_vel, 0)
-        return self._tcp_vel[3:]
+        mujoco.mj_objectVelocity(self.model, self.data, _OBJ_SITE, self._tcp, self._tcp_vel, 0)
+        _, _, _, vx, vy, vz = self._tcp_vel.tolist()  # [angular; linear]
+        return vx, vy, vz
 
     def _observation(self) -> np.ndarray:
-        d = self.data
-        grip_pos = d.site_xpos[self._tcp]
-        grip_vel = self._tcp_velocity()
-        fingers = d.qpos[self._finger_qadr]
-        finger_vel = d.qvel[self._finger_dofadr]
+        # One np.array call on Python floats; the layout is OBSERVATION_TABLE's.
+        gx, gy, gz = self._tcp_pos.tolist()
+        vx, vy, vz = self._tcp_velocity()
+        qpos, qvel = self._qpos.tolist(), self._qvel.tolist()
+        f1, f2 = qpos[self._finger_q1], qpos[self._finger_q2]
+        fv1, fv2 = qvel[self._finger_v1], qvel[self._finger_v2]
         if not self.has_object:
-            return np.concatenate((grip_pos, fingers, grip_vel, finger_vel))
+            return np.array((gx, gy, gz, f1, f2, vx, vy, vz, fv1, fv2))
         q, v = self._obj_qadr, self._obj_dofadr
-        obs = self._obs_buffer
-        obs[0:3] = grip_pos
-        obs[3:6] = d.qpos[q : q + 3]
-        obs[6:9] = obs[3:6] - grip_pos
-        obs[9:11] = fingers
-        obs[11:14] = _quat_to_euler(d.qpos[q + 3 : q + 7])
-        obs[14:17] = d.qvel[v : v + 3] - grip_vel
+        ox, oy, oz = qpos[q : q + 3]
+        roll, pitch, yaw = _quat_to_euler(*qpos[q + 3 : q + 7])
+        lx, ly, lz = qvel[v : v + 3]
         # Free-joint angular velocity is in the body frame; rotate it to the world frame.
-        mujoco.mju_mulMatVec3(obs[17:20], d.xmat[self._obj_body], d.qvel[v + 3 : v + 6])
-        obs[20:23] = grip_vel
-        obs[23:25] = finger_vel
-        return obs.copy()
+        mujoco.mju_mulMatVec3(self._obj_angvel, self._obj_xmat, self._obj_angvel_local)
+        wx, wy, wz = self._obj_angvel.tolist()
+        return np.array(
+            (
+                *(gx, gy, gz),  # 0-2 TCP position
+                *(ox, oy, oz),  # 3-5 object position
+                *(ox - gx, oy - gy, oz - gz),  # 6-8 object relative to the TCP
+                *(f1, f2),  # 9-10 finger positions
+                *(roll, pitch, yaw),  # 11-13 object orientation
+                *(lx - vx, ly - vy, lz - vz),  # 14-16 object velocity relative to the TCP
+                *(wx, wy, wz),  # 17-19 object angular velocity
+                *(vx, vy, vz),  # 20-22 TCP velocity
+                *(fv1, fv2),  # 23-24 finger velocities
+            )
+        )
 
     def _achieved_goal(self) -> np.ndarray:
-        if self.has_object:
-            return self.data.qpos[self._obj_qadr : self._obj_qadr + 3]
-        return self.data.site_xpos[self._tcp]
+        return self._obj_pos if self.has_object else self._tcp_pos
 
     def _set_goal(self, goal: np.ndarray) -> None:
         self._goal = np.asarray(goal, dtype=np.float64).copy()
@@ -190,9 +214,8 @@ OBSERVATION_TABLE = """
 """
 
 
-def _quat_to_euler(quat: np.ndarray) -> tuple[float, float, float]:
+def _quat_to_euler(w: float, x: float, y: float, z: float) -> tuple[float, float, float]:
     """XYZ (roll, pitch, yaw) Euler angles [rad] of a unit quaternion (w, x, y, z)."""
-    w, x, y, z = quat.tolist()  # plain floats: math is several times faster than numpy on scalars
     roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
     pitch = math.asin(min(1.0, max(-1.0, 2.0 * (w * y - z * x))))
     yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))

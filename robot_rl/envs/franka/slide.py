@@ -7,13 +7,13 @@ import numpy as np
 from robot_rl.envs.franka.panda_env import OBSERVATION_TABLE
 from robot_rl.envs.franka.push import PandaPushEnv
 
-PUCK_HALF_HEIGHT = 0.02
+PUCK_HALF_HEIGHT = 0.01
 """Half height of the puck [m] (radius 0.03 m)."""
 
 
 class PandaSlideEnv(PandaPushEnv):
     __doc__ = (
-        """Slide a low-friction puck (radius 0.03 m, 0.2 kg, friction 0.1) to a goal on a long table.
+        """Slide a low-friction puck (radius 0.03 m, 2 cm thick, 0.2 kg, friction 0.1) to a goal on a long table.
 
     ## Action Space
     See :class:`PandaEnv`: TCP displacement [x 0.05 m] and gripper opening, ``Box(-1, 1, (4,))``.
