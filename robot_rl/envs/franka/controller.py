@@ -15,6 +15,7 @@ not wind up.
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 from collections.abc import Sequence
 
@@ -105,10 +106,8 @@ class CartesianController:
         self._jacr = self._jac_full[3:]
         self._jac = self._jac_full[:, :7]
         self._jac_t = self._jac.T
+        self._target_quat_floats = tuple(self._target_quat.tolist())
         self._err = np.zeros(6)
-        self._quat = np.zeros(4)
-        self._rot_err = np.zeros(3)
-        self._rot_err_world = np.zeros(3)
         self._posture = np.zeros(7)
         self._gram = np.zeros((6, 6))
         self._rhs = np.zeros(6)
@@ -146,12 +145,7 @@ class CartesianController:
         dx, dy, dz = displacement
         lx, ly, lz = low
         hx, hy, hz = high
-        mujoco.mju_mat2Quat(self._quat, self._cmd_tcp_mat)
-        # mju_subQuat gives the rotation from the current to the target orientation in the TCP's
-        # own frame; the rotational Jacobian is in the world frame, so rotate it there.
-        mujoco.mju_subQuat(self._rot_err, self._target_quat, self._quat)
-        mujoco.mju_mulMatVec3(self._rot_err_world, self._cmd_tcp_mat, self._rot_err)
-        rx, ry, rz = self._rot_err_world.tolist()
+        rx, ry, rz = _orientation_error(self._cmd_tcp_mat.tolist(), self._target_quat_floats)
         k = self._orientation_gain
         err = self._err
         err[:] = (
@@ -192,3 +186,60 @@ class CartesianController:
         np.minimum(q_cmd, high_bound, out=q_cmd)
         self.update_command_kinematics()
         return q_cmd
+
+
+def _orientation_error(mat: list[float], target_quat: tuple[float, ...]) -> tuple[float, float, float]:
+    """Rotation vector [rad, world] from the orientation ``mat`` (row-major 3x3) to ``target_quat``.
+
+    MuJoCo's ``mju_mat2Quat(quat, mat)``, ``mju_subQuat(err, target_quat, quat)`` (the rotation in
+    the frame of ``mat``) and ``mju_mulMatVec3(err_world, mat, err)``, transcribed operation for
+    operation to Python floats: bit-identical to the three calls (MuJoCo's x86-64 build has no
+    fused multiply-adds; Python's math uses the same libm), without their per-call overhead.
+    """
+    m0, m1, m2, m3, m4, m5, m6, m7, m8 = mat
+    # mju_mat2Quat: the largest component first, then mju_normalize4.
+    if m0 + m4 + m8 > 0:
+        w = 0.5 * math.sqrt(1.0 + m0 + m4 + m8)
+        x = 0.25 * (m7 - m5) / w
+        y = 0.25 * (m2 - m6) / w
+        z = 0.25 * (m3 - m1) / w
+    elif m0 > m4 and m0 > m8:
+        x = 0.5 * math.sqrt(1.0 + m0 - m4 - m8)
+        w = 0.25 * (m7 - m5) / x
+        y = 0.25 * (m1 + m3) / x
+        z = 0.25 * (m2 + m6) / x
+    elif m4 > m8:
+        y = 0.5 * math.sqrt(1.0 - m0 + m4 - m8)
+        w = 0.25 * (m2 - m6) / y
+        x = 0.25 * (m1 + m3) / y
+        z = 0.25 * (m5 + m7) / y
+    else:
+        z = 0.5 * math.sqrt(1.0 - m0 - m4 + m8)
+        w = 0.25 * (m3 - m1) / z
+        x = 0.25 * (m2 + m6) / z
+        y = 0.25 * (m5 + m7) / z
+    norm = math.sqrt(w * w + x * x + y * y + z * z)
+    if norm < mujoco.mjMINVAL:
+        w, x, y, z = 1.0, 0.0, 0.0, 0.0
+    elif abs(norm - 1.0) > mujoco.mjMINVAL:
+        inv = 1.0 / norm
+        w, x, y, z = w * inv, x * inv, y * inv, z * inv
+    # mju_subQuat: d = conj(quat) * target_quat, then mju_quat2Vel(d, dt=1) as axis * angle.
+    tw, tx, ty, tz = target_quat
+    x, y, z = -x, -y, -z
+    dw = w * tw - x * tx - y * ty - z * tz
+    dx = w * tx + x * tw + y * tz - z * ty
+    dy = w * ty - x * tz + y * tw + z * tx
+    dz = w * tz + x * ty - y * tx + z * tw
+    sin_half = math.sqrt(dx * dx + dy * dy + dz * dz)
+    if sin_half < mujoco.mjMINVAL:
+        ax, ay, az = 1.0, 0.0, 0.0
+    else:
+        inv = 1.0 / sin_half
+        ax, ay, az = dx * inv, dy * inv, dz * inv
+    angle = 2 * math.atan2(sin_half, dw)
+    if angle > math.pi:
+        angle -= 2 * math.pi
+    ex, ey, ez = ax * angle, ay * angle, az * angle
+    # mju_mulMatVec3: from the frame of mat to the world frame.
+    return m0 * ex + m1 * ey + m2 * ez, m3 * ex + m4 * ey + m5 * ez, m6 * ex + m7 * ey + m8 * ez

@@ -19,8 +19,6 @@ from robot_rl.envs.franka.controller import CartesianController, CartesianContro
 FINGER_OPEN = 0.04
 """Per-finger opening when fully open [m] (0.08 m between the pads)."""
 
-_OBJ_SITE = mujoco.mjtObj.mjOBJ_SITE
-
 
 class PandaEnv(MujocoGoalEnv):
     """Franka Panda with an end-effector displacement action; see the task classes for details.
@@ -65,7 +63,6 @@ class PandaEnv(MujocoGoalEnv):
         self._arm_dofadr = np.array([m.jnt_dofadr[m.joint(f"joint{i}").id] for i in range(1, 8)])
         self._home_qpos = m.key_qpos[self._home_key][:7].copy()
         self.controller = CartesianController(m, self.data, self._home_qpos, self.ctrl_dt, self._controller_config)
-        self._tcp_vel = np.zeros(6)
         self._q_cmd_prev = self._home_qpos.copy()
         self._q_step = np.zeros(7)
         # kv / kp / ctrl_dt per arm servo; actuator_gain_scale scales kp and kv together, so the
@@ -76,6 +73,9 @@ class PandaEnv(MujocoGoalEnv):
         # faster than numpy on 3-vectors, and the same IEEE arithmetic, so results are identical.
         d = self.data
         self._tcp_pos = d.site_xpos[self._tcp]
+        tcp_body = int(m.site_bodyid[self._tcp])
+        self._tcp_cvel = d.cvel[tcp_body]
+        self._tcp_com = d.subtree_com[int(m.body_rootid[tcp_body])]
         self._qpos = d.qpos
         self._qvel = d.qvel
         self._arm_ctrl = d.ctrl[:7]
@@ -87,11 +87,8 @@ class PandaEnv(MujocoGoalEnv):
             joint = m.joint("object").id
             self._obj_qadr = int(m.jnt_qposadr[joint])
             self._obj_dofadr = int(m.jnt_dofadr[joint])
-            q, v = self._obj_qadr, self._obj_dofadr
-            self._obj_pos = d.qpos[q : q + 3]
+            self._obj_pos = d.qpos[self._obj_qadr : self._obj_qadr + 3]
             self._obj_xmat = d.xmat[self._obj_body]
-            self._obj_angvel_local = d.qvel[v + 3 : v + 6]
-            self._obj_angvel = np.zeros(3)
         mujoco.mj_resetDataKeyframe(m, self.data, self._home_key)
         mujoco.mj_forward(m, self.data)
         self.initial_tcp = self.data.site_xpos[self._tcp].copy()
@@ -142,10 +139,17 @@ class PandaEnv(MujocoGoalEnv):
 
     # -------------------------------------------------------------- observation
     def _tcp_velocity(self) -> tuple[float, float, float]:
-        """TCP linear velocity [m/s, world]."""
-        mujoco.mj_objectVelocity(self.model, self.data, _OBJ_SITE, self._tcp, self._tcp_vel, 0)
-        _, _, _, vx, vy, vz = self._tcp_vel.tolist()  # [angular; linear]
-        return vx, vy, vz
+        """TCP linear velocity [m/s, world].
+
+        ``mj_objectVelocity`` (site, world frame) transcribed to Python floats, bit-identical: the
+        linear part of the body's com-based velocity ``cvel`` moved to the site,
+        ``v - (p_site - p_com) x w``.
+        """
+        wx, wy, wz, vx, vy, vz = self._tcp_cvel.tolist()
+        px, py, pz = self._tcp_pos.tolist()
+        cx, cy, cz = self._tcp_com.tolist()
+        dx, dy, dz = px - cx, py - cy, pz - cz
+        return vx - (dy * wz - dz * wy), vy - (dz * wx - dx * wz), vz - (dx * wy - dy * wx)
 
     def _observation(self) -> np.ndarray:
         # One np.array call on Python floats; the layout is OBSERVATION_TABLE's.
@@ -159,10 +163,11 @@ class PandaEnv(MujocoGoalEnv):
         q, v = self._obj_qadr, self._obj_dofadr
         ox, oy, oz = qpos[q : q + 3]
         roll, pitch, yaw = _quat_to_euler(*qpos[q + 3 : q + 7])
-        lx, ly, lz = qvel[v : v + 3]
-        # Free-joint angular velocity is in the body frame; rotate it to the world frame.
-        mujoco.mju_mulMatVec3(self._obj_angvel, self._obj_xmat, self._obj_angvel_local)
-        wx, wy, wz = self._obj_angvel.tolist()
+        lx, ly, lz, ax, ay, az = qvel[v : v + 6]
+        # Free-joint angular velocity is in the body frame; rotate it to the world frame (the
+        # arithmetic of mju_mulMatVec3).
+        r0, r1, r2, r3, r4, r5, r6, r7, r8 = self._obj_xmat.tolist()
+        wx, wy, wz = r0 * ax + r1 * ay + r2 * az, r3 * ax + r4 * ay + r5 * az, r6 * ax + r7 * ay + r8 * az
         return np.array(
             (
                 *(gx, gy, gz),  # 0-2 TCP position
