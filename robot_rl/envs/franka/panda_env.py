@@ -65,9 +65,10 @@ class PandaEnv(MujocoGoalEnv):
         self.controller = CartesianController(m, self.data, self._home_qpos, self.ctrl_dt, self._controller_config)
         self._q_cmd_prev = self._home_qpos.copy()
         self._q_step = np.zeros(7)
-        # kv / kp / ctrl_dt per arm servo; actuator_gain_scale scales kp and kv together, so the
-        # ratio (the servo's time constant) is the same under randomization.
-        self._feedforward = -m.actuator_biasprm[:7, 2] / m.actuator_gainprm[:7, 0] / self.ctrl_dt
+        # kv / kp per arm servo [s]; actuator_gain_scale scales kp and kv together, so the ratio (the
+        # servo's time constant) is the same under randomization.
+        self._lead = -m.actuator_biasprm[:7, 2] / m.actuator_gainprm[:7, 0]
+        self._inv_ctrl_dt = 1.0 / self.ctrl_dt
         # The per-step code reads the state through views made once here (every `data.<field>`
         # access builds a new array) and does its scalar math on Python floats: several times
         # faster than numpy on 3-vectors, and the same IEEE arithmetic, so results are identical.
@@ -79,6 +80,7 @@ class PandaEnv(MujocoGoalEnv):
         self._qpos = d.qpos
         self._qvel = d.qvel
         self._arm_ctrl = d.ctrl[:7]
+        self._arm_act = d.act[:7]
         self._finger_ctrl = d.ctrl[7:9]
         self._finger_q1, self._finger_q2 = (int(i) for i in self._finger_qadr)
         self._finger_v1, self._finger_v2 = (int(i) for i in self._finger_dofadr)
@@ -117,12 +119,14 @@ class PandaEnv(MujocoGoalEnv):
         displacement = ((mx - cx) + scale * ax, (my - cy) + scale * ay, (mz - cz) + scale * az)
         previous = self._q_cmd_prev
         q_cmd = self.controller.joint_targets(displacement, self.workspace_low.tolist(), self.workspace_high.tolist())
-        # Velocity feed-forward through the servo's set point: with force kp (ctrl - q) - kv qdot, the
-        # set point q_cmd + (kv / kp) qdot_cmd tracks the commanded joint velocity without the servo
-        # lag, as the robot's own joint controller interpolates a streamed trajectory.
+        # The servos' set points (their activations) ramp from the previous command to this one over
+        # the period at the velocity ctrl, as the robot's joint controller interpolates a streamed
+        # trajectory. Starting the ramp (kv / kp) * velocity ahead cancels the servo's steady-state
+        # lag kv qdot / kp, so the joints follow the ramp itself.
         np.subtract(q_cmd, previous, out=self._q_step)
-        np.multiply(self._q_step, self._feedforward, out=self._q_step)
-        np.add(q_cmd, self._q_step, out=self._arm_ctrl)
+        np.multiply(self._q_step, self._inv_ctrl_dt, out=self._arm_ctrl)
+        np.multiply(self._arm_ctrl, self._lead, out=self._q_step)
+        np.add(previous, self._q_step, out=self._arm_act)
         previous[:] = q_cmd
         # Both finger servos get the same width command.
         self._finger_ctrl[:] = 0.0 if self.block_gripper else 0.5 * (grip + 1.0) * FINGER_OPEN
