@@ -66,7 +66,14 @@ class TestScene:
         model, data = load_home(path)
         for a in range(model.nu):
             joint = model.actuator_trnid[a, 0]
-            assert data.ctrl[a] == pytest.approx(data.qpos[model.jnt_qposadr[joint]]), model.actuator(a).name
+            q = data.qpos[model.jnt_qposadr[joint]]
+            name = model.actuator(a).name
+            if model.actuator_dyntype[a] == mujoco.mjtDyn.mjDYN_INTEGRATOR:
+                # Interpolating servo: the set point (activation) is the posture, its velocity zero.
+                assert data.act[model.actuator_actadr[a]] == pytest.approx(q), name
+                assert data.ctrl[a] == 0.0, name
+            else:
+                assert data.ctrl[a] == pytest.approx(q), name
 
     def test_at_home_nothing_touches_but_objects_resting_on_the_table(self, path):
         model, data = load_home(path)

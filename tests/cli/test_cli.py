@@ -39,14 +39,34 @@ class TestEvalVerb:
     def test_expert_eval_writes_the_report(self, tmp_path: Path):
         report_path = tmp_path / "report.json"
         out = robot_rl(
-            "eval", "--env", "robot_rl/PandaReach-v0", "--policy", "expert", "--episodes", "3", "--seed", "7",
-            "--json", str(report_path), "--no-progress",
+            "eval",
+            "--env",
+            "robot_rl/PandaReach-v0",
+            "--policy",
+            "expert",
+            "--episodes",
+            "3",
+            "--seed",
+            "7",
+            "--json",
+            str(report_path),
+            "--no-progress",
         )
         assert out.returncode == 0, out.stderr
         report = json.loads(report_path.read_text())
         for key in (
-            "env", "policy", "episodes", "seed", "success_rate", "success_ci95", "mean_return",
-            "mean_episode_length", "safety_interventions", "safety_violations", "monitor_alarms", "per_episode",
+            "env",
+            "policy",
+            "episodes",
+            "seed",
+            "success_rate",
+            "success_ci95",
+            "mean_return",
+            "mean_episode_length",
+            "safety_interventions",
+            "safety_violations",
+            "monitor_alarms",
+            "per_episode",
         ):
             assert key in report
         assert report["episodes"] == 3
@@ -65,7 +85,15 @@ class TestEvalVerb:
         pytest.importorskip("imageio_ffmpeg")
         video = tmp_path / "rollout.mp4"
         out = robot_rl(
-            "eval", "--env", "PandaReach-v0", "--episodes", "1", "--video", str(video), "--video-episodes", "1",
+            "eval",
+            "--env",
+            "PandaReach-v0",
+            "--episodes",
+            "1",
+            "--video",
+            str(video),
+            "--video-episodes",
+            "1",
         )
         if out.returncode != 0 and ("GL" in out.stderr or "osmesa" in out.stderr.lower()):
             pytest.skip(f"no offscreen OpenGL here: {out.stderr.strip().splitlines()[-1]}")

@@ -258,11 +258,6 @@ class TestCartesianControl:
         assert sign * moved[axis] > 0.05  # 5 periods at full speed: at least 1 cm per period
         assert np.all(np.abs(np.delete(moved, axis)) < 0.1 * abs(moved[axis]))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="controller.py: the null-space pull to the home posture leaks into the TCP through the "
-        "damped pseudo-inverse (1 cm creep in 4 s; none with nullspace_gain=0); reported to the lead",
-    )
     def test_zero_action_holds_a_settled_tcp_still_away_from_home(self, make_env):
         env = make_env(REACH)
         env.reset(seed=2)
@@ -289,23 +284,7 @@ class TestCartesianControl:
         # It went towards the corner in every axis (the far corners are out of the arm's reach).
         assert np.all(np.array(corner) * (tcp - start) > 0.02)
 
-    @pytest.mark.parametrize(
-        "corner",
-        [
-            pytest.param(
-                c,
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="panda_env.py/controller.py: arriving at full speed the TCP overshoots the y "
-                    "bound by 1.1-1.6 cm before settling on it; reported to the lead",
-                ),
-            )
-            if c[0] < 0
-            else c
-            for c in CORNERS
-        ],
-        ids=corner_id,
-    )
+    @pytest.mark.parametrize("corner", CORNERS, ids=corner_id)
     def test_driving_into_a_workspace_corner_never_leaves_the_box_by_more_than_1_cm(self, make_env, corner):
         env = make_env(REACH)
         env.reset(seed=1)

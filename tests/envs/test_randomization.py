@@ -217,15 +217,7 @@ class TestAppliedToTheModel:
         "env_id",
         [
             "robot_rl/PandaSlide-v0",
-            pytest.param(
-                "robot_rl/PandaPush-v0",
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="table.xml gives the table priority 1, so the table's friction sets every "
-                    "cube-table contact and object_friction_scale does not reach the cube (the puck, "
-                    "priority 2, is fine); reported to the lead",
-                ),
-            ),
+            "robot_rl/PandaPush-v0",
         ],
     )
     def test_object_friction_scale_scales_the_object_table_contact_friction(self, make_env, env_id, scale):

@@ -110,6 +110,9 @@ class CartesianController:
         self._err = np.zeros(6)
         self._posture = np.zeros(7)
         self._gram = np.zeros((6, 6))
+        self._gram_exact = np.zeros((6, 6))
+        self._projector_reg = 1e-6 * np.eye(6)
+        self._sol_null = np.zeros(6)
         self._rhs = np.zeros(6)
         self._sol = np.zeros(6)
         self._dq = np.zeros(7)
@@ -157,18 +160,25 @@ class CartesianController:
             k * rz,
         )
         mujoco.mj_jacSite(self.model, self._cmd, self._jacp, self._jacr, self._site)
-        # dq = J+ err + (I - J+ J) p with the damped pseudo-inverse J+ = J^T (J J^T + lambda^2 I)^-1
-        # and the posture pull p = k (q_home - q), as one 6x6 Cholesky solve (no 7x7 matrices).
+        # dq = J+ err + (I - J# J) p: the task step through the damped pseudo-inverse
+        # J+ = J^T (J J^T + lambda^2 I)^-1 (smooth near singularities), the posture pull
+        # p = k (q_home - q) through a near-exact projector (J# with a 1e-6 regulariser), so the
+        # posture pull does not leak into the TCP and a held pose does not creep. Two 6x6 Cholesky
+        # solves, no 7x7 matrices.
         jac, jac_t = self._jac, self._jac_t
         q_cmd, posture, gram, rhs, dq = self._q_cmd, self._posture, self._gram, self._rhs, self._dq
+        gram_exact = self._gram_exact
         np.subtract(self.home_qpos, q_cmd, out=posture)
         np.multiply(posture, self._nullspace_gain, out=posture)
         np.matmul(jac, jac_t, out=gram)
+        np.add(gram, self._projector_reg, out=gram_exact)
         np.add(gram, self._damp, out=gram)
         mujoco.mju_cholFactor(gram, 0.0)
+        mujoco.mju_cholFactor(gram_exact, 0.0)
+        mujoco.mju_cholSolve(self._sol, gram, err)
         np.matmul(jac, posture, out=rhs)
-        np.subtract(err, rhs, out=rhs)
-        mujoco.mju_cholSolve(self._sol, gram, rhs)
+        mujoco.mju_cholSolve(self._sol_null, gram_exact, rhs)
+        np.subtract(self._sol, self._sol_null, out=self._sol)
         np.matmul(jac_t, self._sol, out=dq)
         np.add(dq, posture, out=dq)
         # Respect joint velocity limits over one period, keeping the direction of motion.

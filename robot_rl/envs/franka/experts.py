@@ -31,7 +31,7 @@ class ReachExpert:
         """No internal state."""
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Action for one observation. Shape: (4,)"""
+        """Action for one observation. Shape: (4,)."""
         return _move(obs["observation"][:3], obs["desired_goal"], -1.0)
 
 
@@ -61,7 +61,7 @@ class PushExpert:
         self._arrived = False
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Action for one observation. Shape: (4,)"""
+        """Action for one observation. Shape: (4,)."""
         o = obs["observation"]
         grip, cube, goal = o[:3], o[3:6], obs["desired_goal"]
         to_goal = goal[:2] - cube[:2]
@@ -114,7 +114,7 @@ class PickAndPlaceExpert:
         self._descending = False
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Action for one observation. Shape: (4,)"""
+        """Action for one observation. Shape: (4,)."""
         o = obs["observation"]
         grip, cube, fingers, goal = o[:3], o[3:6], o[9:11], obs["desired_goal"]
         grip_vel = o[20:23]
@@ -140,14 +140,14 @@ class PickAndPlaceExpert:
             self._descending = True
         if grip[2] - cube[2] > 0.004:
             target = np.array([cube[0], cube[1], cube[2]])
-            return _move(grip, target, 1.0, gain=1.0 if grip[2] - cube[2] > 0.03 else 0.6)
+            return _move(grip, target, 1.0, gain=1.0 if grip[2] - cube[2] > 0.06 else 0.5)
         return np.array([0.0, 0.0, 0.0, -1.0])
 
 
 class SlideExpert:
     """Strike the puck along the puck-to-goal line with the speed that makes it stop at the goal.
 
-    A released puck decelerates at ``mu g`` (friction 0.1, so about 0.98 m/s^2) and stops after
+    A released puck decelerates at ``mu g`` (friction 0.05, so about 0.49 m/s^2) and stops after
     ``v^2 / (2 mu g)``. The expert comes down behind the puck, pushes it along the line with the
     speed profile ``v(d) = sqrt(2 mu g d)`` (d the remaining distance), ramping up gently, and lets
     go once the puck is at that speed. The fingertips' cross-section is a rectangle, so the
@@ -155,7 +155,7 @@ class SlideExpert:
     contact pushes through the puck's centre.
     """
 
-    deceleration = 0.1 * 9.81
+    deceleration = 0.05 * 9.81
     """Expected sliding deceleration of the released puck [m/s^2]."""
     approach_height = 0.06
     """TCP height while travelling [m] (the puck's top is at 0.02 m)."""
@@ -164,14 +164,17 @@ class SlideExpert:
     puck_radius = 0.03
     tip_half = np.array([0.0085, 0.01])
     """Half extents of the closed fingertips' cross-section along world x, y [m]."""
-    standoff = 0.025
+    standoff = 0.012
     """Gap between the fingertips and the puck where the fingertips come down [m]."""
-    max_accel_step = 0.003
-    contact_step = 0.003
+    max_accel_step = 0.01
+    contact_step = 0.005
     """Per-step advance while closing the last gap to the puck [m]."""
     speed_factor = 1.0
     """Fraction of v(d) the fingertips move at."""
-    max_reach = 0.7
+    max_reach = 0.76
+    release_distance = 0.04
+    """Puck-to-goal distance where the hand lets go even within reach [m] (the line's direction
+    becomes ill-defined close to the goal)."""
     """Horizontal distance from the robot base where the push ends [m]."""
     """Largest increase of the per-step displacement during the push [m] (a gentle ramp)."""
 
@@ -193,7 +196,7 @@ class SlideExpert:
         return puck[:2] - (self.puck_radius + gap) * direction - corner
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Action for one observation. Shape: (4,)"""
+        """Action for one observation. Shape: (4,)."""
         o = obs["observation"]
         grip, puck, goal = o[:3], o[3:6], obs["desired_goal"]
         puck_vel = o[14:17] + o[20:23]
@@ -220,7 +223,7 @@ class SlideExpert:
         # so the puck rides along and, once the hand has to stop (its reach), slides on to the goal.
         target_speed = math.sqrt(2.0 * self.deceleration * dist)
         reach = float(np.hypot(grip[0], grip[1]))
-        if reach > self.max_reach or dist < 0.01:
+        if reach > self.max_reach or dist < self.release_distance or speed >= target_speed:
             self._phase = "released"
             back = grip[:2] - 0.05 * direction
             return _move(grip, np.array([back[0], back[1], self.approach_height]), -1.0)

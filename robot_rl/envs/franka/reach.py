@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from robot_rl.envs.franka.panda_env import OBSERVATION_TABLE, PandaEnv
 
 

@@ -13,7 +13,7 @@ PUCK_HALF_HEIGHT = 0.01
 
 class PandaSlideEnv(PandaPushEnv):
     __doc__ = (
-        """Slide a low-friction puck (radius 0.03 m, 2 cm thick, 0.2 kg, friction 0.1) to a goal on a long table.
+        """Slide a low-friction puck (radius 0.03 m, 2 cm thick, 0.2 kg, friction 0.05) to a goal on a long table.
 
     ## Action Space
     See :class:`PandaEnv`: TCP displacement [x 0.05 m] and gripper opening, ``Box(-1, 1, (4,))``.
