@@ -61,7 +61,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Rounded so that p = 0 or 1 gives exact interval ends (not 0.9999999999999999).
+    return (round(max(0.0, centre - half), 12), round(min(1.0, centre + half), 12))
 
 
 def _make_policy(name: str, env_id: str, env: Any) -> tuple[Policy, Callable[[], None]]:
