@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +19,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from robot_rl.envs.randomization import DomainRandomization, RandomizationSample, resolve_randomization
+from robot_rl.envs.randomization import PRESETS, DomainRandomization, RandomizationSample, resolve_randomization
 
 ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
 
@@ -42,7 +43,22 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     scene_file: ClassVar[str] = ""
     """Scene path relative to ``assets/``."""
     sim_dt: ClassVar[float] = 0.002
-    """Physics step [s] (the scene's ``timestep``)."""
+    """Physics step [s] (the scene's ``timestep``; an instance may override it with ``sim_dt=``)."""
+    home_keyframe: ClassVar[str] = "home"
+    """Keyframe every episode starts from."""
+    randomization_keys: ClassVar[frozenset[str]] = frozenset(
+        {
+            "object_mass_scale",
+            "object_friction_scale",
+            "joint_damping_scale",
+            "actuator_gain_scale",
+            "obs_noise_std",
+            "action_latency_steps",
+        }
+    )
+    """The DomainRandomization keys this env applies; setting any other key is refused."""
+    randomization_presets: ClassVar[Mapping[str, DomainRandomization]] = PRESETS
+    """The named settings ``randomize=`` accepts for this env."""
 
     def __init__(
         self,
@@ -54,7 +70,12 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         width: int = 480,
         height: int = 360,
         camera: str = "front",
+        sim_dt: float | None = None,
     ) -> None:
+        if sim_dt is not None:
+            if not (isinstance(sim_dt, int | float) and 0.0 < sim_dt <= ctrl_dt):
+                raise ValueError(f"`sim_dt` must be in (0, ctrl_dt={ctrl_dt}] s. Got {sim_dt!r}.")
+            self.sim_dt = float(sim_dt)
         if reward_type not in ("sparse", "dense"):
             raise ValueError(f"`reward_type` must be 'sparse' or 'dense'. Got {reward_type!r}.")
         if render_mode not in (None, "rgb_array"):
@@ -66,17 +87,25 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.n_substeps = n_substeps
         self.reward_type = reward_type
         self.distance_threshold = float(distance_threshold)
-        self.randomization = resolve_randomization(randomize)
+        self.randomization = resolve_randomization(randomize, self.randomization_presets)
+        unsupported = sorted(self.randomization.changed_keys() - self.randomization_keys)
+        if unsupported:
+            raise ValueError(
+                f"{type(self).__name__} does not randomize {', '.join(unsupported)}. "
+                f"Its randomization keys: {', '.join(sorted(self.randomization_keys))}."
+            )
         self.render_mode = render_mode
         self._render_size = (height, width)
         self._camera = camera
         self._renderer: mujoco.Renderer | None = None
 
         self.model = mujoco.MjModel.from_xml_path(str(ASSETS_DIR / self.scene_file))
+        if sim_dt is not None:
+            self.model.opt.timestep = self.sim_dt
         if abs(self.model.opt.timestep - self.sim_dt) > 1e-12:
             raise RuntimeError(f"{self.scene_file} has timestep {self.model.opt.timestep}, expected {self.sim_dt}.")
         self.data = mujoco.MjData(self.model)
-        self._home_key = self.model.key("home").id
+        self._home_key = self.model.key(self.home_keyframe).id
         self._nominal = {
             "geom_friction": self.model.geom_friction.copy(),
             "body_mass": self.model.body_mass.copy(),

@@ -55,13 +55,27 @@ class DomainRandomization:
     """Standard deviation of zero-mean Gaussian noise on ``observation`` [its units: m, m/s, rad]."""
     action_latency_steps: tuple[int, int] = (0, 0)
     """Range (inclusive) of the action delay [control periods], drawn once per episode."""
+    obs_latency_steps: tuple[int, int] = (0, 0)
+    """Range (inclusive) of the observation delay [control periods] (quadrotor tasks)."""
+    mass_scale: Range = (1.0, 1.0)
+    """Scale range of the vehicle's mass [x nominal] (quadrotor tasks)."""
+    inertia_scale: Range = (1.0, 1.0)
+    """Scale range of the vehicle's rotational inertia [x nominal] (quadrotor tasks)."""
+    motor_constant_scale: Range = (1.0, 1.0)
+    """Scale range of the rotors' thrust and torque per command [x nominal] (quadrotor tasks)."""
+    motor_lag_scale: Range = (1.0, 1.0)
+    """Scale range of the rotors' spin-up time constant [x nominal] (quadrotor tasks)."""
+    drag_coefficient: Range = (0.0, 0.0)
+    """Range of the linear aerodynamic drag coefficient [N s/m] (quadrotor tasks)."""
+    wind_gust_std: float = 0.0
+    """Standard deviation of the gust force [N]: an Ornstein-Uhlenbeck process, 0.5 s correlation."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name == "obs_noise_std":
+            if field.name in _SCALAR_KEYS:
                 if not (np.isfinite(value) and value >= 0.0):
-                    raise ValueError(f"`obs_noise_std` must be a finite number >= 0. Got {value!r}.")
+                    raise ValueError(f"`{field.name}` must be a finite number >= 0. Got {value!r}.")
                 continue
             low, high = value
             if not (np.isfinite(low) and np.isfinite(high)):
@@ -70,8 +84,15 @@ class DomainRandomization:
                 raise ValueError(f"`{field.name}` must be [low, high] with low <= high. Got {list(value)}.")
             if field.name.endswith("_scale") and low <= 0.0:
                 raise ValueError(f"`{field.name}` must be positive scales. Got {list(value)}.")
-            if field.name == "action_latency_steps" and (low < 0 or int(low) != low or int(high) != high):
-                raise ValueError(f"`action_latency_steps` must be integers >= 0. Got {list(value)}.")
+            if field.name == "drag_coefficient" and low < 0.0:
+                raise ValueError(f"`drag_coefficient` must be >= 0. Got {list(value)}.")
+            if field.name in _INTEGER_KEYS and (low < 0 or int(low) != low or int(high) != high):
+                raise ValueError(f"`{field.name}` must be integers >= 0. Got {list(value)}.")
+
+    def changed_keys(self) -> set[str]:
+        """The keys set away from their nominal (no-op) value."""
+        nominal = DomainRandomization()
+        return {f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(nominal, f.name)}
 
     @property
     def enabled(self) -> bool:
@@ -95,7 +116,7 @@ class DomainRandomization:
                 close = difflib.get_close_matches(str(key), valid, n=1)
                 hint = f" Did you mean `{close[0]}`?" if close else ""
                 raise ValueError(f"{source}: unknown key `{key}`.{hint} Valid keys: {', '.join(valid)}.")
-            if key == "obs_noise_std":
+            if key in _SCALAR_KEYS:
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError(f"{source}: `{key}` must be a number. Got {value!r}.")
                 kwargs[key] = float(value)
@@ -106,10 +127,10 @@ class DomainRandomization:
                 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
             ):
                 raise ValueError(f"{source}: `{key}` must be a [low, high] pair of numbers. Got {value!r}.")
-            if key == "action_latency_steps":
+            if key in _INTEGER_KEYS:
                 # Checked before int(): int() of inf or NaN raises its own, unhelpful error.
                 if not all(float(v).is_integer() for v in value):
-                    raise ValueError(f"{source}: `action_latency_steps` must be integers. Got {value!r}.")
+                    raise ValueError(f"{source}: `{key}` must be integers. Got {value!r}.")
                 kwargs[key] = (int(value[0]), int(value[1]))
             else:
                 kwargs[key] = (float(value[0]), float(value[1]))
@@ -148,14 +169,25 @@ class DomainRandomization:
         def uniform(r: Range) -> float:
             return float(rng.uniform(r[0], r[1])) if r[0] != r[1] else float(r[0])
 
-        lat = self.action_latency_steps
+        def integer(r: tuple[int, int]) -> int:
+            return int(rng.integers(r[0], r[1] + 1)) if r[0] != r[1] else int(r[0])
+
+        # Draw order is fixed (and degenerate ranges draw nothing), so a config's samples never
+        # change when unrelated keys are added.
         return RandomizationSample(
             object_mass_scale=uniform(self.object_mass_scale),
             object_friction_scale=uniform(self.object_friction_scale),
             joint_damping_scale=uniform(self.joint_damping_scale),
             actuator_gain_scale=uniform(self.actuator_gain_scale),
             obs_noise_std=self.obs_noise_std,
-            action_latency_steps=int(rng.integers(lat[0], lat[1] + 1)) if lat[0] != lat[1] else int(lat[0]),
+            action_latency_steps=integer(self.action_latency_steps),
+            obs_latency_steps=integer(self.obs_latency_steps),
+            mass_scale=uniform(self.mass_scale),
+            inertia_scale=uniform(self.inertia_scale),
+            motor_constant_scale=uniform(self.motor_constant_scale),
+            motor_lag_scale=uniform(self.motor_lag_scale),
+            drag_coefficient=uniform(self.drag_coefficient),
+            wind_gust_std=self.wind_gust_std,
         )
 
 
@@ -169,7 +201,17 @@ class RandomizationSample:
     actuator_gain_scale: float = 1.0
     obs_noise_std: float = 0.0
     action_latency_steps: int = 0
+    obs_latency_steps: int = 0
+    mass_scale: float = 1.0
+    inertia_scale: float = 1.0
+    motor_constant_scale: float = 1.0
+    motor_lag_scale: float = 1.0
+    drag_coefficient: float = 0.0
+    wind_gust_std: float = 0.0
 
+
+_SCALAR_KEYS = frozenset({"obs_noise_std", "wind_gust_std"})
+_INTEGER_KEYS = frozenset({"action_latency_steps", "obs_latency_steps"})
 
 PRESETS: dict[str, DomainRandomization] = {
     "nominal": DomainRandomization(),
@@ -182,11 +224,30 @@ PRESETS: dict[str, DomainRandomization] = {
         action_latency_steps=(0, 1),
     ),
 }
-"""Named settings for ``--randomize``: ``nominal`` (off) and ``train`` (moderate sim-to-real)."""
+"""Named settings for ``--randomize`` on the Franka tasks: ``nominal`` (off) and ``train``."""
+
+QUADROTOR_PRESETS: dict[str, DomainRandomization] = {
+    "nominal": DomainRandomization(),
+    "train": DomainRandomization(
+        mass_scale=(0.7, 1.3),
+        inertia_scale=(0.8, 1.2),
+        motor_constant_scale=(0.9, 1.1),
+        motor_lag_scale=(0.7, 1.5),
+        drag_coefficient=(0.0, 0.02),
+        wind_gust_std=0.03,
+        obs_noise_std=0.002,
+        action_latency_steps=(0, 1),
+        obs_latency_steps=(0, 1),
+    ),
+}
+"""Named settings for ``--randomize`` on the quadrotor tasks: mass +-30%, gusts, latency, noise."""
 
 
-def resolve_randomization(spec: str | Path | DomainRandomization | Mapping[str, Any] | None) -> DomainRandomization:
-    """Turn a preset name, a YAML path, a mapping or None into a :class:`DomainRandomization`."""
+def resolve_randomization(
+    spec: str | Path | DomainRandomization | Mapping[str, Any] | None,
+    presets: Mapping[str, DomainRandomization] = PRESETS,
+) -> DomainRandomization:
+    """Turn a preset name (from ``presets``), a YAML path, a mapping or None into a config."""
     if spec is None:
         return DomainRandomization()
     if isinstance(spec, DomainRandomization):
@@ -195,10 +256,10 @@ def resolve_randomization(spec: str | Path | DomainRandomization | Mapping[str, 
         return DomainRandomization.from_dict(spec)
     if not isinstance(spec, str | Path):
         raise ValueError(f"--randomize expects a preset name or a YAML file path. Got {type(spec).__name__}.")
-    if spec in PRESETS:
-        return PRESETS[spec]
+    if spec in presets:
+        return presets[spec]
     if str(spec).endswith((".yaml", ".yml")) or Path(spec).exists():
         return DomainRandomization.from_yaml(spec)
-    close = difflib.get_close_matches(str(spec), list(PRESETS), n=1)
+    close = difflib.get_close_matches(str(spec), list(presets), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"--randomize expects a preset ({', '.join(PRESETS)}) or a YAML file path. Got {spec!r}.{hint}")
+    raise ValueError(f"--randomize expects a preset ({', '.join(presets)}) or a YAML file path. Got {spec!r}.{hint}")

@@ -11,7 +11,9 @@ import pytest
 from robot_rl.envs.base import ASSETS_DIR, MujocoGoalEnv
 from robot_rl.envs.registry import ENV_SPECS, make
 
-SCENES = sorted(ASSETS_DIR.rglob("*scene*.xml"))
+ALL_SCENES = sorted(ASSETS_DIR.rglob("*scene*.xml"))
+SCENES = sorted((ASSETS_DIR / "franka").rglob("*scene*.xml"))
+"""The Franka scenes (a table, objects, a `home` keyframe); the quadrotor has its own tests."""
 SIM_SECONDS = 1.0
 
 
@@ -51,7 +53,7 @@ class TestSceneFiles:
             env = make(env_id)
             used.add(ASSETS_DIR / env.unwrapped.scene_file)
             env.close()
-        assert used <= set(SCENES)
+        assert used <= set(ALL_SCENES)
         assert len(SCENES) >= 3
 
 
@@ -105,3 +107,14 @@ class TestScene:
             np.testing.assert_allclose(data.qpos[adr : adr + 3], start[adr : adr + 3], atol=1e-3)
             assert data.xpos[body][2] > 0.0
         assert np.abs(data.qvel).max() < 1e-2
+
+
+@pytest.mark.parametrize("path", ALL_SCENES, ids=scene_id)
+def test_every_scene_steps_one_second_from_its_first_keyframe_without_warnings(path):
+    model = mujoco.MjModel.from_xml_path(str(path))
+    data = mujoco.MjData(model)
+    assert model.nkey >= 1
+    mujoco.mj_resetDataKeyframe(model, data, 0)
+    mujoco.mj_step(model, data, nstep=round(SIM_SECONDS / model.opt.timestep))
+    assert all(data.warning[w].number == 0 for w in range(len(data.warning)))
+    assert np.all(np.isfinite(data.qpos)) and np.all(np.isfinite(data.qvel))
