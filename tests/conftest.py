@@ -22,10 +22,14 @@ import pytest  # noqa: E402
 
 from robot_rl.envs.registry import ENV_SPECS, make  # noqa: E402
 
-ENV_IDS = list(ENV_SPECS)
+ALL_ENV_IDS = list(ENV_SPECS)
 """Every registered id, sparse and Dense variants."""
+ENV_IDS = [env_id for env_id in ALL_ENV_IDS if "/Panda" in env_id]
+"""The Franka ids (the quadrotor tests have their own)."""
 SPARSE_IDS = [env_id for env_id in ENV_IDS if ENV_SPECS[env_id].kwargs["reward_type"] == "sparse"]
-"""One id per task."""
+"""One id per Franka task."""
+QUADROTOR_IDS = [env_id for env_id in ALL_ENV_IDS if "/Quadrotor" in env_id]
+"""The quadrotor ids."""
 
 
 @pytest.fixture

@@ -31,6 +31,15 @@ def _franka(name: str, entry: str, description: str) -> list[EnvSpec]:
     ]
 
 
+def _quadrotor(name: str, entry: str, description: str, steps: int) -> list[EnvSpec]:
+    module, cls = entry.split(":")
+    point = f"robot_rl.envs.quadrotor.{module}:{cls}"
+    return [
+        EnvSpec(f"{NAMESPACE}/{name}-v0", point, f"{description} (sparse reward)", steps, {"reward_type": "sparse"}),
+        EnvSpec(f"{NAMESPACE}/{name}Dense-v0", point, f"{description} (dense reward)", steps, {"reward_type": "dense"}),
+    ]
+
+
 ENV_SPECS: dict[str, EnvSpec] = {
     spec.id: spec
     for spec in (
@@ -41,6 +50,15 @@ ENV_SPECS: dict[str, EnvSpec] = {
             "PandaPickAndPlace",
             "pick_and_place:PandaPickAndPlaceEnv",
             "Franka Panda: grasp a cube and carry it to a goal, often in the air",
+        ),
+        *_quadrotor(
+            "QuadrotorHover", "hover:QuadrotorHoverEnv", "Quadrotor: hold a point after a disturbed start", 250
+        ),
+        *_quadrotor(
+            "QuadrotorWaypoint", "waypoint:QuadrotorWaypointEnv", "Quadrotor: fly to a 3-D point and hold it", 250
+        ),
+        *_quadrotor(
+            "QuadrotorTrack", "track:QuadrotorTrackEnv", "Quadrotor: follow a figure-eight from upcoming setpoints", 500
         ),
     )
 }

@@ -8,7 +8,15 @@ import pytest
 import robot_rl
 from robot_rl.envs.registry import ENV_SPECS, NAMESPACE, check_env_id, register_all
 
-TASKS = ["PandaReach", "PandaPush", "PandaSlide", "PandaPickAndPlace"]
+TASKS = [
+    "PandaReach",
+    "PandaPush",
+    "PandaSlide",
+    "PandaPickAndPlace",
+    "QuadrotorHover",
+    "QuadrotorWaypoint",
+    "QuadrotorTrack",
+]
 
 
 class TestEnvSpecs:
@@ -22,7 +30,9 @@ class TestEnvSpecs:
         dense = "Dense-" in env_id
         assert spec.kwargs["reward_type"] == ("dense" if dense else "sparse")
         assert ("dense reward" if dense else "sparse reward") in spec.description
-        assert spec.max_episode_steps == 50
+        # 2 s for the arm at 25 Hz; 5 s (Track 10 s) for the quadrotor at 50 Hz.
+        expected_steps = 50 if "/Panda" in env_id else (500 if "Track" in env_id else 250)
+        assert spec.max_episode_steps == expected_steps
 
     def test_importing_the_package_registers_every_id_with_gymnasium(self):
         for env_id, spec in ENV_SPECS.items():

@@ -1,0 +1,1 @@
+"""Quadrotor tasks: Hover, Waypoint, Track; the rate/attitude controllers and mixer; the expert."""
