@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -17,20 +17,23 @@ class Envs:
     """List the registered environments with a one-line description each."""
 
 
-@dataclasses.dataclass(frozen=True)
-class BenchEnvs:
-    """Benchmark env throughput against gymnasium-robotics FetchPush-v4 (bench/bench_envs.py)."""
+BENCHMARKS = {"envs": "bench_envs.py", "quadrotor": "bench_quadrotor.py"}
 
-    steps: int = 3000
-    """Env steps per measurement."""
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    """Run a benchmark from bench/: `envs` (PandaPush against FetchPush-v4) or `quadrotor`."""
+
+    which: tyro.conf.Positional[Literal["envs", "quadrotor"]]
+    """Which benchmark: envs (bench/bench_envs.py) or quadrotor (bench/bench_quadrotor.py)."""
     out: Path = Path("bench/results")
-    """Folder for envs.md and envs.json."""
+    """Folder for the markdown and JSON results."""
 
 
 Command = (
     Annotated[Envs, tyro.conf.subcommand("envs")]
     | Annotated[EvalConfig, tyro.conf.subcommand("eval")]
-    | Annotated[BenchEnvs, tyro.conf.subcommand("bench-envs")]
+    | Annotated[Bench, tyro.conf.subcommand("bench")]
 )
 
 
@@ -68,16 +71,16 @@ def run(argv: list[str] | None = None) -> int:
         _print_report(report)
         if command.json is not None:
             print(f"report: {command.json}")
-    elif isinstance(command, BenchEnvs):
+    elif isinstance(command, Bench):
         import importlib.util
 
-        path = Path(__file__).resolve().parents[2] / "bench" / "bench_envs.py"
+        path = Path(__file__).resolve().parents[2] / "bench" / BENCHMARKS[command.which]
         if not path.is_file():
             raise ValueError(f"benchmark script {path} not found (it ships with the source checkout).")
-        spec = importlib.util.spec_from_file_location("bench_envs", path)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        module.run(command.steps, command.out)
+        module.run(out_dir=command.out)
     return 0
 
 

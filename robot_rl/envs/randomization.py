@@ -9,13 +9,22 @@ YAML keys (all optional; a range is ``[low, high]``, a scale multiplies the nomi
 ========================  =========  ===========================================================
 key                       unit       meaning
 ========================  =========  ===========================================================
-object_mass_scale         x          manipulated object's mass
-object_friction_scale     x          manipulated object's sliding friction
-joint_damping_scale       x          every robot joint's damping
-actuator_gain_scale       x          every actuator's stiffness and damping gains (kp, kv)
+object_mass_scale         x          manipulated object's mass (Franka)
+object_friction_scale     x          manipulated object's sliding friction (Franka)
+joint_damping_scale       x          every robot joint's damping (Franka)
+actuator_gain_scale       x          every actuator's stiffness and damping gains, kp, kv (Franka)
+mass_scale                x          vehicle mass (quadrotor)
+inertia_scale             x          vehicle rotational inertia (quadrotor)
+motor_constant_scale      x          rotor thrust and torque per command (quadrotor)
+motor_lag_scale           x          rotor spin-up time constant (quadrotor)
+drag_coefficient          N s/m      linear aerodynamic drag (quadrotor)
+wind_gust_std             N          gust force std, Ornstein-Uhlenbeck process (quadrotor)
 obs_noise_std             obs units  std of Gaussian noise added to ``observation`` (m, m/s, rad)
 action_latency_steps      steps      actions applied this many control periods late (integers)
+obs_latency_steps         steps      observations this many control periods old (quadrotor)
 ========================  =========  ===========================================================
+
+Each env lists the keys it applies (``randomization_keys``) and refuses the others.
 
 Example::
 

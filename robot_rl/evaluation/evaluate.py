@@ -74,6 +74,12 @@ def _make_policy(name: str, env_id: str, env: Any) -> tuple[Policy, Callable[[],
             return rng.uniform(space.low, space.high)
 
         return random_policy, lambda: None
+    if "/Quadrotor" in env_id:
+        from robot_rl.envs.quadrotor.expert import QuadrotorExpert
+
+        unwrapped = env.unwrapped
+        quad_expert = QuadrotorExpert(unwrapped.params, unwrapped.ctrl_dt)
+        return quad_expert, quad_expert.reset
     from robot_rl.envs.franka.experts import make_expert
 
     expert = make_expert(env_id)
@@ -113,15 +119,17 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             done = terminated or truncated
             if record:
                 frames.append(env.render())
-        per_episode.append(
-            {
-                "seed": seed,
-                "success": bool(info["is_success"]),
-                "return": total,
-                "length": length,
-                "first_alarm_step": None,
-            }
-        )
+        episode = {
+            "seed": seed,
+            "success": bool(info["is_success"]),
+            "return": total,
+            "length": length,
+            "first_alarm_step": None,
+        }
+        for key in ("crash", "distance", "tracking_rmse", "clipped_commands", "motor_saturations"):
+            if key in info:
+                episode[key] = info[key]
+        per_episode.append(episode)
     elapsed = time.perf_counter() - start
     env.close()
     successes = sum(e["success"] for e in per_episode)
