@@ -1,0 +1,37 @@
+"""Teleoperation: the Teleoperator interface and the keyboard, gamepad and SpaceMouse devices."""
+
+from robot_rl.teleop.base import (
+    CommandMapper,
+    DeviceNotFoundError,
+    TeleopCommand,
+    TeleopConfig,
+    Teleoperator,
+    TeleopEvent,
+)
+
+__all__ = [
+    "CommandMapper",
+    "DeviceNotFoundError",
+    "TeleopCommand",
+    "TeleopConfig",
+    "TeleopEvent",
+    "Teleoperator",
+    "make_teleoperator",
+]
+
+
+def make_teleoperator(source: str, **kwargs: object) -> Teleoperator:
+    """The device for a ``--source`` name: keyboard, gamepad or spacemouse."""
+    if source == "keyboard":
+        from robot_rl.teleop.keyboard import KeyboardTeleop
+
+        return KeyboardTeleop(**kwargs)  # type: ignore[arg-type]
+    if source == "gamepad":
+        from robot_rl.teleop.gamepad import GamepadTeleop
+
+        return GamepadTeleop(**kwargs)  # type: ignore[arg-type]
+    if source == "spacemouse":
+        from robot_rl.teleop.spacemouse import SpaceMouseTeleop
+
+        return SpaceMouseTeleop(**kwargs)  # type: ignore[arg-type]
+    raise ValueError(f"unknown teleoperation device {source!r}. Valid devices: keyboard, gamepad, spacemouse.")
