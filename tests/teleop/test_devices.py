@@ -214,3 +214,53 @@ class TestCommandMapper:
         assert 0.3 < moved[0] < 1.0
         assert abs(moved[1]) < 0.05 and abs(moved[2]) < 0.05
         assert np.linalg.norm(obs["observation"][3:6]) < 0.05  # stopped
+
+
+class ScriptedDevice:
+    """A device that replays a list of commands, one per read."""
+
+    name = "scripted"
+
+    def __init__(self, commands: list[TeleopCommand]) -> None:
+        self.commands = list(commands)
+
+    def connect(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def read(self) -> TeleopCommand:
+        return self.commands.pop(0) if self.commands else TeleopCommand()
+
+
+class TestSession:
+    def run(self, commands: list[TeleopCommand]):
+        import io
+
+        from robot_rl.teleop.session import TeleopSession
+
+        env = make("robot_rl/PandaReach-v0")
+        steps = []
+        session = TeleopSession(env, ScriptedDevice(commands), realtime=False, view=False, status=io.StringIO())
+        outcome = session.episode(seed=0, index=0, on_step=lambda *step: steps.append(step))
+        return outcome, steps, session
+
+    def test_recording_starts_at_the_first_motion_and_save_keeps_it(self):
+        move = TeleopCommand(twist=np.array([1.0, 0, 0, 0, 0, 0]))
+        outcome, steps, session = self.run(
+            [TeleopCommand(), TeleopCommand(), move, move, TeleopCommand(events=[TeleopEvent.SAVE])]
+        )
+        assert (outcome.keep, outcome.reason, outcome.steps) == (True, "save", 2)
+        assert len(steps) == 2 and session.saved == 1
+        obs, action, reward, done, info, state = steps[0]
+        assert action[0] > 0 and state.ndim == 1 and not done
+
+    def test_discard_drops_the_episode_and_the_time_limit_keeps_only_successes(self):
+        outcome, _, session = self.run(
+            [TeleopCommand(events=[TeleopEvent.START]), TeleopCommand(events=[TeleopEvent.DISCARD])]
+        )
+        assert (outcome.keep, outcome.reason, session.discarded) == (False, "discard", 1)
+        outcome, steps, _ = self.run([TeleopCommand(events=[TeleopEvent.START])])  # idle until the time limit
+        assert outcome.reason == "timeout" and outcome.steps == 50 and len(steps) == 50
+        assert outcome.keep == outcome.success
