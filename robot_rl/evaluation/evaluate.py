@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.envs.randomization import resolve_randomization
 from robot_rl.envs.registry import check_env_id, make
 
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -89,11 +88,10 @@ def _make_policy(name: str, env_id: str, env: Any) -> tuple[Policy, Callable[[],
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Run ``config.episodes`` episodes and return the eval report (see ARCHITECTURE.md)."""
     env_id = check_env_id(config.env)
-    randomization = resolve_randomization(config.randomize)
     want_video = config.video is not None
     if want_video:
         os.environ.setdefault("MUJOCO_GL", "osmesa")
-    env = make(env_id, randomize=randomization, render_mode="rgb_array" if want_video else None)
+    env = make(env_id, randomize=config.randomize, render_mode="rgb_array" if want_video else None)
     policy, reset_policy = _make_policy(config.policy, env_id, env)
     frames: list[np.ndarray] = []
     per_episode = []

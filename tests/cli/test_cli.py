@@ -131,3 +131,24 @@ class TestBadInput:
         out = robot_rl("eval", "--policy", "runs/nothing", "--episodes", "1")
         assert out.returncode == 2
         assert "expert" in out.stderr and "random" in out.stderr
+
+
+class TestQuadrotorEval:
+    def test_train_preset_resolves_to_the_quadrotor_preset(self, tmp_path: Path):
+        report_path = tmp_path / "quad.json"
+        out = robot_rl(
+            "eval", "--env", "QuadrotorWaypoint-v0", "--episodes", "2", "--randomize", "train",
+            "--json", str(report_path), "--no-progress",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        report = json.loads(report_path.read_text())
+        assert report["success_rate"] == 1.0
+        assert report["per_episode"][0]["crash"] is None
+
+    def test_a_franka_key_on_a_quadrotor_is_refused_with_its_keys(self, tmp_path: Path):
+        bad = tmp_path / "franka.yaml"
+        bad.write_text("object_mass_scale: [0.5, 2.0]\n")
+        out = robot_rl("eval", "--env", "QuadrotorHover-v0", "--episodes", "1", "--randomize", str(bad))
+        assert out.returncode == 2
+        assert "object_mass_scale" in out.stderr and "mass_scale" in out.stderr
+        assert "Traceback" not in out.stderr
