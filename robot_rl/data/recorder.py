@@ -1,0 +1,406 @@
+"""Crash-safe demonstration recorder: one committed HDF5 group per finished episode.
+
+Usage::
+
+    with DemoRecorder("demos.hdf5", env_id, env_kwargs, ctrl_dt, source="expert", seed=0) as rec:
+        obs, info = env.reset(seed=0)
+        rec.start_episode(seed=0, randomization=info["randomization"])
+        state = mujoco_state(env)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        rec.add_step(obs, action, reward, terminated or truncated, next_obs, state)
+        ...
+        rec.commit(success=bool(info["is_success"]))  # or rec.discard()
+
+Crash safety: the episode in progress lives only in memory. ``commit`` writes it as a complete
+``data/demo_K`` group in one all-or-nothing update (:mod:`robot_rl.data.journal`: a journal
+record, fsynced, then the pages written into the file) before it returns, so a process killed at
+any moment, SIGKILL included (or a power loss), loses at most the episode in progress, and the
+file opens cleanly afterwards. A committed episode is visible to any HDF5 reader at once.
+
+Why memory rather than a temporary HDF5 group renamed at commit: HDF5 has no atomic rename on disk
+(``H5Lmove`` rewrites metadata in place like any other change) and, more importantly, a file held
+open for writing is not a valid file on disk: a writer killed mid-episode leaves it unopenable
+(HDF5 2.0 with ``libver="latest"``: "file is already open for write", until ``h5clear``). Keeping
+the file closed between commits avoids both, and an episode is small (a 50-step PandaPush episode
+is about 90 KB).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import mujoco
+import numpy as np
+from h5py import h5a, h5d, h5g, h5p, h5s, h5t
+
+from robot_rl.data import schema
+from robot_rl.data.journal import JournaledFile
+from robot_rl.data.schema import DatasetError, DatasetMeta, DemoAttrs, FileAttrs, utc_now
+
+_STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
+
+
+def mujoco_state(env: Any) -> np.ndarray:
+    """The env's full MuJoCo integration state (``mjSTATE_INTEGRATION``). Shape: (S,)."""
+    return StateReader(env)()
+
+
+class StateReader:
+    """Reads an env's ``mjSTATE_INTEGRATION`` state; built once per env for the step loop.
+
+    Args:
+        env: A robot_rl env (wrapped or not).
+    """
+
+    def __init__(self, env: Any) -> None:
+        unwrapped = env.unwrapped
+        self.model, self.data = unwrapped.model, unwrapped.data
+        self.size = mujoco.mj_stateSize(self.model, _STATE_SPEC)
+
+    def __call__(self) -> np.ndarray:
+        """A new array holding the current state. Shape: (S,)."""
+        state = np.empty(self.size)
+        mujoco.mj_getState(self.model, self.data, state, _STATE_SPEC)
+        return state
+
+
+def _as_jsonable(randomization: Any) -> dict[str, Any] | None:
+    if randomization is None:
+        return None
+    if dataclasses.is_dataclass(randomization) and not isinstance(randomization, type):
+        return dataclasses.asdict(randomization)
+    if isinstance(randomization, Mapping):
+        return dict(randomization)
+    raise TypeError(f"`randomization` must be a dataclass, a mapping or None. Got {type(randomization).__name__}.")
+
+
+_STRING = h5py.string_dtype()
+
+
+class _Writer:
+    """Low-level h5py object creation: about twice as fast as ``create_dataset`` / ``attrs[...]``.
+
+    The commit creates 13 objects and 8 attributes; through h5py's high-level API that alone was
+    half the per-episode recording cost.
+    """
+
+    def __init__(self) -> None:
+        # Object timestamps are off: they cost a clock read per object and make files differ byte
+        # for byte between identical collections.
+        self.dcpl = h5p.create(h5p.DATASET_CREATE)
+        self.dcpl.set_obj_track_times(False)
+        self.gcpl = h5p.create(h5p.GROUP_CREATE)
+        self.gcpl.set_obj_track_times(False)
+        self._types: dict[np.dtype, Any] = {}
+        self._scalar = h5s.create(h5s.SCALAR)
+
+    def _type(self, dtype: np.dtype) -> Any:
+        tid = self._types.get(dtype)
+        if tid is None:
+            tid = self._types[dtype] = h5t.py_create(dtype, logical=True)
+        return tid
+
+    def group(self, parent: Any, name: str) -> Any:
+        return h5g.create(parent, name.encode(), gcpl=self.gcpl)
+
+    def dataset(self, parent: Any, name: str, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array)
+        space = h5s.create_simple(array.shape)
+        dset = h5d.create(parent, name.encode(), self._type(array.dtype), space, dcpl=self.dcpl)
+        dset.write(h5s.ALL, h5s.ALL, array)
+
+    def new_attr(self, obj: Any, name: str, value: Any) -> None:
+        """Create attribute ``name`` (it must not exist) holding a scalar or a string."""
+        array = np.array(value, dtype=_STRING) if isinstance(value, str) else np.asarray(value)
+        attr = h5a.create(obj, name.encode(), self._type(array.dtype), self._scalar)
+        attr.write(array)
+
+    def set_attr(self, obj: Any, name: str, value: Any) -> None:
+        """Overwrite existing attribute ``name`` with a value of the same type."""
+        attr = h5a.open(obj, name.encode())
+        attr.write(np.array(value, dtype=attr.dtype))
+
+
+class DemoRecorder:
+    """Records episodes into a robomimic-layout HDF5 file, committing each one atomically.
+
+    Args:
+        path: The HDF5 file. Created if missing; appended to if it exists (numbering continues).
+        env_id: Registered env id the demonstrations come from.
+        env_kwargs: Keyword arguments that rebuild the env, ``make(env_id, **env_kwargs)``; stored as
+            JSON, so plain values only (see :func:`robot_rl.data.collect.file_env_kwargs`).
+        ctrl_dt: Control period [s].
+        source: Source device: ``expert``, ``keyboard``, ``gamepad``, ``spacemouse``, ``policy``...
+        seed: First seed of this collection (file attribute; each demo stores its own seed).
+        randomization: The env's DomainRandomization (ranges), stored as JSON.
+        fsync: fsync at each commit (power-loss safety; a killed process is safe either way).
+        action_bounds: (low, high) of the action space: recorded actions are clipped to it (the
+            action the env applied), once per episode at commit rather than every step.
+
+    Raises:
+        DatasetError: ``path`` exists but is not a robot_rl demonstration file, was recorded from
+            another env or other env kwargs, or another process is writing it.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        env_id: str,
+        env_kwargs: Mapping[str, Any] | None,
+        ctrl_dt: float,
+        source: str,
+        seed: int | None = None,
+        randomization: Any = None,
+        fsync: bool = True,
+        action_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        if not (isinstance(ctrl_dt, int | float) and ctrl_dt > 0.0):
+            raise ValueError(f"`ctrl_dt` must be a positive number of seconds. Got {ctrl_dt!r}.")
+        if not source:
+            raise ValueError("`source` must name the device, e.g. 'expert' or 'keyboard'. Got ''.")
+        from robot_rl import __version__
+
+        self.path = Path(path)
+        self.source = source
+        self.action_bounds = action_bounds
+        now = utc_now()
+        env_kwargs = dict(env_kwargs or {})
+        schema.canonical_json(env_kwargs)  # fail here, not at the first commit
+        self.meta = DatasetMeta(
+            env_id=env_id,
+            env_kwargs=env_kwargs,
+            ctrl_dt=float(ctrl_dt),
+            source=source,
+            seed=seed,
+            randomization=_as_jsonable(randomization),
+            created=now,
+            updated=now,
+            robot_rl_version=__version__,
+            mujoco_version=mujoco.__version__,
+        )
+        journaled = JournaledFile(self.path, create=self._create, fsync=fsync)
+        try:
+            self._next_index, self._sources = self._check_existing()
+        except BaseException:
+            journaled.close()
+            raise
+        self._file: JournaledFile | None = journaled
+        self._writer = _Writer()
+        self._steps: list[tuple[Any, ...]] = []
+        self._episode: dict[str, Any] | None = None
+        self.committed: list[str] = []
+        """Demo names committed by this recorder, in order."""
+
+    # ------------------------------------------------------------------ file setup
+    def _create(self, f: h5py.File) -> None:
+        data = f.create_group(schema.DATA_GROUP)
+        for key, value in self.meta.to_attrs().items():
+            data.attrs[key] = value
+
+    def _check_existing(self) -> tuple[int, list[str]]:
+        from robot_rl.data.dataset import open_h5
+
+        with open_h5(self.path) as f:
+            if schema.DATA_GROUP not in f:
+                raise DatasetError(
+                    f"{self.path}: not a robot_rl demonstration file (no group 'data'). Choose a new "
+                    "file name; demonstrations are never added to other HDF5 files."
+                )
+            data = f[schema.DATA_GROUP]
+            existing = DatasetMeta.from_attrs(data.attrs, str(self.path))
+            difference = existing.same_env(self.meta)
+            if difference is not None:
+                raise DatasetError(
+                    f"{self.path} holds demonstrations of {existing.env_id} with kwargs "
+                    f"{schema.canonical_json(existing.env_kwargs)} (ctrl_dt {existing.ctrl_dt} s); this "
+                    f"recording is {self.meta.env_id} with kwargs {schema.canonical_json(self.meta.env_kwargs)} "
+                    f"(ctrl_dt {self.meta.ctrl_dt} s): they differ in {difference}. Record into a new file."
+                )
+            indices = [schema.demo_index(name) for name in data]
+            next_index = max((i for i in indices if i is not None), default=-1) + 1
+            sources = [s for s in existing.source.split(",") if s]
+        return next_index, sources
+
+    # ------------------------------------------------------------------ episodes
+    @property
+    def next_demo(self) -> str:
+        """Name the next committed episode will get."""
+        return schema.demo_name(self._next_index)
+
+    @property
+    def in_progress(self) -> bool:
+        """True between :meth:`start_episode` and :meth:`commit` / :meth:`discard`."""
+        return self._episode is not None
+
+    @property
+    def num_steps(self) -> int:
+        """Steps recorded in the episode in progress."""
+        return len(self._steps)
+
+    def start_episode(self, seed: int | None, randomization: Any = None) -> None:
+        """Begin an episode that started from ``env.reset(seed=seed)``.
+
+        Args:
+            seed: The reset seed (replay resets with it). None only for unseeded resets, which
+                cannot be replayed exactly.
+            randomization: This episode's draw, ``info["randomization"]`` from the reset.
+
+        Raises:
+            RuntimeError: an episode with recorded steps is in progress.
+        """
+        self._require_open()
+        if self._episode is not None and self._steps:
+            raise RuntimeError(
+                f"an episode with {len(self._steps)} steps is in progress; call commit() or discard() first."
+            )
+        self._steps = []
+        self._episode = {"seed": seed, "randomization": schema.canonical_json(_as_jsonable(randomization))}
+
+    def add_step(
+        self,
+        obs: Mapping[str, np.ndarray],
+        action: np.ndarray,
+        reward: float,
+        done: bool,
+        next_obs: Mapping[str, np.ndarray],
+        state: np.ndarray,
+        intervention: bool | None = None,
+    ) -> None:
+        """Record one step. Arrays are kept by reference (envs return new arrays each step).
+
+        Args:
+            obs: Observation the action was chosen on (dict of arrays).
+            action: The action sent to the env (clipped to ``action_bounds`` at commit). Shape: (A,).
+            reward: Reward of the step.
+            done: The episode ended after this step (terminated or truncated).
+            next_obs: Observation after the step.
+            state: MuJoCo state before the action, :func:`mujoco_state`. Shape: (S,).
+            intervention: True when a human took over at this step (HIL); None when not tracked.
+        """
+        if self._episode is None:
+            raise RuntimeError("no episode in progress; call start_episode(seed) after env.reset first.")
+        self._steps.append((obs, action, reward, done, next_obs, state, intervention))
+
+    def discard(self) -> int:
+        """Drop the episode in progress. Returns the number of steps dropped."""
+        dropped = len(self._steps)
+        self._steps = []
+        self._episode = None
+        return dropped
+
+    def commit(self, success: bool, env_success: bool | None = None) -> str:
+        """Write the episode in progress as the next ``demo_K`` and make it durable.
+
+        Args:
+            success: The demo's success label.
+            env_success: The env's ``is_success`` after the last step (defaults to ``success``).
+
+        Returns:
+            The demo's name, e.g. ``demo_3``.
+
+        Raises:
+            RuntimeError: no episode is in progress, or it has no steps.
+            ValueError: the steps are inconsistent (shapes or keys change within the episode).
+        """
+        journaled = self._require_open()
+        if self._episode is None or not self._steps:
+            raise RuntimeError("nothing to commit: no episode with steps is in progress (start_episode, add_step).")
+        arrays = self._stack()
+        name = schema.demo_name(self._next_index)
+        episode = self._episode
+        sources = self._sources if self.source in self._sources else [*self._sources, self.source]
+        num_samples = len(self._steps)
+        write = self._writer
+        with journaled.transaction() as f:
+            data = f[schema.DATA_GROUP]
+            group = write.group(data.id, name)
+            for sub in (schema.OBS, schema.NEXT_OBS):
+                sub_id = write.group(group, sub)
+                for key, value in arrays[sub].items():
+                    write.dataset(sub_id, key, value)
+            for key in (*schema.STEP_KEYS, schema.INTERVENTIONS):
+                if key in arrays:
+                    write.dataset(group, key, arrays[key])
+            for key, value in (
+                (DemoAttrs.NUM_SAMPLES, np.int64(num_samples)),
+                (DemoAttrs.SEED, np.int64(-1 if episode["seed"] is None else episode["seed"])),
+                (DemoAttrs.SUCCESS, np.bool_(success)),
+                (DemoAttrs.ENV_SUCCESS, np.bool_(success if env_success is None else env_success)),
+                (DemoAttrs.SOURCE, self.source),
+                (DemoAttrs.RANDOMIZATION, episode["randomization"]),
+            ):
+                write.new_attr(group, key, value)
+            total = int(data.attrs[FileAttrs.TOTAL]) + num_samples
+            write.set_attr(data.id, FileAttrs.TOTAL, total)
+            write.set_attr(data.id, FileAttrs.UPDATED, utc_now())
+            if sources != self._sources:
+                write.set_attr(data.id, FileAttrs.SOURCE, ",".join(sources))
+        self._sources = sources
+        self._next_index += 1
+        self._steps = []
+        self._episode = None
+        self.committed.append(name)
+        return name
+
+    def _stack(self) -> dict[str, Any]:
+        steps = self._steps
+        keys = list(steps[0][0])
+        out: dict[str, Any] = {}
+        # np.array over a list of arrays: four times faster than np.stack for 50 small arrays.
+        f64 = np.float64
+        try:
+            out[schema.OBS] = {key: np.array([s[0][key] for s in steps], dtype=f64) for key in keys}
+            out[schema.NEXT_OBS] = {key: np.array([s[4][key] for s in steps], dtype=f64) for key in keys}
+            actions = np.array([s[1] for s in steps], dtype=f64)
+            out[schema.REWARDS] = np.array([s[2] for s in steps], dtype=f64)
+            out[schema.DONES] = np.array([s[3] for s in steps], dtype=bool)
+            out[schema.STATES] = np.array([s[5] for s in steps], dtype=f64)
+        except (KeyError, ValueError, TypeError) as err:
+            raise ValueError(
+                f"the episode's steps are inconsistent ({err}): every step must have the same observation "
+                f"keys {keys}, action shape and state size."
+            ) from None
+        if any(a.ndim != 2 for a in (actions, out[schema.STATES])) or out[schema.REWARDS].ndim != 1:
+            raise ValueError(
+                f"expected actions (T, A), states (T, S) and scalar rewards; got actions {actions.shape}, states "
+                f"{out[schema.STATES].shape}, rewards {out[schema.REWARDS].shape}."
+            )
+        if self.action_bounds is not None:
+            actions = np.clip(actions, *self.action_bounds)
+        out[schema.ACTIONS] = actions
+        flags = [s[6] for s in steps]
+        if any(flag is not None for flag in flags):
+            out[schema.INTERVENTIONS] = np.array([bool(flag) for flag in flags])
+        return out
+
+    # ------------------------------------------------------------------ lifetime
+    def _require_open(self) -> JournaledFile:
+        if self._file is None:
+            raise RuntimeError(f"the recorder for {self.path} is closed; create a new DemoRecorder.")
+        return self._file
+
+    def close(self) -> None:
+        """Release the file. An episode still in progress is discarded (with a warning)."""
+        if self._steps:
+            warnings.warn(
+                f"{self.path}: discarding an uncommitted episode of {len(self._steps)} steps on close.",
+                stacklevel=2,
+            )
+        self.discard()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> DemoRecorder:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self.discard()  # an error mid-episode: the partial episode is not a demonstration
+        self.close()
