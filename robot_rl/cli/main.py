@@ -30,10 +30,91 @@ class Bench:
     """Folder for the markdown and JSON results."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Collect:
+    """Record demonstrations (crash-safe HDF5, robomimic layout) from the expert or a teleop device."""
+
+    env: str
+    """Environment id (``robot-rl envs`` lists them)."""
+    out: Path
+    """HDF5 file to write; appended to if it exists (same env required)."""
+    source: Literal["expert", "keyboard", "gamepad", "spacemouse"] = "expert"
+    """Who acts: the scripted expert or a teleoperation device."""
+    episodes: int = 10
+    """Episodes to keep."""
+    seed: int | None = None
+    """First episode's seed (default: after the largest seed already in the file)."""
+    randomize: str = "nominal"
+    """Domain randomization: nominal, train or a YAML file."""
+    keep_failed: bool = False
+    """Keep episodes that end without success."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """Episodes, steps, success rate, per-key shapes and ranges of a demo file."""
+
+    path: tyro.conf.Positional[Path]
+    """The HDF5 file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataReplay:
+    """Re-simulate demos from their saved states and actions; report the largest deviation."""
+
+    path: tyro.conf.Positional[Path]
+    """The HDF5 file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataRender:
+    """Render demos from their saved states into an MP4."""
+
+    path: tyro.conf.Positional[Path]
+    """The HDF5 file."""
+    out: Path = Path("demos.mp4")
+    """The video to write."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataMerge:
+    """Merge two demo files of the same env into a new one."""
+
+    a: tyro.conf.Positional[Path]
+    """First file."""
+    b: tyro.conf.Positional[Path]
+    """Second file."""
+    out: Path = Path("merged.hdf5")
+    """The merged file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSplit:
+    """Write a train/validation split (robomimic mask/train, mask/valid) into a demo file."""
+
+    path: tyro.conf.Positional[Path]
+    """The HDF5 file."""
+    val_fraction: float = 0.1
+    """Fraction of demos for validation."""
+    seed: int = 0
+    """Shuffle seed."""
+
+
+DataCommand = (
+    Annotated[DataInfo, tyro.conf.subcommand("info")]
+    | Annotated[DataReplay, tyro.conf.subcommand("replay")]
+    | Annotated[DataRender, tyro.conf.subcommand("render")]
+    | Annotated[DataMerge, tyro.conf.subcommand("merge")]
+    | Annotated[DataSplit, tyro.conf.subcommand("split")]
+)
+
+
 Command = (
     Annotated[Envs, tyro.conf.subcommand("envs")]
     | Annotated[EvalConfig, tyro.conf.subcommand("eval")]
     | Annotated[Bench, tyro.conf.subcommand("bench")]
+    | Annotated[Collect, tyro.conf.subcommand("collect")]
+    | Annotated[DataCommand, tyro.conf.subcommand("data")]
 )
 
 
@@ -59,6 +140,26 @@ def _print_report(report: dict) -> None:
         print(f"video: {report['video']}")
 
 
+def _data(command: object) -> None:
+    import os
+
+    if isinstance(command, DataRender):
+        os.environ.setdefault("MUJOCO_GL", "osmesa")
+    from robot_rl import data
+
+    if isinstance(command, DataInfo):
+        print(data.format_info(data.info(command.path)))
+    elif isinstance(command, DataReplay):
+        print(data.format_replay(data.replay(command.path)))
+    elif isinstance(command, DataRender):
+        print(data.render(command.path, command.out))
+    elif isinstance(command, DataMerge):
+        print(data.merge(command.a, command.b, command.out))
+    elif isinstance(command, DataSplit):
+        train, valid = data.split(command.path, command.val_fraction, command.seed)
+        print(f"{len(train)} train and {len(valid)} validation demos written to mask/train and mask/valid")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit code."""
     command = tyro.cli(Command, args=argv, prog="robot-rl", description="robot_rl: sim-to-real robot learning.")
@@ -71,6 +172,23 @@ def run(argv: list[str] | None = None) -> int:
         _print_report(report)
         if command.json is not None:
             print(f"report: {command.json}")
+    elif isinstance(command, Collect):
+        from robot_rl.data import collect
+        from robot_rl.teleop.source import register_devices
+
+        register_devices()
+        summary = collect(
+            command.env,
+            command.source,
+            command.episodes,
+            command.out,
+            seed=command.seed,
+            env_kwargs={"randomize": command.randomize},
+            keep_failed=command.keep_failed,
+        )
+        print(summary)
+    elif isinstance(command, DataInfo | DataReplay | DataRender | DataMerge | DataSplit):
+        _data(command)
     elif isinstance(command, Bench):
         import importlib.util
 
@@ -88,7 +206,7 @@ def main() -> None:
     """Console entry point: user errors print one line and exit 2, never a traceback wall."""
     try:
         code = run()
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"robot-rl: error: {err}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:

@@ -71,7 +71,7 @@ class GamepadTeleop:
             import pygame
         except ImportError:
             raise DeviceNotFoundError("gamepad teleoperation needs pygame (SDL): pip install -e '.[teleop]'.") from None
-        pygame.init()
+        pygame.display.init()  # the event queue; not pygame.init(), which also opens audio
         pygame.joystick.init()
         self._pygame = pygame
         count = pygame.joystick.get_count()

@@ -152,3 +152,29 @@ class TestQuadrotorEval:
         assert out.returncode == 2
         assert "object_mass_scale" in out.stderr and "mass_scale" in out.stderr
         assert "Traceback" not in out.stderr
+
+
+class TestCollectAndData:
+    def test_collect_then_info_replay_and_split(self, tmp_path: Path):
+        demos = tmp_path / "push.hdf5"
+        out = robot_rl("collect", "--env", "PandaPush-v0", "--episodes", "3", "--out", str(demos))
+        assert out.returncode == 0, out.stderr
+        info = robot_rl("data", "info", str(demos))
+        assert info.returncode == 0, info.stderr
+        assert "episodes 3" in info.stdout
+        replay = robot_rl("data", "replay", str(demos))
+        assert replay.returncode == 0, replay.stderr
+        assert "max state deviation 0," in replay.stdout
+        split = robot_rl("data", "split", str(demos), "--val-fraction", "0.34")
+        assert split.returncode == 0 and "1 validation" in split.stdout
+
+    def test_a_missing_device_is_one_line_naming_what_was_looked_for(self, tmp_path: Path):
+        out = robot_rl("collect", "--env", "PandaPush-v0", "--source", "spacemouse", "--out", str(tmp_path / "d.hdf5"))
+        assert out.returncode == 2
+        assert "SpaceMouse" in out.stderr and "Traceback" not in out.stderr
+
+    def test_a_foreign_file_is_refused(self, tmp_path: Path):
+        bad = tmp_path / "not.hdf5"
+        bad.write_bytes(b"not an hdf5 file at all")
+        out = robot_rl("data", "info", str(bad))
+        assert out.returncode == 2 and "Traceback" not in out.stderr
