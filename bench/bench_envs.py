@@ -37,15 +37,11 @@ os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import argparse
 import contextlib
-import datetime
 import gc
-import importlib.metadata
 import io
 import json
 import math
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -56,6 +52,8 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
+
+from robot_rl.provenance import machine_info
 
 OURS = "robot_rl/PandaPush-v0"
 PEER = "FetchPush-v4"
@@ -195,33 +193,9 @@ class _Subject:
 
 # ---------------------------------------------------------------------------- reporting
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for name in ("numpy", "mujoco", "gymnasium", "gymnasium-robotics", "tqdm"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[name] = importlib.metadata.version(name)
-    commit = None
-    with contextlib.suppress(Exception):
-        repo = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True)
-        if sha.returncode == 0:
-            commit = sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "pinned_cpus": sorted(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
+        **machine_info(("numpy", "mujoco", "gymnasium", "gymnasium-robotics", "tqdm")),
         "mujoco": mujoco.__version__,
-        "git": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 

@@ -44,16 +44,11 @@ os.environ["MKL_NUM_THREADS"] = "1"
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import argparse
-import contextlib
 import copy
-import datetime
 import gc
-import importlib.metadata
 import json
 import math
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -68,6 +63,7 @@ import robot_rl  # noqa: F401  (registers robot_rl/*)
 from robot_rl.envs.quadrotor.expert import QuadrotorExpert
 from robot_rl.envs.quadrotor.quadrotor_env import MAX_RATES
 from robot_rl.evaluation.evaluate import wilson_interval
+from robot_rl.provenance import machine_info
 
 HOVER = "robot_rl/QuadrotorHover-v0"
 WAYPOINT = "robot_rl/QuadrotorWaypoint-v0"
@@ -417,33 +413,7 @@ def _quality(env_id: str, randomize: str, episodes: int, tick: Callable[[int], N
 
 # ------------------------------------------------------------------------------- reporting
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for name in ("numpy", "mujoco", "gymnasium", "tqdm"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[name] = importlib.metadata.version(name)
-    commit = None
-    with contextlib.suppress(Exception):
-        repo = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True)
-        if sha.returncode == 0:
-            commit = sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "pinned_cpus": sorted(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
-        "git": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    return machine_info(("numpy", "mujoco", "gymnasium", "tqdm"))
 
 
 def _clock_overhead_us() -> float:

@@ -32,13 +32,9 @@ os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import argparse
 import contextlib
-import datetime
 import gc
-import importlib.metadata
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +48,7 @@ from robot_rl.data import DemoRecorder, collect
 from robot_rl.data.collect import expert_source
 from robot_rl.data.recorder import StateReader
 from robot_rl.envs.registry import make
+from robot_rl.provenance import machine_info
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 ENVS = {"robot_rl/PandaPush-v0": 20, "robot_rl/QuadrotorHover-v0": 4}
@@ -247,35 +244,11 @@ def _fsync_latency(tmp: Path) -> float:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for name in ("numpy", "mujoco", "gymnasium", "h5py"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[name] = importlib.metadata.version(name)
-    commit = None
-    with contextlib.suppress(Exception):
-        repo = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True)
-        if sha.returncode == 0:
-            commit = sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "pinned_cpus": sorted(os.sched_getaffinity(0)),
+        **machine_info(("numpy", "mujoco", "gymnasium", "h5py")),
         "load_average_1min_at_start": os.getloadavg()[0],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
         "hdf5": h5py.version.hdf5_version,
         "mujoco": mujoco.__version__,
-        "git": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
