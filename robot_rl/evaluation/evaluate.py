@@ -1,4 +1,9 @@
-"""Roll a policy out on an env over consecutive seeds and build the eval report."""
+"""Roll a policy out on an env over consecutive seeds and build the eval report.
+
+With ``takeover`` a teleop device can take over from the policy during the rollout
+(:mod:`robot_rl.teleop.intervention`); with ``record`` every episode is recorded into a demo file
+with the per-step ``interventions`` flag (the RLIF / HIL-SERL signal).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from robot_rl.envs.registry import check_env_id, make
+
+if TYPE_CHECKING:
+    from robot_rl.teleop.base import Teleoperator
 
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -21,14 +29,20 @@ Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 class EvalConfig:
     """What to evaluate and how."""
 
-    env: str = "robot_rl/PandaPush-v0"
-    """Environment id (``robot-rl envs`` lists them)."""
+    env: str | None = None
+    """Environment id (``robot-rl envs`` lists them); default: the trained policy's env, else PandaPush."""
     policy: str = "expert"
-    """``expert`` (the scripted expert) or ``random`` (uniform random actions)."""
+    """``expert`` (the scripted expert), ``random`` (uniform random actions) or a training run directory."""
     episodes: int = 100
     """Number of episodes; episode k uses seed ``seed + k``."""
-    seed: int = 0
-    """First episode's seed."""
+    seed: int | None = None
+    """First episode's seed; default 0, and 1000000 for a trained policy (never a demo's seed)."""
+    inference_steps: int | None = None
+    """Diffusion policies: denoising steps (default: the run's)."""
+    n_action_steps: int | None = None
+    """Chunked policies: actions executed per chunk (default: the run's)."""
+    plot: Path | None = None
+    """Trained policies: write the training curves (success and return over training) as a PNG here."""
     randomize: str = "nominal"
     """Domain randomization: ``nominal`` (off), ``train``, or a YAML file (keys in the README)."""
     video: Path | None = None
@@ -39,17 +53,35 @@ class EvalConfig:
     """Write the eval report (JSON) here."""
     progress: bool = True
     """Show a progress bar."""
+    takeover: Literal["none", "keyboard", "gamepad", "spacemouse"] = "none"
+    """A device that can take over from the policy (rules: robot_rl/teleop/intervention.py); runs in real time."""
+    takeover_hold: float = 0.5
+    """How long a motion takeover lasts after the device stops moving [s]."""
+    record: Path | None = None
+    """Record every episode, with the per-step human ``interventions`` flag, into this demo HDF5 (appends)."""
+    realtime: bool = True
+    """With --takeover: pace the rollout at the env's control period."""
+    view: bool = True
+    """With --takeover: show a MuJoCo viewer when a display exists (else a status line)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"`episodes` must be >= 1. Got {self.episodes}.")
         if self.video_episodes < 1:
             raise ValueError(f"`video_episodes` must be >= 1. Got {self.video_episodes}.")
-        if self.policy not in ("expert", "random"):
+        if self.policy not in ("expert", "random") and not Path(self.policy).is_dir():
             raise ValueError(
-                f"`policy` must be 'expert' or 'random' (trained runs and policy folders arrive with "
-                f"the policy issues). Got {self.policy!r}."
+                f"`policy` must be 'expert', 'random' or a training run directory (`robot-rl train ... --out DIR`). "
+                f"Got {self.policy!r}, which is neither a keyword nor an existing directory."
             )
+        if self.inference_steps is not None and self.inference_steps < 1:
+            raise ValueError(f"`inference_steps` must be >= 1. Got {self.inference_steps}.")
+        if self.n_action_steps is not None and self.n_action_steps < 1:
+            raise ValueError(f"`n_action_steps` must be >= 1. Got {self.n_action_steps}.")
+        if self.plot is not None and self.policy in ("expert", "random"):
+            raise ValueError("`plot` draws a training run's curves; --policy must be a run directory.")
+        if self.takeover_hold < 0.0:
+            raise ValueError(f"`takeover_hold` must be >= 0. Got {self.takeover_hold}.")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -64,7 +96,43 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (round(max(0.0, centre - half), 12), round(min(1.0, centre + half), 12))
 
 
-def _make_policy(name: str, env_id: str, env: Any) -> tuple[Policy, Callable[[], None]]:
+TRAINED_EVAL_SEED = 1_000_000
+"""Default first seed when evaluating a trained policy: above every seed ``robot-rl collect`` hands out."""
+
+
+@dataclasses.dataclass
+class _Resolved:
+    env_id: str
+    seed: int
+    run: dict[str, Any] | None
+    """The trained policy's config.json (None for expert and random)."""
+
+
+def _resolve(config: EvalConfig) -> _Resolved:
+    """The env, first seed and run config an evaluation uses (checks demo-seed overlap)."""
+    run = None
+    if config.policy not in ("expert", "random"):
+        from robot_rl.policies.checkpoint import read_config
+
+        run = read_config(config.policy)
+    env_id = check_env_id(config.env or (run["env_id"] if run else "robot_rl/PandaPush-v0"))
+    if run is not None and env_id != run["env_id"]:
+        raise ValueError(f"{config.policy} was trained on {run['env_id']}; --env is {env_id}. Evaluate it on its env.")
+    seed = config.seed if config.seed is not None else (TRAINED_EVAL_SEED if run else 0)
+    if run is not None:
+        demo_seeds = set(run["data"]["seeds"])
+        overlap = sorted(demo_seeds & set(range(seed, seed + config.episodes)))
+        if overlap:
+            raise ValueError(
+                f"evaluation seeds {seed}..{seed + config.episodes - 1} overlap the seeds of the demos "
+                f"{config.policy} was trained on (e.g. {overlap[:3]}); choose --seed outside "
+                f"{min(demo_seeds)}..{max(demo_seeds)} (the default, {TRAINED_EVAL_SEED}, is)."
+            )
+    return _Resolved(env_id, seed, run)
+
+
+def _make_policy(config: EvalConfig, env_id: str, env: Any) -> tuple[Policy, Callable[[int], None]]:
+    name = config.policy
     if name == "random":
         space = env.action_space
         rng = np.random.default_rng(0)
@@ -72,82 +140,158 @@ def _make_policy(name: str, env_id: str, env: Any) -> tuple[Policy, Callable[[],
         def random_policy(obs: dict[str, np.ndarray]) -> np.ndarray:
             return rng.uniform(space.low, space.high)
 
-        return random_policy, lambda: None
+        return random_policy, lambda seed: None
+    if name != "expert":
+        from robot_rl.policies import ChunkedActor, load_policy
+        from robot_rl.policies.base import check_layout
+
+        policy = load_policy(name)
+        check_layout(policy.layout, env.observation_space, policy.action_dim, env.action_space)
+        if config.inference_steps is not None:
+            if not hasattr(policy, "inference_steps"):
+                raise ValueError(f"--inference-steps applies to diffusion policies; {name} is a {policy.kind} policy.")
+            policy.inference_steps = config.inference_steps
+        actor = ChunkedActor(policy, n_action_steps=config.n_action_steps)
+        return actor, lambda seed: actor.reset(seed)
     if "/Quadrotor" in env_id:
         from robot_rl.envs.quadrotor.expert import QuadrotorExpert
 
         unwrapped = env.unwrapped
         quad_expert = QuadrotorExpert(unwrapped.params, unwrapped.ctrl_dt)
-        return quad_expert, quad_expert.reset
+        return quad_expert, lambda seed: quad_expert.reset()
     from robot_rl.envs.franka.experts import make_expert
 
     expert = make_expert(env_id)
-    return expert, expert.reset
+    return expert, lambda seed: expert.reset()
 
 
-def evaluate(config: EvalConfig) -> dict[str, Any]:
-    """Run ``config.episodes`` episodes and return the eval report (see ARCHITECTURE.md)."""
-    env_id = check_env_id(config.env)
+def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str, Any]:
+    """Run ``config.episodes`` episodes and return the eval report (see ARCHITECTURE.md).
+
+    Args:
+        config: What to evaluate.
+        device: A connected takeover device (default with ``config.takeover``: that device, made,
+            connected and closed here). Needs ``config.takeover`` other than ``none``.
+
+    Raises:
+        DeviceNotFoundError: the takeover device is not connected (a RuntimeError).
+    """
+    resolved = _resolve(config)
+    env_id = resolved.env_id
+    if device is not None and config.takeover == "none":
+        raise ValueError("a takeover `device` needs `takeover` set to keyboard, gamepad or spacemouse. Got 'none'.")
     want_video = config.video is not None
     if want_video:
         os.environ.setdefault("MUJOCO_GL", "osmesa")
     env = make(env_id, randomize=config.randomize, render_mode="rgb_array" if want_video else None)
-    policy, reset_policy = _make_policy(config.policy, env_id, env)
+    try:
+        policy, reset_policy = _make_policy(config, env_id, env)
+    except BaseException:
+        env.close()
+        raise
     frames: list[np.ndarray] = []
     per_episode = []
+    try:
+        hil = _HumanInTheLoop(config, env, env_id, device, resolved.seed)
+    except BaseException:
+        env.close()
+        raise
     start = time.perf_counter()
     iterator = range(config.episodes)
-    if config.progress:
+    if config.progress and hil.takeover is None:
         from tqdm import tqdm
 
-        iterator = tqdm(iterator, desc=f"eval {env_id.split('/')[-1]} ({config.policy})", unit="ep")
-    for k in iterator:
-        seed = config.seed + k
-        obs, _ = env.reset(seed=seed)
-        reset_policy()
-        record = want_video and k < config.video_episodes
-        if record:
-            frames.append(env.render())
-        total, length, info = 0.0, 0, {"is_success": 0.0}
-        done = False
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(policy(obs))
-            total += float(reward)
-            length += 1
-            done = terminated or truncated
-            if record:
+        label = config.policy if resolved.run is None else f"{resolved.run['policy_type']} {Path(config.policy).name}"
+        iterator = tqdm(iterator, desc=f"eval {env_id.split('/')[-1]} ({label})", unit="ep")
+    try:
+        for k in iterator:
+            seed = resolved.seed + k
+            obs, reset_info = env.reset(seed=seed)
+            reset_policy(seed)
+            hil.start_episode(seed, reset_info)
+            filming = want_video and k < config.video_episodes
+            if filming:
                 frames.append(env.render())
-        episode = {
-            "seed": seed,
-            "success": bool(info["is_success"]),
-            "return": total,
-            "length": length,
-            "first_alarm_step": None,
-        }
-        for key in ("crash", "distance", "tracking_rmse", "clipped_commands", "motor_saturations"):
-            if key in info:
-                episode[key] = info[key]
-        per_episode.append(episode)
+            total, length, human, info = 0.0, 0, 0, {"is_success": 0.0}
+            done = False
+            while not done:
+                action, intervened = hil.act(obs, policy(obs))
+                if hil.quit:
+                    break
+                state = hil.state()
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                total += float(reward)
+                length += 1
+                human += intervened
+                done = terminated or truncated
+                hil.record(obs, action, float(reward), done, next_obs, state, intervened)
+                hil.show(k, length, intervened, info)
+                obs = next_obs
+                if filming:
+                    frames.append(env.render())
+            if hil.quit:
+                break  # the episode in progress is neither reported nor recorded
+            hil.end_episode(bool(info["is_success"]))
+            episode = {
+                "seed": seed,
+                "success": bool(info["is_success"]),
+                "return": total,
+                "length": length,
+                "first_alarm_step": None,
+                "intervention_steps": human,
+            }
+            for key in ("crash", "distance", "tracking_rmse", "clipped_commands", "motor_saturations"):
+                if key in info:
+                    episode[key] = info[key]
+            per_episode.append(episode)
+    finally:
+        hil.close()
     elapsed = time.perf_counter() - start
     env.close()
     successes = sum(e["success"] for e in per_episode)
-    n = len(per_episode)
+    n = len(per_episode)  # fewer than asked when the operator quit
     report = {
         "env": env_id,
         "policy": config.policy,
         "episodes": n,
-        "seed": config.seed,
+        "seed": resolved.seed,
         "randomize": config.randomize,
-        "success_rate": successes / n,
+        "success_rate": successes / n if n else None,
         "success_ci95": list(wilson_interval(successes, n)),
-        "mean_return": float(np.mean([e["return"] for e in per_episode])),
-        "mean_episode_length": float(np.mean([e["length"] for e in per_episode])),
+        "mean_return": float(np.mean([e["return"] for e in per_episode])) if n else None,
+        "mean_episode_length": float(np.mean([e["length"] for e in per_episode])) if n else None,
         "safety_interventions": None,
         "safety_violations": None,
         "monitor_alarms": None,
         "wall_time_s": elapsed,
+        "takeover": config.takeover,
+        "intervention_steps": sum(e["intervention_steps"] for e in per_episode),
+        "quit": hil.quit,
         "per_episode": per_episode,
     }
+    if config.record is not None:
+        report["record"] = str(config.record)
+    if resolved.run is not None:
+        from robot_rl.policies.checkpoint import deployed_step
+
+        run = resolved.run
+        policy_options = dict(run["policy"])
+        if config.inference_steps is not None:
+            policy_options["inference_steps"] = config.inference_steps
+        if config.n_action_steps is not None:
+            policy_options["n_action_steps"] = config.n_action_steps
+        report["policy_run"] = {
+            "policy_type": run["policy_type"],
+            "options": policy_options,
+            "train_steps": run["train"]["steps"],
+            "deployed_step": deployed_step(config.policy),
+            "data": {k: run["data"][k] for k in ("path", "sha256")},
+            "demos": len(run["data"]["train_demos"]) + len(run["data"]["valid_demos"]),
+        }
+        if config.plot is not None:
+            from robot_rl.policies.plots import plot_training
+
+            report["plot"] = str(plot_training(config.policy, config.plot, title=f"{env_id} {run['policy_type']}"))
     if want_video and frames:
         import imageio.v2 as imageio
 
@@ -161,3 +305,90 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         config.json.parent.mkdir(parents=True, exist_ok=True)
         config.json.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+class _HumanInTheLoop:
+    """The optional parts of an eval rollout: a takeover device with its live view, and a recorder."""
+
+    def __init__(self, config: EvalConfig, env: Any, env_id: str, device: Teleoperator | None, seed: int) -> None:
+        self.takeover: Any = None
+        self.view: Any = None
+        self.recorder: Any = None
+        self._owned: Teleoperator | None = None
+        try:
+            if config.takeover != "none":
+                from robot_rl.teleop.intervention import HumanTakeover
+                from robot_rl.teleop.view import LiveView
+
+                if device is None:
+                    from robot_rl.teleop import make_teleoperator
+
+                    device = make_teleoperator(config.takeover)
+                    device.connect()
+                    self._owned = device
+                self.takeover = HumanTakeover(device, env, hold_s=config.takeover_hold, realtime=config.realtime)
+                self.view = LiveView(f"{config.policy}+{device.name}", env, viewer=config.view)
+            if config.record is not None:
+                from robot_rl.data.collect import file_env_kwargs
+                from robot_rl.data.recorder import DemoRecorder, StateReader
+
+                source = f"policy:{config.policy}" + (f"+{device.name}" if device is not None else "")
+                unwrapped = env.unwrapped
+                self.recorder = DemoRecorder(
+                    config.record,
+                    env_id,
+                    file_env_kwargs(env, {"randomize": config.randomize}),
+                    unwrapped.ctrl_dt,
+                    source,
+                    seed=seed,
+                    randomization=unwrapped.randomization,
+                    action_bounds=(env.action_space.low, env.action_space.high),
+                )
+                self._read_state = StateReader(env)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def quit(self) -> bool:
+        """The operator asked to stop."""
+        return self.takeover is not None and self.takeover.quit
+
+    def start_episode(self, seed: int, reset_info: dict[str, Any]) -> None:
+        if self.takeover is not None:
+            self.takeover.reset()
+        if self.recorder is not None:
+            self.recorder.start_episode(seed, reset_info.get("randomization"))
+
+    def act(self, obs: dict[str, np.ndarray], action: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The action to apply (the policy's or the device's) and whether a human gave it."""
+        return (action, False) if self.takeover is None else self.takeover(obs, action)
+
+    def state(self) -> np.ndarray | None:
+        """The MuJoCo state before the step (when recording)."""
+        return self._read_state() if self.recorder is not None else None
+
+    def record(self, obs: Any, action: Any, reward: float, done: bool, next_obs: Any, state: Any, human: bool) -> None:
+        if self.recorder is not None:
+            self.recorder.add_step(obs, action, reward, done, next_obs, state, human)
+
+    def show(self, episode: int, step: int, human: bool, info: dict[str, Any]) -> None:
+        if self.view is not None:
+            saved = len(self.recorder.committed) if self.recorder is not None else None
+            self.view.show(episode, step, "HUMAN" if human else "POLICY", info, saved)
+
+    def end_episode(self, success: bool) -> None:
+        if self.recorder is not None:
+            self.recorder.commit(success=success)
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.discard()  # an episode cut short (quit, error) is not recorded
+            self.recorder.close()
+            self.recorder = None
+        if self.view is not None:
+            self.view.close()
+            self.view = None
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None

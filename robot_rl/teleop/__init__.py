@@ -1,4 +1,8 @@
-"""Teleoperation: the Teleoperator interface and the keyboard, gamepad and SpaceMouse devices."""
+"""Teleoperation: the Teleoperator interface, the keyboard, gamepad and SpaceMouse devices.
+
+Also human takeover of a policy rollout (:class:`HumanTakeover`) and the live view of a rollout
+(:class:`LiveView`).
+"""
 
 from robot_rl.teleop.base import (
     CommandMapper,
@@ -8,10 +12,14 @@ from robot_rl.teleop.base import (
     Teleoperator,
     TeleopEvent,
 )
+from robot_rl.teleop.intervention import HumanTakeover
+from robot_rl.teleop.view import LiveView
 
 __all__ = [
     "CommandMapper",
     "DeviceNotFoundError",
+    "HumanTakeover",
+    "LiveView",
     "TeleopCommand",
     "TeleopConfig",
     "TeleopEvent",

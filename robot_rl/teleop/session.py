@@ -3,14 +3,13 @@
 One :meth:`TeleopSession.episode` resets the env, then each control period reads the device,
 maps its command to an action, steps the env and hands the step to ``on_step`` (the recorder).
 The operator ends the episode from the device: save (kept, marked successful), discard, reset or
-quit; reaching the env's time limit keeps the episode only if it succeeded. A live MuJoCo view
-opens where a display exists; otherwise a one-line text status is redrawn in place.
+quit; reaching the env's time limit keeps the episode only if it succeeded. The rollout shows in a
+:class:`~robot_rl.teleop.view.LiveView` (a MuJoCo viewer where a display exists, else a status line).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from robot_rl.teleop.base import CommandMapper, Teleoperator, TeleopEvent
+from robot_rl.teleop.view import LiveView
 
 
 @dataclasses.dataclass
@@ -70,34 +70,15 @@ class TeleopSession:
         self.saved = 0
         self.discarded = 0
         self.quit = False
-        self._viewer = None
-        if view and os.environ.get("DISPLAY"):
-            try:
-                import mujoco.viewer
-
-                self._viewer = mujoco.viewer.launch_passive(env.unwrapped.model, env.unwrapped.data)
-            except Exception as err:  # noqa: BLE001 - no usable display: fall back to the status line
-                print(f"live view unavailable ({err}); showing a status line instead.", file=self.status)
+        self.view = LiveView(device.name, env, viewer=view, stream=self.status)
 
     def close(self) -> None:
-        """Close the viewer."""
-        if self._viewer is not None:
-            self._viewer.close()
-            self._viewer = None
+        """Close the live view."""
+        self.view.close()
 
     def _show(self, episode: int, step: int, recording: bool, info: dict[str, Any]) -> None:
-        if self._viewer is not None:
-            self._viewer.sync()
-            return
-        distance = info.get("distance")
-        dist = f" | dist {distance:.3f} m" if distance is not None else ""
-        state = "REC" if recording else "idle (move or press start)"
-        line = (
-            f"\r[{self.device.name}] episode {episode} | step {step} | {state}{dist} | "
-            f"saved {self.saved} discarded {self.discarded} | success {bool(info.get('is_success', 0.0))}   "
-        )
-        self.status.write(line)
-        self.status.flush()
+        mode = "REC" if recording else "idle (move or press start)"
+        self.view.show(episode, step, mode, info, self.saved, self.discarded)
 
     def episode(self, seed: int, index: int, on_step: StepCallback) -> EpisodeOutcome:
         """Run one episode; ``on_step`` receives every recorded step."""
