@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import tyro
 
 from robot_rl.evaluation.evaluate import EvalConfig
+from robot_rl.policies.config import TrainBC, TrainDiffusion
+
+if TYPE_CHECKING:
+    from robot_rl.data.collect import CollectStatus
+    from robot_rl.teleop.view import LiveView
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +54,8 @@ class Collect:
     """Domain randomization: nominal, train or a YAML file."""
     keep_failed: bool = False
     """Keep episodes that end without success."""
+    view: bool = True
+    """With a teleop source: show a live MuJoCo viewer when a display exists (else a status line)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,12 +117,18 @@ DataCommand = (
 )
 
 
+TrainCommand = (
+    Annotated[TrainBC, tyro.conf.subcommand("bc")] | Annotated[TrainDiffusion, tyro.conf.subcommand("diffusion")]
+)
+
+
 Command = (
     Annotated[Envs, tyro.conf.subcommand("envs")]
     | Annotated[EvalConfig, tyro.conf.subcommand("eval")]
     | Annotated[Bench, tyro.conf.subcommand("bench")]
     | Annotated[Collect, tyro.conf.subcommand("collect")]
     | Annotated[DataCommand, tyro.conf.subcommand("data")]
+    | Annotated[TrainCommand, tyro.conf.subcommand("train")]
 )
 
 
@@ -127,17 +141,55 @@ def _envs() -> None:
 
 
 def _print_report(report: dict) -> None:
-    low, high = report["success_ci95"]
-    print(
+    header = (
         f"\n{report['env']}  policy={report['policy']}  episodes={report['episodes']}  seed={report['seed']}  "
-        f"randomize={report['randomize']}\n"
-        f"| success rate | 95% CI | mean return | mean length | wall time |\n"
-        f"|---|---|---|---|---|\n"
-        f"| {report['success_rate']:.3f} | [{low:.3f}, {high:.3f}] | {report['mean_return']:.2f} | "
-        f"{report['mean_episode_length']:.1f} | {report['wall_time_s']:.1f} s |"
+        f"randomize={report['randomize']}"
     )
+    if report["success_rate"] is None:
+        print(f"{header}\nno episode finished (quit during the first one).")
+    else:
+        low, high = report["success_ci95"]
+        print(
+            f"{header}\n"
+            f"| success rate | 95% CI | mean return | mean length | wall time |\n"
+            f"|---|---|---|---|---|\n"
+            f"| {report['success_rate']:.3f} | [{low:.3f}, {high:.3f}] | {report['mean_return']:.2f} | "
+            f"{report['mean_episode_length']:.1f} | {report['wall_time_s']:.1f} s |"
+        )
+    if report.get("takeover", "none") != "none":
+        quit_note = " (quit early)" if report["quit"] else ""
+        print(f"takeover ({report['takeover']}): {report['intervention_steps']} human steps{quit_note}")
+    if "record" in report:
+        print(f"recorded: {report['record']}")
     if "video" in report:
         print(f"video: {report['video']}")
+    if "plot" in report:
+        print(f"training curves: {report['plot']}")
+
+
+def _collect_view(command: Collect) -> tuple[LiveView, Callable[[CollectStatus], None]]:
+    """A live view for ``collect`` with a teleop source, and the ``on_step`` callback that draws it.
+
+    The device's source factory is wrapped so that the view is attached to the env collect makes.
+    """
+    from robot_rl.data.collect import SOURCES, register_source
+    from robot_rl.teleop.view import LiveView
+
+    live = LiveView(command.source, viewer=command.view)
+    open_source = SOURCES[command.source]
+
+    def open_and_view(env: Any, env_id: str) -> Any:
+        source = open_source(env, env_id)  # connects the device first: a missing one fails here
+        live.attach(env)
+        return source
+
+    register_source(command.source, open_and_view)
+
+    def on_step(status: CollectStatus) -> None:
+        mode = "REC" if status.recording else "idle (move or press start)"
+        live.show(status.episode, status.step, mode, status.info, status.saved, status.discarded)
+
+    return live, on_step
 
 
 def _data(command: object) -> None:
@@ -177,18 +229,39 @@ def run(argv: list[str] | None = None) -> int:
         from robot_rl.teleop.source import register_devices
 
         register_devices()
-        summary = collect(
-            command.env,
-            command.source,
-            command.episodes,
-            command.out,
-            seed=command.seed,
-            env_kwargs={"randomize": command.randomize},
-            keep_failed=command.keep_failed,
+        live, on_step = _collect_view(command) if command.source != "expert" else (None, None)
+        try:
+            summary = collect(
+                command.env,
+                command.source,
+                command.episodes,
+                command.out,
+                seed=command.seed,
+                progress=live is None,  # the expert's progress bar; a device has the live view
+                env_kwargs={"randomize": command.randomize},
+                keep_failed=command.keep_failed,
+                on_step=on_step,
+            )
+        finally:
+            if live is not None:
+                live.close()
+        rate = summary["attempt_success_rate"]
+        print(
+            f"{summary['out']}: kept {summary['kept']} demos ({summary['steps']} steps) of {summary['attempts']} "
+            f"attempts from {summary['source']} on {summary['env_id']}"
+            + (f", source success {rate:.0%}" if rate is not None else "")
+            + f", {summary['wall_time_s']:.1f} s"
+            + (" (quit)" if summary["quit"] else "")
         )
-        print(summary)
     elif isinstance(command, DataInfo | DataReplay | DataRender | DataMerge | DataSplit):
         _data(command)
+    elif isinstance(command, TrainBC | TrainDiffusion):
+        from robot_rl.policies.train import train
+
+        metrics = train(command)
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        print(f"run: {command.out}\nfinal: {shown}")
+        print(f"evaluate: robot-rl eval --policy {command.out} --episodes 100")
     elif isinstance(command, Bench):
         import importlib.util
 
@@ -206,6 +279,8 @@ def main() -> None:
     """Console entry point: user errors print one line and exit 2, never a traceback wall."""
     try:
         code = run()
+    except BrokenPipeError:  # output piped into `head` and the like
+        code = 0
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"robot-rl: error: {err}", file=sys.stderr)
         code = 2

@@ -72,6 +72,8 @@ class PolicySource:
     """
 
     realtime = False
+    intervention = None
+    """Not tracked (no ``interventions`` dataset)."""
 
     def __init__(
         self,
@@ -274,6 +276,9 @@ def _loop(
 ) -> dict[str, Any]:
     out = recorder.path
     read_state = StateReader(env)
+    state_size = read_state.size
+    # Bound once: the step loop below runs at up to a few kHz for a scripted expert.
+    step_env, act, state_slot, add_step = env.step, source.act, recorder.state_slot, recorder.add_step
     ctrl_dt = float(env.unwrapped.ctrl_dt)
     bar: Any = None
     if progress:
@@ -312,14 +317,14 @@ def _loop(
                         break
                 if outcome is not None:
                     break
-                action = source.act(obs)
+                action = act(obs)
                 if action is not None:
                     recording = True
-                    state = read_state()
-                    next_obs, reward, terminated, truncated, info = env.step(action)
+                    # The state before the step, read straight into the recorder's buffer.
+                    state = read_state(state_slot(state_size))
+                    next_obs, reward, terminated, truncated, info = step_env(action)
                     done = bool(terminated or truncated)
-                    flag = getattr(source, "intervention", None)
-                    recorder.add_step(obs, action, reward, done, next_obs, state, flag)
+                    add_step(obs, action, reward, done, next_obs, state, getattr(source, "intervention", None))
                     obs = next_obs
                     if done:
                         success = bool(info.get("is_success", 0.0))

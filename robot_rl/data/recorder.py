@@ -2,14 +2,20 @@
 
 Usage::
 
+    read_state = StateReader(env)
     with DemoRecorder("demos.hdf5", env_id, env_kwargs, ctrl_dt, source="expert", seed=0) as rec:
         obs, info = env.reset(seed=0)
         rec.start_episode(seed=0, randomization=info["randomization"])
-        state = mujoco_state(env)
+        state = read_state(rec.state_slot(read_state.size))  # straight into the episode's buffer
         next_obs, reward, terminated, truncated, info = env.step(action)
         rec.add_step(obs, action, reward, terminated or truncated, next_obs, state)
         ...
         rec.commit(success=bool(info["is_success"]))  # or rec.discard()
+
+Per step the recorder copies only the MuJoCo state (into a row of a buffer that is reused from
+episode to episode) and keeps references to the observation dicts and the action; ``commit``
+stacks them (each observation once when, as in a plain step loop, each step's ``obs`` is the
+previous step's ``next_obs``).
 
 Crash safety: the episode in progress lives only in memory. ``commit`` writes it as a complete
 ``data/demo_K`` group in one all-or-nothing update (:mod:`robot_rl.data.journal`: a journal
@@ -63,11 +69,16 @@ class StateReader:
         self.model, self.data = unwrapped.model, unwrapped.data
         self.size = mujoco.mj_stateSize(self.model, _STATE_SPEC)
 
-    def __call__(self) -> np.ndarray:
-        """A new array holding the current state. Shape: (S,)."""
-        state = np.empty(self.size)
-        mujoco.mj_getState(self.model, self.data, state, _STATE_SPEC)
-        return state
+    def __call__(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The current state, in ``out`` (float64, shape (S,), e.g. :meth:`DemoRecorder.state_slot`) or a new array.
+
+        Returns:
+            ``out``, or the new array. Shape: (S,).
+        """
+        if out is None:
+            out = np.empty(self.size)
+        mujoco.mj_getState(self.model, self.data, out, _STATE_SPEC)
+        return out
 
 
 def _as_jsonable(randomization: Any) -> dict[str, Any] | None:
@@ -193,6 +204,14 @@ class DemoRecorder:
         self._file: JournaledFile | None = journaled
         self._writer = _Writer()
         self._steps: list[tuple[Any, ...]] = []
+        """(obs, action, reward, done, next_obs, intervention) per step, by reference."""
+        self._states: np.ndarray | None = None
+        """(capacity, S) state buffer; row t is step t's state. Kept across episodes, grown by doubling."""
+        self._slot: np.ndarray | None = None
+        """The row :meth:`state_slot` handed out for the next step."""
+        self._chained = True
+        """Every step's obs is the previous step's next_obs (the same object): obs are stacked once."""
+        self._last_next_obs: Any = None
         self._episode: dict[str, Any] | None = None
         self.committed: list[str] = []
         """Demo names committed by this recorder, in order."""
@@ -225,6 +244,7 @@ class DemoRecorder:
             indices = [schema.demo_index(name) for name in data]
             next_index = max((i for i in indices if i is not None), default=-1) + 1
             sources = [s for s in existing.source.split(",") if s]
+        self._total = existing.total  # no other writer can change it while the lock is held
         return next_index, sources
 
     # ------------------------------------------------------------------ episodes
@@ -259,8 +279,57 @@ class DemoRecorder:
             raise RuntimeError(
                 f"an episode with {len(self._steps)} steps is in progress; call commit() or discard() first."
             )
-        self._steps = []
+        self._new_steps()
         self._episode = {"seed": seed, "randomization": schema.canonical_json(_as_jsonable(randomization))}
+
+    def _new_steps(self) -> None:
+        self._steps = []
+        self._slot = None
+        self._chained = True
+        self._last_next_obs = None
+
+    def state_slot(self, size: int) -> np.ndarray:
+        """The buffer row for the next step's state: read the state into it, then pass it to :meth:`add_step`.
+
+        ``read_state(rec.state_slot(read_state.size))`` (a :class:`StateReader`) writes the state
+        straight into the episode's state buffer: no array per step and no copy.
+
+        Args:
+            size: The state size S (``StateReader.size``).
+
+        Returns:
+            A float64 view of shape (S,), valid until the next :meth:`add_step`.
+
+        Raises:
+            RuntimeError: no episode is in progress.
+            ValueError: ``size`` differs from the state size of the steps already recorded.
+        """
+        if self._episode is None:
+            raise RuntimeError("no episode in progress; call start_episode(seed) after env.reset first.")
+        t = len(self._steps)
+        states = self._states
+        if states is None or t >= len(states) or states.shape[1] != size:
+            states = self._grow_states(t, size)
+        self._slot = slot = states[t]
+        return slot
+
+    def _grow_states(self, t: int, size: int) -> np.ndarray:
+        """A state buffer with room for row ``t`` and rows 0..t-1 kept."""
+        old = self._states
+        if old is not None and old.shape[1] != size:
+            if t:
+                raise ValueError(
+                    f"the state size changed within the episode: {old.shape[1]} in the first {t} steps, now {size}."
+                )
+            old = None
+        capacity = max(64, 2 * t, len(old) if old is not None else 0)
+        while capacity <= t:
+            capacity *= 2
+        states = np.empty((capacity, size))
+        if old is not None and t:
+            states[:t] = old[:t]
+        self._states = states
+        return states
 
     def add_step(
         self,
@@ -272,7 +341,7 @@ class DemoRecorder:
         state: np.ndarray,
         intervention: bool | None = None,
     ) -> None:
-        """Record one step. Arrays are kept by reference (envs return new arrays each step).
+        """Record one step. Observations and the action are kept by reference (envs return new arrays each step).
 
         Args:
             obs: Observation the action was chosen on (dict of arrays).
@@ -280,17 +349,35 @@ class DemoRecorder:
             reward: Reward of the step.
             done: The episode ended after this step (terminated or truncated).
             next_obs: Observation after the step.
-            state: MuJoCo state before the action, :func:`mujoco_state`. Shape: (S,).
+            state: MuJoCo state before the action. Shape: (S,). Either the row from
+                :meth:`state_slot` (already in place) or any array (copied), e.g. :func:`mujoco_state`.
             intervention: True when a human took over at this step (HIL); None when not tracked.
+
+        Raises:
+            RuntimeError: no episode is in progress.
+            ValueError: ``state`` is not of the episode's state size.
         """
         if self._episode is None:
             raise RuntimeError("no episode in progress; call start_episode(seed) after env.reset first.")
-        self._steps.append((obs, action, reward, done, next_obs, state, intervention))
+        steps = self._steps
+        if state is not self._slot or state is None:
+            self._copy_state(len(steps), state)
+        self._slot = None
+        if obs is not self._last_next_obs and steps:
+            self._chained = False
+        self._last_next_obs = next_obs
+        steps.append((obs, action, reward, done, next_obs, intervention))
+
+    def _copy_state(self, t: int, state: np.ndarray) -> None:
+        state = np.asarray(state, dtype=np.float64)
+        if state.ndim != 1:
+            raise ValueError(f"`state` must be a 1-D MuJoCo state (S,). Got shape {state.shape}.")
+        self.state_slot(state.shape[0])[:] = state
 
     def discard(self) -> int:
         """Drop the episode in progress. Returns the number of steps dropped."""
         dropped = len(self._steps)
-        self._steps = []
+        self._new_steps()
         self._episode = None
         return dropped
 
@@ -317,9 +404,10 @@ class DemoRecorder:
         sources = self._sources if self.source in self._sources else [*self._sources, self.source]
         num_samples = len(self._steps)
         write = self._writer
+        total = self._total + num_samples
         with journaled.transaction() as f:
-            data = f[schema.DATA_GROUP]
-            group = write.group(data.id, name)
+            data = h5g.open(f.id, schema.DATA_GROUP.encode())
+            group = write.group(data, name)
             for sub in (schema.OBS, schema.NEXT_OBS):
                 sub_id = write.group(group, sub)
                 for key, value in arrays[sub].items():
@@ -336,45 +424,54 @@ class DemoRecorder:
                 (DemoAttrs.RANDOMIZATION, episode["randomization"]),
             ):
                 write.new_attr(group, key, value)
-            total = int(data.attrs[FileAttrs.TOTAL]) + num_samples
-            write.set_attr(data.id, FileAttrs.TOTAL, total)
-            write.set_attr(data.id, FileAttrs.UPDATED, utc_now())
+            write.set_attr(data, FileAttrs.TOTAL, total)
+            write.set_attr(data, FileAttrs.UPDATED, utc_now())
             if sources != self._sources:
-                write.set_attr(data.id, FileAttrs.SOURCE, ",".join(sources))
+                write.set_attr(data, FileAttrs.SOURCE, ",".join(sources))
+        self._total = total
         self._sources = sources
         self._next_index += 1
-        self._steps = []
+        self._new_steps()
         self._episode = None
         self.committed.append(name)
         return name
 
     def _stack(self) -> dict[str, Any]:
         steps = self._steps
-        keys = list(steps[0][0])
-        out: dict[str, Any] = {}
-        # np.array over a list of arrays: four times faster than np.stack for 50 small arrays.
+        num = len(steps)
+        obs_list, action_list, reward_list, done_list, next_list, flags = zip(*steps, strict=True)
+        keys = list(obs_list[0])
         f64 = np.float64
+        out: dict[str, Any] = {schema.OBS: {}, schema.NEXT_OBS: {}}
+        # np.array over a list of arrays: four times faster than np.stack for 50 small arrays.
         try:
-            out[schema.OBS] = {key: np.array([s[0][key] for s in steps], dtype=f64) for key in keys}
-            out[schema.NEXT_OBS] = {key: np.array([s[4][key] for s in steps], dtype=f64) for key in keys}
-            actions = np.array([s[1] for s in steps], dtype=f64)
-            out[schema.REWARDS] = np.array([s[2] for s in steps], dtype=f64)
-            out[schema.DONES] = np.array([s[3] for s in steps], dtype=bool)
-            out[schema.STATES] = np.array([s[5] for s in steps], dtype=f64)
+            if self._chained:  # obs[t + 1] is next_obs[t]: stack each observation once
+                first = obs_list[0]
+                for key in keys:
+                    both = np.array([first[key], *[o[key] for o in next_list]], dtype=f64)
+                    out[schema.OBS][key], out[schema.NEXT_OBS][key] = both[:-1], both[1:]
+            else:
+                for key in keys:
+                    out[schema.OBS][key] = np.array([o[key] for o in obs_list], dtype=f64)
+                    out[schema.NEXT_OBS][key] = np.array([o[key] for o in next_list], dtype=f64)
+            actions = np.array(action_list, dtype=f64)
+            out[schema.REWARDS] = np.array(reward_list, dtype=f64)
+            out[schema.DONES] = np.array(done_list, dtype=bool)
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(
                 f"the episode's steps are inconsistent ({err}): every step must have the same observation "
                 f"keys {keys}, action shape and state size."
             ) from None
-        if any(a.ndim != 2 for a in (actions, out[schema.STATES])) or out[schema.REWARDS].ndim != 1:
+        assert self._states is not None  # every step stored a state
+        out[schema.STATES] = self._states[:num]
+        if actions.ndim != 2 or out[schema.REWARDS].ndim != 1:
             raise ValueError(
-                f"expected actions (T, A), states (T, S) and scalar rewards; got actions {actions.shape}, states "
-                f"{out[schema.STATES].shape}, rewards {out[schema.REWARDS].shape}."
+                f"expected actions (T, A) and scalar rewards; got actions {actions.shape}, rewards "
+                f"{out[schema.REWARDS].shape}."
             )
         if self.action_bounds is not None:
             actions = np.clip(actions, *self.action_bounds)
         out[schema.ACTIONS] = actions
-        flags = [s[6] for s in steps]
         if any(flag is not None for flag in flags):
             out[schema.INTERVENTIONS] = np.array([bool(flag) for flag in flags])
         return out

@@ -53,6 +53,7 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "joint_damping_scale",
             "actuator_gain_scale",
             "obs_noise_std",
+            "action_noise_std",
             "action_latency_steps",
         }
     )
@@ -192,6 +193,9 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             ValueError: the action has the wrong shape or holds NaN/inf; the state is untouched.
         """
         action = self._validate_action(action)
+        if self._sample.action_noise_std > 0.0:
+            noise = self.np_random.normal(0.0, self._sample.action_noise_std, action.shape)
+            action = np.clip(action + noise, self.action_space.low, self.action_space.high)
         if self._sample.action_latency_steps:
             self._pending.append(action)
             if len(self._pending) > self._sample.action_latency_steps:

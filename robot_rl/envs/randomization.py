@@ -20,6 +20,7 @@ motor_lag_scale           x          rotor spin-up time constant (quadrotor)
 drag_coefficient          N s/m      linear aerodynamic drag (quadrotor)
 wind_gust_std             N          gust force std, Ornstein-Uhlenbeck process (quadrotor)
 obs_noise_std             obs units  std of Gaussian noise added to ``observation`` (m, m/s, rad)
+action_noise_std          action     std of Gaussian noise on the applied action, clipped (Franka)
 action_latency_steps      steps      actions applied this many control periods late (integers)
 obs_latency_steps         steps      observations this many control periods old (quadrotor)
 ========================  =========  ===========================================================
@@ -62,6 +63,10 @@ class DomainRandomization:
     """Scale range of every actuator's position and velocity gains [x nominal]."""
     obs_noise_std: float = 0.0
     """Standard deviation of zero-mean Gaussian noise on ``observation`` [its units: m, m/s, rad]."""
+    action_noise_std: float = 0.0
+    """Standard deviation of zero-mean Gaussian noise added to the applied action [normalized action
+    units]; the result is clipped to the action space. Actuation noise for robustness, and DART-style
+    demonstration collection: the recorded action is the command, the env perturbs what it applies."""
     action_latency_steps: tuple[int, int] = (0, 0)
     """Range (inclusive) of the action delay [control periods], drawn once per episode."""
     obs_latency_steps: tuple[int, int] = (0, 0)
@@ -189,6 +194,7 @@ class DomainRandomization:
             joint_damping_scale=uniform(self.joint_damping_scale),
             actuator_gain_scale=uniform(self.actuator_gain_scale),
             obs_noise_std=self.obs_noise_std,
+            action_noise_std=self.action_noise_std,
             action_latency_steps=integer(self.action_latency_steps),
             obs_latency_steps=integer(self.obs_latency_steps),
             mass_scale=uniform(self.mass_scale),
@@ -209,6 +215,7 @@ class RandomizationSample:
     joint_damping_scale: float = 1.0
     actuator_gain_scale: float = 1.0
     obs_noise_std: float = 0.0
+    action_noise_std: float = 0.0
     action_latency_steps: int = 0
     obs_latency_steps: int = 0
     mass_scale: float = 1.0
@@ -219,7 +226,7 @@ class RandomizationSample:
     wind_gust_std: float = 0.0
 
 
-_SCALAR_KEYS = frozenset({"obs_noise_std", "wind_gust_std"})
+_SCALAR_KEYS = frozenset({"obs_noise_std", "action_noise_std", "wind_gust_std"})
 _INTEGER_KEYS = frozenset({"action_latency_steps", "obs_latency_steps"})
 
 PRESETS: dict[str, DomainRandomization] = {

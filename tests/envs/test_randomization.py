@@ -284,3 +284,21 @@ class TestObservationNoise:
         diff = np.array([n["observation"] - c["observation"] for n, c in zip(noisy["obs"], clean["obs"], strict=True)])
         assert 0.008 < diff.std() < 0.012
         assert abs(diff.mean()) < 0.002
+
+
+class TestActionNoise:
+    def test_noise_perturbs_the_applied_action_reproducibly(self, make_env):
+        clean = rollout(make_env(REACH), seed=2, n_steps=12, action_seed=1)
+        noisy = rollout(make_env(REACH, randomize={"action_noise_std": 0.3}), seed=2, n_steps=12, action_seed=1)
+        again = rollout(make_env(REACH, randomize={"action_noise_std": 0.3}), seed=2, n_steps=12, action_seed=1)
+        paths = [np.array([o["observation"][:3] for o in run["obs"]]) for run in (clean, noisy, again)]
+        assert np.abs(paths[1] - paths[0]).max() > 0.005  # the applied motion differs
+        np.testing.assert_array_equal(paths[1], paths[2])  # seeded: the same noise again
+
+    def test_action_noise_is_refused_where_not_applied(self, make_env):
+        with pytest.raises(ValueError, match="action_noise_std"):
+            make_env("robot_rl/QuadrotorHover-v0", randomize={"action_noise_std": 0.1})
+
+    def test_negative_action_noise_is_refused(self, make_env):
+        with pytest.raises(ValueError, match="action_noise_std"):
+            make_env(REACH, randomize={"action_noise_std": -0.1})
