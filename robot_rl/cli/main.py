@@ -23,17 +23,21 @@ class Envs:
     """List the registered environments with a one-line description each."""
 
 
-BENCHMARKS = {"envs": "bench_envs.py", "quadrotor": "bench_quadrotor.py"}
+BENCHMARKS = {"envs": "bench_envs.py", "quadrotor": "bench_quadrotor.py", "policy": "bench_policy.py"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Bench:
-    """Run a benchmark from bench/: `envs` (PandaPush against FetchPush-v4) or `quadrotor`."""
+    """Run a benchmark from bench/: `envs` (PandaPush against FetchPush-v4), `quadrotor`, or `policy`."""
 
-    which: tyro.conf.Positional[Literal["envs", "quadrotor"]]
-    """Which benchmark: envs (bench/bench_envs.py) or quadrotor (bench/bench_quadrotor.py)."""
+    which: tyro.conf.Positional[Literal["envs", "quadrotor", "policy"]]
+    """Which benchmark: envs, quadrotor, or policy (diffusion latency and success against denoising steps)."""
     out: Path = Path("bench/results")
     """Folder for the markdown and JSON results."""
+    run: Path | None = None
+    """policy: the diffusion training run to measure."""
+    episodes: int = 100
+    """policy: held-out episodes per number of denoising steps."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,7 +275,12 @@ def run(argv: list[str] | None = None) -> int:
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        module.run(out_dir=command.out)
+        if command.which == "policy":
+            if command.run is None:
+                raise ValueError("`bench policy` needs --run RUN_DIR (a diffusion training run).")
+            module.run(command.run, [1, 2, 3, 5, 10], command.episodes, 300, command.out)
+        else:
+            module.run(out_dir=command.out)
     return 0
 
 

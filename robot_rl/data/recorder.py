@@ -92,6 +92,8 @@ def _as_jsonable(randomization: Any) -> dict[str, Any] | None:
 
 
 _STRING = h5py.string_dtype()
+_NO_SLOT = object()
+"""``DemoRecorder._slot`` when no state row is handed out (never ``is`` a state passed in)."""
 
 
 class _Writer:
@@ -122,9 +124,9 @@ class _Writer:
 
     def dataset(self, parent: Any, name: str, array: np.ndarray) -> None:
         array = np.ascontiguousarray(array)
-        space = h5s.create_simple(array.shape)
-        dset = h5d.create(parent, name.encode(), self._type(array.dtype), space, dcpl=self.dcpl)
-        dset.write(h5s.ALL, h5s.ALL, array)
+        tid = self._type(array.dtype)
+        dset = h5d.create(parent, name.encode(), tid, h5s.create_simple(array.shape), dcpl=self.dcpl)
+        dset.write(h5s.ALL, h5s.ALL, array, mtype=tid)  # the cached type: no type built per write
 
     def new_attr(self, obj: Any, name: str, value: Any) -> None:
         """Create attribute ``name`` (it must not exist) holding a scalar or a string."""
@@ -205,13 +207,12 @@ class DemoRecorder:
         self._writer = _Writer()
         self._steps: list[tuple[Any, ...]] = []
         """(obs, action, reward, done, next_obs, intervention) per step, by reference."""
-        self._states: np.ndarray | None = None
+        self._states = np.empty((0, 0))
         """(capacity, S) state buffer; row t is step t's state. Kept across episodes, grown by doubling."""
-        self._slot: np.ndarray | None = None
+        self._capacity = 0
+        self._state_size = -1
+        self._slot: Any = _NO_SLOT
         """The row :meth:`state_slot` handed out for the next step."""
-        self._chained = True
-        """Every step's obs is the previous step's next_obs (the same object): obs are stacked once."""
-        self._last_next_obs: Any = None
         self._episode: dict[str, Any] | None = None
         self.committed: list[str] = []
         """Demo names committed by this recorder, in order."""
@@ -284,9 +285,7 @@ class DemoRecorder:
 
     def _new_steps(self) -> None:
         self._steps = []
-        self._slot = None
-        self._chained = True
-        self._last_next_obs = None
+        self._slot = _NO_SLOT
 
     def state_slot(self, size: int) -> np.ndarray:
         """The buffer row for the next step's state: read the state into it, then pass it to :meth:`add_step`.
@@ -301,34 +300,31 @@ class DemoRecorder:
             A float64 view of shape (S,), valid until the next :meth:`add_step`.
 
         Raises:
-            RuntimeError: no episode is in progress.
             ValueError: ``size`` differs from the state size of the steps already recorded.
         """
-        if self._episode is None:
-            raise RuntimeError("no episode in progress; call start_episode(seed) after env.reset first.")
         t = len(self._steps)
         states = self._states
-        if states is None or t >= len(states) or states.shape[1] != size:
+        if t >= self._capacity or size != self._state_size:
             states = self._grow_states(t, size)
         self._slot = slot = states[t]
         return slot
 
     def _grow_states(self, t: int, size: int) -> np.ndarray:
-        """A state buffer with room for row ``t`` and rows 0..t-1 kept."""
+        """A state buffer with room for row ``t``, rows 0..t-1 kept."""
         old = self._states
-        if old is not None and old.shape[1] != size:
-            if t:
-                raise ValueError(
-                    f"the state size changed within the episode: {old.shape[1]} in the first {t} steps, now {size}."
-                )
-            old = None
-        capacity = max(64, 2 * t, len(old) if old is not None else 0)
+        if size != self._state_size and t:
+            raise ValueError(
+                f"the state size changed within the episode: {self._state_size} in the first {t} steps, now {size}."
+            )
+        capacity = max(64, len(old) if size == self._state_size else 0)
         while capacity <= t:
             capacity *= 2
         states = np.empty((capacity, size))
-        if old is not None and t:
+        if t:
             states[:t] = old[:t]
         self._states = states
+        self._capacity = capacity
+        self._state_size = size
         return states
 
     def add_step(
@@ -359,19 +355,15 @@ class DemoRecorder:
         """
         if self._episode is None:
             raise RuntimeError("no episode in progress; call start_episode(seed) after env.reset first.")
-        steps = self._steps
-        if state is not self._slot or state is None:
-            self._copy_state(len(steps), state)
-        self._slot = None
-        if obs is not self._last_next_obs and steps:
-            self._chained = False
-        self._last_next_obs = next_obs
-        steps.append((obs, action, reward, done, next_obs, intervention))
+        if state is not self._slot:
+            self._copy_state(state)
+        self._slot = _NO_SLOT
+        self._steps.append((obs, action, reward, done, next_obs, intervention))
 
-    def _copy_state(self, t: int, state: np.ndarray) -> None:
+    def _copy_state(self, state: np.ndarray) -> None:
         state = np.asarray(state, dtype=np.float64)
         if state.ndim != 1:
-            raise ValueError(f"`state` must be a 1-D MuJoCo state (S,). Got shape {state.shape}.")
+            raise ValueError(f"`state` must be a 1-D MuJoCo state of shape (S,). Got shape {state.shape}.")
         self.state_slot(state.shape[0])[:] = state
 
     def discard(self) -> int:
@@ -445,7 +437,8 @@ class DemoRecorder:
         out: dict[str, Any] = {schema.OBS: {}, schema.NEXT_OBS: {}}
         # np.array over a list of arrays: four times faster than np.stack for 50 small arrays.
         try:
-            if self._chained:  # obs[t + 1] is next_obs[t]: stack each observation once
+            if all(o is n for o, n in zip(obs_list[1:], next_list, strict=False)):
+                # Each step's obs is the previous step's next_obs (a plain step loop): stack each once.
                 first = obs_list[0]
                 for key in keys:
                     both = np.array([first[key], *[o[key] for o in next_list]], dtype=f64)
@@ -462,7 +455,6 @@ class DemoRecorder:
                 f"the episode's steps are inconsistent ({err}): every step must have the same observation "
                 f"keys {keys}, action shape and state size."
             ) from None
-        assert self._states is not None  # every step stored a state
         out[schema.STATES] = self._states[:num]
         if actions.ndim != 2 or out[schema.REWARDS].ndim != 1:
             raise ValueError(
