@@ -49,6 +49,18 @@ class _ChunkPolicy(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
+    def predict_batch(self, histories: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """Chunks for raw histories (B, n_obs_steps, obs_dim) and initial noise (B, H, A). Shape: (B, H, A)."""
+        obs = torch.as_tensor(histories, dtype=torch.float32)
+        if isinstance(self, DiffusionPolicy):
+            if noise is None:
+                raise ValueError("a diffusion policy needs the initial noise, shape (B, horizon, action_dim).")
+            noise_t = torch.as_tensor(noise, dtype=torch.float32)
+        else:
+            noise_t = None
+        return self._chunk(obs, noise_t).double().numpy()
+
+    @torch.no_grad()
     def predict(self, obs_history: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Action chunk for raw flattened observations (n_obs_steps, obs_dim). Shape: (horizon, A)."""
         obs = torch.as_tensor(obs_history, dtype=torch.float32).unsqueeze(0)

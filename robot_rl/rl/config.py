@@ -1,0 +1,80 @@
+"""Typed configuration of residual RL (no torch import: the CLI parses it)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+MAX_STEPS = 10_000_000
+"""Largest --steps accepted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResidual:
+    """Improve a frozen base policy with RL from the env's sparse reward (sac, ppo or dsrl)."""
+
+    base: Path
+    """The frozen base: a training run (`robot-rl train ...`) or an exported policy folder."""
+    out: Path
+    """Run directory for the residual (created)."""
+    algo: Literal["sac", "ppo", "dsrl"] = "sac"
+    """sac: off-policy per-step residual (ResFiT-like); ppo: on-policy residual over vectorized envs
+    (ResiP-like); dsrl: SAC over the diffusion sampler's initial noise (DSRL-like)."""
+    env: str | None = None
+    """Environment id (default: the base's env)."""
+    steps: int = 100_000
+    """Env steps of interaction (control periods; for dsrl each RL step counts its executed actions)."""
+    scale: float = 0.2
+    """sac/ppo: the correction's reach, applied = base + scale * correction, in (0, 2]."""
+    noise_bound: float = 1.5
+    """dsrl: largest magnitude of each noise entry, in (0, 3]."""
+    randomize: str = "nominal"
+    """Domain randomization during training (nominal, train or a YAML file)."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    batch_size: int = 256
+    """sac/dsrl: minibatch size; ppo: minibatch size."""
+    gradient_steps: int = 1
+    """sac/dsrl: gradient steps per `train_freq` env steps (the update-to-data ratio is their quotient)."""
+    train_freq: int = 1
+    """sac/dsrl: env steps between updates."""
+    buffer_size: int = 300_000
+    """sac/dsrl: replay buffer size."""
+    learning_starts: int = 1_000
+    """sac/dsrl: env steps before the first update."""
+    gamma: float = 0.98
+    """Discount."""
+    net: tuple[int, ...] = (256, 256)
+    """Actor and critic hidden layers."""
+    n_envs: int = 8
+    """ppo: parallel envs (one process)."""
+    n_steps: int = 256
+    """ppo: rollout length per env per update."""
+    demos: Path | None = None
+    """sac: seed the replay buffer with these demonstrations (their actions as corrections of the base)."""
+    eval_every: int = 10_000
+    """Evaluate (and checkpoint) every N env steps."""
+    eval_episodes: int = 20
+    """Episodes per evaluation."""
+    eval_seed: int = 900_000
+    """First seed of the evaluations during training (the final report uses 1000000 on)."""
+    seed: int = 0
+    """RL seed."""
+    threads: int = 2
+    """torch CPU threads."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"`steps` must be in [1, {MAX_STEPS}]. Got {self.steps}.")
+        if not 0.0 < self.scale <= 2.0:
+            raise ValueError(f"`scale` must be in (0, 2]. Got {self.scale}.")
+        if not 0.0 < self.noise_bound <= 3.0:
+            raise ValueError(f"`noise_bound` must be in (0, 3]. Got {self.noise_bound}.")
+        for name in ("batch_size", "gradient_steps", "train_freq", "buffer_size", "n_envs", "n_steps", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1. Got {getattr(self, name)}.")
+        if self.eval_every < 1 or self.eval_episodes < 0:
+            raise ValueError("`eval_every` must be >= 1 and `eval_episodes` >= 0.")

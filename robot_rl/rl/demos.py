@@ -1,0 +1,56 @@
+"""Seed an off-policy residual agent's replay buffer with demonstrations (ResFiT-style).
+
+Each demo is walked with the frozen base (reset with the demo's seed, so a diffusion base draws
+the noise it would draw in the env): at every step the base proposes an action for the recorded
+observation, and the demo's action becomes the correction that would have produced it,
+``clip((demo - base) / scale, -1, 1)``. The transitions carry the demo's sparse rewards.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from robot_rl.data.dataset import DemoDataset
+from robot_rl.policies.base import ChunkedActor
+
+
+def demo_transitions(path: str | os.PathLike[str], base: Any, scale: float) -> list[tuple[np.ndarray, ...]]:
+    """(obs, next_obs, correction, reward, done) for every step of every successful demo in ``path``."""
+    out = []
+    with DemoDataset(path) as ds:
+        for demo in ds:
+            if not demo.success:
+                continue
+            actor = ChunkedActor(base)
+            actor.reset(demo.seed)
+            steps = demo.num_samples
+            obs_t = [{k: v[t] for k, v in demo.obs.items()} for t in range(steps)]
+            last = {k: v[-1] for k, v in demo.next_obs.items()}
+            features = []
+            base_actions = []
+            for obs in [*obs_t, last]:
+                action = np.asarray(actor(obs), dtype=np.float64)
+                base_actions.append(action)
+                features.append(np.concatenate([base.layout.flatten(obs), action]).astype(np.float32))
+            for t in range(steps):
+                correction = np.clip((demo.actions[t] - base_actions[t]) / scale, -1.0, 1.0).astype(np.float32)
+                out.append((features[t], features[t + 1], correction, float(demo.rewards[t]), bool(demo.dones[t])))
+    return out
+
+
+def add_demos_to_buffer(model: Any, path: str | os.PathLike[str], base: Any, scale: float) -> int:
+    """Add the demos' transitions to a stable-baselines3 off-policy model's replay buffer; returns the count."""
+    transitions = demo_transitions(path, base, scale)
+    for obs, next_obs, action, reward, done in transitions:
+        model.replay_buffer.add(
+            obs[None],
+            next_obs[None],
+            action[None],
+            np.array([reward]),
+            np.array([done]),
+            [{"TimeLimit.truncated": False}],
+        )
+    return len(transitions)

@@ -1,0 +1,279 @@
+"""``robot-rl train residual``: RL on top of a frozen base with stable-baselines3.
+
+The formulation is ours (:mod:`robot_rl.rl.wrappers`); the algorithms are stable-baselines3's SAC
+(``sac``, and ``dsrl`` over the noise action space) and PPO (``ppo``, over vectorized envs). The
+agent's output layer starts near zero, so the first evaluation is the base's own performance.
+
+A residual run directory::
+
+    RUN_DIR/
+      config.json      resolved options, the base (path, type, its env and demo seeds), the env
+      model.zip        the stable-baselines3 agent deployed: best evaluation so far (resume, eval)
+      last.zip         the agent at the end of training
+      metrics.jsonl    one line per evaluation: env steps, success rate, mean return, wall time
+      tb/              TensorBoard (stable-baselines3's scalars and ours)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robot_rl.rl.config import TrainResidual
+
+BASE_KINDS = ("bc", "diffusion")
+
+
+def load_base(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
+    """A frozen base (Policy protocol) and a description: env id, env kwargs, demo seeds, type.
+
+    Raises:
+        ValueError: ``path`` is neither a training run nor an exported policy folder.
+    """
+    path = Path(path)
+    if (path / "metadata.json").is_file():
+        from robot_rl.runtime.onnx_policy import OnnxPolicy
+
+        policy = OnnxPolicy(path)
+        meta = json.loads((path / "metadata.json").read_text())
+        return policy, {
+            "path": str(path),
+            "source": "onnx",
+            "policy_type": meta.get("base", {}).get("policy_type", getattr(policy, "kind", "?")),
+            "env_id": meta["env_id"],
+            "env_kwargs": {},
+            "seeds": meta.get("training_data", {}).get("seeds", []),
+        }
+    if (path / "config.json").is_file():
+        from robot_rl.policies.checkpoint import load_policy, read_config
+
+        config = read_config(path)
+        if config.get("policy_type") not in BASE_KINDS:
+            raise ValueError(
+                f"{path} is a {config.get('policy_type')} run; a base must be a bc or diffusion run (residuals do "
+                "not stack)."
+            )
+        return load_policy(path), {
+            "path": str(path),
+            "source": "run",
+            "policy_type": config["policy_type"],
+            "env_id": config["env_id"],
+            "env_kwargs": {k: v for k, v in config.get("env_kwargs", {}).items() if k != "randomize"},
+            "seeds": config["data"]["seeds"],
+        }
+    raise ValueError(
+        f"--base {path}: expected a training run (with config.json) or an exported policy folder (with "
+        "metadata.json); it has neither."
+    )
+
+
+def make_env(config: TrainResidual, base: Any, env_id: str, seed_offset: int = 0) -> Any:
+    """The wrapped env of ``config.algo`` (a Monitor around it for episode statistics)."""
+    from stable_baselines3.common.monitor import Monitor
+
+    from robot_rl.envs.registry import make
+    from robot_rl.rl.wrappers import NoiseEnv, ResidualEnv
+
+    env = make(env_id, randomize=config.randomize)
+    if config.algo == "dsrl":
+        wrapped: Any = NoiseEnv(env, base, config.noise_bound)
+    else:
+        wrapped = ResidualEnv(env, base, config.scale, base_seed=config.seed + seed_offset)
+    return Monitor(wrapped, info_keywords=("is_success",))
+
+
+def _near_zero_output(model: Any, algo: str) -> None:
+    """Shrink the agent's output layer so its first actions are close to zero (start at the base)."""
+    import torch
+
+    with torch.no_grad():
+        if algo == "ppo":
+            model.policy.action_net.weight.mul_(0.01)
+            model.policy.action_net.bias.zero_()
+        else:
+            model.actor.mu.weight.mul_(0.01)
+            model.actor.mu.bias.zero_()
+
+
+def evaluate_agent(model: Any | None, env: Any, seeds: list[int]) -> dict[str, Any]:
+    """Deterministic rollouts of ``model`` (None: zero correction, i.e. the base alone)."""
+    successes, returns, lengths = [], [], []
+    zero = np.zeros(env.action_space.shape, dtype=np.float32)
+    for seed in seeds:
+        obs, _ = env.reset(seed=int(seed))
+        done, total, length, info = False, 0.0, 0, {}
+        while not done:
+            action = zero if model is None else model.predict(obs, deterministic=True)[0]
+            obs, reward, terminated, truncated, info = env.step(action)
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        successes.append(bool(info.get("is_success", 0.0)))
+        returns.append(total)
+        lengths.append(length)
+    return {
+        "success_rate": float(np.mean(successes)),
+        "mean_return": float(np.mean(returns)),
+        "episodes": len(seeds),
+        "per_episode": [
+            {"seed": int(s), "success": ok, "return": r} for s, ok, r in zip(seeds, successes, returns, strict=True)
+        ],
+    }
+
+
+def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_step: int) -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class EvalAndSave(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.next_eval = config.eval_every
+            self.best: float | None = None
+            self.last_eval = -1
+            self.started = time.perf_counter()
+            self.bar: Any = None
+
+        def _on_training_start(self) -> None:
+            if config.progress:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=config.steps, desc=f"train residual ({config.algo})", unit="step")
+            self._evaluate(0)
+
+        def _env_steps(self) -> int:
+            return self.num_timesteps * env_steps_per_rl_step
+
+        def _on_step(self) -> bool:
+            steps = self._env_steps()
+            if self.bar is not None:
+                self.bar.n = min(steps, config.steps)
+                self.bar.refresh()
+            if steps >= self.next_eval:
+                self.next_eval += config.eval_every
+                self._evaluate(steps)
+            return True
+
+        def _on_training_end(self) -> None:
+            if self._env_steps() != self.last_eval:
+                self._evaluate(self._env_steps())
+            if self.bar is not None:
+                self.bar.close()
+
+        def _evaluate(self, steps: int) -> None:
+            self.last_eval = steps
+            metrics: dict[str, Any] = {"env_steps": steps, "wall_time_s": round(time.perf_counter() - self.started, 2)}
+            if config.eval_episodes:
+                seeds = list(range(config.eval_seed, config.eval_seed + config.eval_episodes))
+                result = evaluate_agent(self.model, eval_env, seeds)
+                metrics.update(success_rate=result["success_rate"], mean_return=result["mean_return"])
+                self.logger.record("eval/success_rate", result["success_rate"])
+                self.logger.record("eval/mean_return", result["mean_return"])
+                self.logger.dump(self.num_timesteps)
+                if self.bar is not None:
+                    self.bar.set_postfix(success=f"{result['success_rate']:.2f}")
+            deploy = self.best is None or metrics.get("success_rate", 0.0) >= self.best
+            if deploy:
+                self.best = metrics.get("success_rate", 0.0)
+                self.model.save(out / "model.zip")
+            metrics["deployed"] = deploy
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+
+    return EvalAndSave()
+
+
+def train_residual(config: TrainResidual) -> dict[str, Any]:
+    """Train a residual (or noise-space) agent on a frozen base; returns the last evaluation."""
+    import torch
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    torch.set_num_threads(config.threads)
+    base, info = load_base(config.base)
+    env_id = config.env or info["env_id"]
+    if env_id != info["env_id"]:
+        raise ValueError(f"the base was trained on {info['env_id']}; --env is {env_id}.")
+    if config.algo == "dsrl" and info["policy_type"] != "diffusion":
+        raise ValueError(f"dsrl steers a diffusion policy's noise; the base {config.base} is a {info['policy_type']}.")
+    overlap = set(range(config.eval_seed, config.eval_seed + config.eval_episodes)) & set(info["seeds"])
+    if overlap:
+        raise ValueError(f"evaluation seeds overlap the base's demo seeds (e.g. {sorted(overlap)[:3]}).")
+    out = config.out
+    if (out / "config.json").exists():
+        raise ValueError(f"{out} already holds a run; choose a new --out.")
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = {
+        "policy_type": "residual",
+        "algo": config.algo,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
+        "base": info,
+        "env_id": env_id,
+        "env_kwargs": {"randomize": config.randomize},
+        "data": {"seeds": info["seeds"]},
+    }
+    (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    env_steps_per_rl_step = base.n_action_steps if config.algo == "dsrl" else 1
+    policy_kwargs: dict[str, Any] = {"net_arch": list(config.net)}
+    if config.algo == "ppo":
+        vec = DummyVecEnv([lambda i=i: make_env(config, base, env_id, 1000 * i) for i in range(config.n_envs)])
+        vec.seed(config.seed)
+        policy_kwargs["log_std_init"] = -1.0
+        model: Any = PPO(
+            "MlpPolicy",
+            vec,
+            learning_rate=config.learning_rate,
+            n_steps=config.n_steps,
+            batch_size=config.batch_size,
+            gamma=config.gamma,
+            policy_kwargs=policy_kwargs,
+            tensorboard_log=str(out / "tb"),
+            seed=config.seed,
+            device="cpu",
+        )
+    else:
+        model = SAC(
+            "MlpPolicy",
+            make_env(config, base, env_id),
+            learning_rate=config.learning_rate,
+            buffer_size=config.buffer_size,
+            learning_starts=config.learning_starts,
+            batch_size=config.batch_size,
+            train_freq=config.train_freq,
+            gradient_steps=config.gradient_steps,
+            gamma=config.gamma,
+            policy_kwargs=policy_kwargs,
+            tensorboard_log=str(out / "tb"),
+            seed=config.seed,
+            device="cpu",
+        )
+    _near_zero_output(model, config.algo)
+    if config.demos is not None:
+        if config.algo != "sac":
+            raise ValueError("--demos seeds the replay buffer of the off-policy residual; use it with --algo sac.")
+        from robot_rl.rl.demos import add_demos_to_buffer
+
+        add_demos_to_buffer(model, config.demos, base, config.scale)
+    eval_env = make_env(config, base, env_id, seed_offset=999)
+    callback = _callback(config, eval_env, out, env_steps_per_rl_step)
+    total = max(1, config.steps // env_steps_per_rl_step)
+    model.learn(total_timesteps=total, callback=callback, tb_log_name="residual")
+    model.save(out / "last.zip")
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def load_residual(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, Any]]:
+    """(agent, base, config) of a residual run, for evaluation."""
+    from stable_baselines3 import PPO, SAC
+
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    base, _ = load_base(config["base"]["path"])
+    cls = PPO if config["algo"] == "ppo" else SAC
+    return cls.load(run_dir / "model.zip", device="cpu"), base, config

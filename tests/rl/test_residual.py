@@ -1,0 +1,105 @@
+"""Residual and noise-space RL wrappers on a frozen base, and short training runs of each algorithm."""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import robot_rl  # noqa: F401
+from robot_rl.data import collect
+from robot_rl.policies import ChunkedActor, load_policy
+from robot_rl.policies.config import BCConfig, DiffusionConfig, TrainBC, TrainDiffusion
+from robot_rl.policies.train import train
+from robot_rl.rl.config import TrainResidual
+from robot_rl.rl.train import load_residual, train_residual
+from robot_rl.rl.wrappers import NoiseEnv, ResidualEnv
+
+REACH = "robot_rl/PandaReach-v0"
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bases")
+    demos = root / "reach.hdf5"
+    collect(REACH, "expert", 4, demos, seed=0, progress=False, fsync=False)
+    common = dict(data=demos, steps=30, eval_every=30, eval_episodes=0, progress=False, warmup_steps=5)
+    diffusion = root / "diffusion"
+    train(
+        TrainDiffusion(
+            out=diffusion, policy=DiffusionConfig(mlp_hidden=64, embed_dim=32, horizon=8, n_action_steps=4), **common
+        )
+    )
+    bc = root / "bc"
+    train(TrainBC(out=bc, policy=BCConfig(hidden=(32,)), **common))
+    return {"diffusion": diffusion, "bc": bc}
+
+
+def test_zero_correction_reproduces_the_base_exactly(bases):
+    base = load_policy(bases["diffusion"])
+    env = ResidualEnv(gym.make(REACH), base, scale=0.5)
+    obs, _ = env.reset(seed=7)
+    assert obs.shape == (base.layout.dim + 4,)
+    applied = []
+    for _ in range(10):
+        obs, _, _, _, info = env.step(np.zeros(4))
+        applied.append(info["applied_action"])
+    reference_env = gym.make(REACH)
+    actor = ChunkedActor(base)
+    o, _ = reference_env.reset(seed=7)
+    actor.reset(7)
+    expected = []
+    for _ in range(10):
+        action = actor(o)
+        expected.append(action)
+        o, *_ = reference_env.step(action)
+    np.testing.assert_array_equal(np.array(applied), np.clip(np.array(expected), -1, 1))
+
+
+def test_correction_is_scaled_and_clipped(bases):
+    env = ResidualEnv(gym.make(REACH), load_policy(bases["bc"]), scale=0.25)
+    env.reset(seed=1)
+    _, _, _, _, info = env.step(np.array([1.0, -1.0, 0.0, 5.0]))
+    delta = info["applied_action"] - info["base_action"]
+    unclipped = np.abs(info["applied_action"]) < 1.0
+    np.testing.assert_allclose(delta[:3][unclipped[:3]], np.array([0.25, -0.25, 0.0])[unclipped[:3]], atol=1e-12)
+    assert np.all(np.abs(info["applied_action"]) <= 1.0)
+
+
+def test_bad_scale_and_mismatched_env_are_refused(bases):
+    base = load_policy(bases["bc"])
+    with pytest.raises(ValueError, match=r"`scale` must be in \(0.0, 2.0\]"):
+        ResidualEnv(gym.make(REACH), base, scale=3.0)
+    with pytest.raises(ValueError, match="'observation' shape"):
+        ResidualEnv(gym.make("robot_rl/PandaPush-v0"), base)
+    with pytest.raises(ValueError, match="steps"):
+        TrainResidual(base=bases["bc"], out=bases["bc"] / "x", steps=0)
+
+
+def test_noise_env_runs_a_chunk_per_step_and_needs_diffusion(bases):
+    base = load_policy(bases["diffusion"])
+    env = NoiseEnv(gym.make(REACH), base, noise_bound=1.0)
+    assert env.action_space.shape == (8 * 4,)
+    env.reset(seed=3)
+    _, reward, _, _, info = env.step(np.zeros(32, dtype=np.float32))
+    assert info["chunk"].shape == (8, 4)
+    assert -4.0 <= reward <= 0.0  # four env steps of the sparse reward
+    with pytest.raises(ValueError, match="diffusion"):
+        NoiseEnv(gym.make(REACH), load_policy(bases["bc"]))
+
+
+@pytest.mark.parametrize("algo", ["sac", "ppo", "dsrl"])
+def test_short_training_runs_write_a_loadable_run(bases, tmp_path, algo):
+    out = tmp_path / algo
+    metrics = train_residual(
+        TrainResidual(
+            base=bases["diffusion"], out=out, algo=algo, steps=200, eval_every=100, eval_episodes=2,
+            learning_starts=50, n_envs=2, n_steps=32, batch_size=32, net=(32, 32), progress=False, threads=1,
+        )
+    )  # fmt: skip
+    assert 0.0 <= metrics["success_rate"] <= 1.0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["env_steps"] == 0 and lines[-1]["env_steps"] >= 200
+    agent, base, config = load_residual(out)
+    assert config["algo"] == algo and config["base"]["policy_type"] == "diffusion"
+    assert agent.action_space.shape[0] == (32 if algo == "dsrl" else 4)
