@@ -12,6 +12,7 @@ import tyro
 
 from robot_rl.evaluation.evaluate import EvalConfig
 from robot_rl.policies.config import TrainBC, TrainDiffusion
+from robot_rl.rl.config import TrainResidual
 
 if TYPE_CHECKING:
     from robot_rl.data.collect import CollectStatus
@@ -121,8 +122,28 @@ DataCommand = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Export:
+    """Export a training run to a policy folder: policy.onnx (the whole inference), metadata.json, README.md."""
+
+    run: Path
+    """Training run directory (`robot-rl train ... --out RUN_DIR`)."""
+    out: Path
+    """Policy folder to write, e.g. policies/NAME."""
+    inference_steps: int | None = None
+    """Diffusion: DDIM steps unrolled into the graph (default: the run's)."""
+    overwrite: bool = False
+    """Replace another policy already in --out."""
+
+    def __post_init__(self) -> None:
+        if self.inference_steps is not None and self.inference_steps < 1:
+            raise ValueError(f"`inference_steps` must be >= 1. Got {self.inference_steps}.")
+
+
 TrainCommand = (
-    Annotated[TrainBC, tyro.conf.subcommand("bc")] | Annotated[TrainDiffusion, tyro.conf.subcommand("diffusion")]
+    Annotated[TrainBC, tyro.conf.subcommand("bc")]
+    | Annotated[TrainDiffusion, tyro.conf.subcommand("diffusion")]
+    | Annotated[TrainResidual, tyro.conf.subcommand("residual")]
 )
 
 
@@ -133,6 +154,7 @@ Command = (
     | Annotated[Collect, tyro.conf.subcommand("collect")]
     | Annotated[DataCommand, tyro.conf.subcommand("data")]
     | Annotated[TrainCommand, tyro.conf.subcommand("train")]
+    | Annotated[Export, tyro.conf.subcommand("export")]
 )
 
 
@@ -259,12 +281,29 @@ def run(argv: list[str] | None = None) -> int:
         )
     elif isinstance(command, DataInfo | DataReplay | DataRender | DataMerge | DataSplit):
         _data(command)
+    elif isinstance(command, TrainResidual):
+        from robot_rl.rl.train import train_residual
+
+        metrics = train_residual(command)
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        print(f"run: {command.out}\nlast evaluation: {shown}")
+        print(f"evaluate (base alone reported beside it): robot-rl eval --policy {command.out} --episodes 100")
     elif isinstance(command, TrainBC | TrainDiffusion):
         from robot_rl.policies.train import train
 
         metrics = train(command)
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         print(f"run: {command.out}\nfinal: {shown}")
+        print(f"evaluate: robot-rl eval --policy {command.out} --episodes 100")
+    elif isinstance(command, Export):
+        from robot_rl.export import export_run
+
+        meta = export_run(command.run, command.out, command.inference_steps, overwrite=command.overwrite)
+        steps = f", {meta.inference_steps} DDIM steps" if meta.inference_steps is not None else ""
+        print(
+            f"{command.out}: {meta.policy_type} policy for {meta.env_id}{steps}; onnxruntime matches torch to "
+            f"{meta.export_check['max_abs_diff']:.1g}\npolicy.onnx sha256 {meta.onnx_sha256}"
+        )
         print(f"evaluate: robot-rl eval --policy {command.out} --episodes 100")
     elif isinstance(command, Bench):
         import importlib.util

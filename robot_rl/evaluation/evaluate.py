@@ -20,6 +20,7 @@ import numpy as np
 from robot_rl.envs.registry import check_env_id, make
 
 if TYPE_CHECKING:
+    from robot_rl.export.metadata import PolicyMetadata
     from robot_rl.teleop.base import Teleoperator
 
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -32,15 +33,18 @@ class EvalConfig:
     env: str | None = None
     """Environment id (``robot-rl envs`` lists them); default: the trained policy's env, else PandaPush."""
     policy: str = "expert"
-    """``expert`` (the scripted expert), ``random`` (uniform random actions) or a training run directory."""
+    """``expert`` (the scripted expert), ``random`` (uniform random actions), a training run directory or an
+    exported policy folder (``robot-rl export``; run by onnxruntime)."""
     episodes: int = 100
     """Number of episodes; episode k uses seed ``seed + k``."""
     seed: int | None = None
     """First episode's seed; default 0, and 1000000 for a trained policy (never a demo's seed)."""
     inference_steps: int | None = None
-    """Diffusion policies: denoising steps (default: the run's)."""
+    """Diffusion runs: denoising steps (default: the run's; an exported policy has them fixed at export)."""
     n_action_steps: int | None = None
     """Chunked policies: actions executed per chunk (default: the run's)."""
+    threads: int = 1
+    """torch CPU threads for a trained policy (one avoids fighting other jobs for the cores)."""
     plot: Path | None = None
     """Trained policies: write the training curves (success and return over training) as a PNG here."""
     randomize: str = "nominal"
@@ -71,7 +75,8 @@ class EvalConfig:
             raise ValueError(f"`video_episodes` must be >= 1. Got {self.video_episodes}.")
         if self.policy not in ("expert", "random") and not Path(self.policy).is_dir():
             raise ValueError(
-                f"`policy` must be 'expert', 'random' or a training run directory (`robot-rl train ... --out DIR`). "
+                f"`policy` must be 'expert', 'random', a training run directory (`robot-rl train ... --out DIR`) or "
+                "an exported policy folder (`robot-rl export ... --out DIR`). "
                 f"Got {self.policy!r}, which is neither a keyword nor an existing directory."
             )
         if self.inference_steps is not None and self.inference_steps < 1:
@@ -105,22 +110,36 @@ class _Resolved:
     env_id: str
     seed: int
     run: dict[str, Any] | None
-    """The trained policy's config.json (None for expert and random)."""
+    """The trained policy's config.json (None for expert, random and exported policies)."""
+    exported: PolicyMetadata | None = None
+    """The exported policy's card (metadata.json), None otherwise."""
 
 
 def _resolve(config: EvalConfig) -> _Resolved:
     """The env, first seed and run config an evaluation uses (checks demo-seed overlap)."""
-    run = None
+    run, exported = None, None
+    trained_env, demo_seeds = None, None
     if config.policy not in ("expert", "random"):
-        from robot_rl.policies.checkpoint import read_config
+        from robot_rl.export.metadata import is_policy_dir, read_metadata
 
-        run = read_config(config.policy)
-    env_id = check_env_id(config.env or (run["env_id"] if run else "robot_rl/PandaPush-v0"))
-    if run is not None and env_id != run["env_id"]:
-        raise ValueError(f"{config.policy} was trained on {run['env_id']}; --env is {env_id}. Evaluate it on its env.")
-    seed = config.seed if config.seed is not None else (TRAINED_EVAL_SEED if run else 0)
-    if run is not None:
-        demo_seeds = set(run["data"]["seeds"])
+        if is_policy_dir(config.policy):
+            exported = read_metadata(config.policy)
+            trained_env, demo_seeds = exported.env_id, set(exported.training_data.seeds)
+            if config.plot is not None:
+                raise ValueError(
+                    f"`plot` draws a training run's curves; {config.policy} is an exported policy (its run: "
+                    f"{exported.base.run_dir})."
+                )
+        else:
+            from robot_rl.policies.checkpoint import read_config
+
+            run = read_config(config.policy)
+            trained_env, demo_seeds = run["env_id"], set(run["data"]["seeds"])
+    env_id = check_env_id(config.env or trained_env or "robot_rl/PandaPush-v0")
+    if trained_env is not None and env_id != trained_env:
+        raise ValueError(f"{config.policy} was trained on {trained_env}; --env is {env_id}. Evaluate it on its env.")
+    seed = config.seed if config.seed is not None else (TRAINED_EVAL_SEED if trained_env else 0)
+    if demo_seeds is not None:
         overlap = sorted(demo_seeds & set(range(seed, seed + config.episodes)))
         if overlap:
             raise ValueError(
@@ -128,7 +147,48 @@ def _resolve(config: EvalConfig) -> _Resolved:
                 f"{config.policy} was trained on (e.g. {overlap[:3]}); choose --seed outside "
                 f"{min(demo_seeds)}..{max(demo_seeds)} (the default, {TRAINED_EVAL_SEED}, is)."
             )
-    return _Resolved(env_id, seed, run)
+    return _Resolved(env_id, seed, run, exported)
+
+
+def _residual_actor(run_dir: str, env: Any) -> tuple[Policy, Callable[[int], None]]:
+    from robot_rl.policies.base import check_layout
+    from robot_rl.rl.train import load_residual
+    from robot_rl.rl.wrappers import NoiseActor, ResidualActor
+
+    agent, base, run = load_residual(run_dir)
+    check_layout(base.layout, env.observation_space, base.action_dim, env.action_space)
+    if run["algo"] == "dsrl":
+        actor: Any = NoiseActor(agent, base)
+    else:
+        actor = ResidualActor(agent, base, run["options"]["scale"], env.action_space)
+    return actor, actor.reset
+
+
+def _base_alone(run_dir: str, env: Any, seeds: list[int]) -> dict[str, Any]:
+    """The residual run's base, without its residual, on the same seeds."""
+    from robot_rl.evaluation.rollout import run_episodes
+    from robot_rl.policies import ChunkedActor
+    from robot_rl.rl.train import load_base
+
+    run = read_run_config(run_dir)
+    base, _ = load_base(run["base"]["path"])
+    actor = ChunkedActor(base)
+    episodes = run_episodes(env, actor, lambda seed: actor.reset(seed), seeds)
+    successes = sum(e["success"] for e in episodes)
+    return {
+        "policy": run["base"]["path"],
+        "success_rate": successes / len(episodes),
+        "success_ci95": list(wilson_interval(successes, len(episodes))),
+        "mean_return": float(np.mean([e["return"] for e in episodes])),
+        "per_episode": [{k: e[k] for k in ("seed", "success", "return")} for e in episodes],
+    }
+
+
+def read_run_config(run_dir: str) -> dict[str, Any]:
+    """A training run's config.json."""
+    from robot_rl.policies.checkpoint import read_config
+
+    return read_config(run_dir)
 
 
 def _make_policy(config: EvalConfig, env_id: str, env: Any) -> tuple[Policy, Callable[[int], None]]:
@@ -142,9 +202,19 @@ def _make_policy(config: EvalConfig, env_id: str, env: Any) -> tuple[Policy, Cal
 
         return random_policy, lambda seed: None
     if name != "expert":
+        from robot_rl.export.metadata import is_policy_dir
         from robot_rl.policies import ChunkedActor, load_policy
         from robot_rl.policies.base import check_layout
 
+        if is_policy_dir(name):
+            return _exported_actor(config, env)
+        import torch
+
+        torch.set_num_threads(config.threads)
+        from robot_rl.policies.checkpoint import read_config
+
+        if read_config(name).get("policy_type") == "residual":
+            return _residual_actor(name, env)
         policy = load_policy(name)
         check_layout(policy.layout, env.observation_space, policy.action_dim, env.action_space)
         if config.inference_steps is not None:
@@ -163,6 +233,48 @@ def _make_policy(config: EvalConfig, env_id: str, env: Any) -> tuple[Policy, Cal
 
     expert = make_expert(env_id)
     return expert, lambda seed: expert.reset()
+
+
+def _exported_actor(config: EvalConfig, env: Any) -> tuple[Policy, Callable[[int], None]]:
+    """An exported policy folder on onnxruntime, run by a ChunkedActor."""
+    from robot_rl.policies import ChunkedActor
+    from robot_rl.policies.base import check_layout
+    from robot_rl.runtime import OnnxPolicy
+
+    policy = OnnxPolicy(config.policy)
+    check_layout(policy.layout, env.observation_space, policy.action_dim, env.action_space)
+    if config.inference_steps is not None and config.inference_steps != policy.inference_steps:
+        if policy.inference_steps is None:
+            raise ValueError(
+                f"--inference-steps applies to diffusion policies; {config.policy} is a {policy.kind} policy."
+            )
+        raise ValueError(
+            f"{config.policy} has {policy.inference_steps} denoising steps built into its graph; re-export the run "
+            f"with `robot-rl export --run {policy.metadata.base.run_dir} --inference-steps {config.inference_steps} "
+            "--out NEW_DIR` to evaluate another number."
+        )
+    actor = ChunkedActor(policy, n_action_steps=config.n_action_steps)
+    return actor, lambda seed: actor.reset(seed)
+
+
+def _exported_report(meta: PolicyMetadata, config: EvalConfig) -> dict[str, Any]:
+    """``policy_run`` of the report for an exported policy: the run's keys plus where the graph came from."""
+    options = dict(meta.base.options)
+    if config.n_action_steps is not None:
+        options["n_action_steps"] = config.n_action_steps
+    return {
+        "policy_type": meta.base.policy_type,
+        "options": options,
+        "train_steps": meta.base.train_steps,
+        "deployed_step": meta.base.deployed_step,
+        "data": {"path": meta.training_data.path, "sha256": meta.training_data.sha256},
+        "demos": meta.training_data.demos,
+        "exported": True,
+        "run_dir": meta.base.run_dir,
+        "weights_sha256": meta.base.weights_sha256,
+        "onnx_sha256": meta.onnx_sha256,
+        "residual": meta.residual,
+    }
 
 
 def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str, Any]:
@@ -201,7 +313,11 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
     if config.progress and hil.takeover is None:
         from tqdm import tqdm
 
-        label = config.policy if resolved.run is None else f"{resolved.run['policy_type']} {Path(config.policy).name}"
+        label = config.policy
+        if resolved.run is not None:
+            label = f"{resolved.run['policy_type']} {Path(config.policy).name}"
+        elif resolved.exported is not None:
+            label = f"onnx {resolved.exported.policy_type} {Path(config.policy).name}"
         iterator = tqdm(iterator, desc=f"eval {env_id.split('/')[-1]} ({label})", unit="ep")
     try:
         for k in iterator:
@@ -271,23 +387,39 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
     }
     if config.record is not None:
         report["record"] = str(config.record)
+    if resolved.exported is not None:
+        report["policy_run"] = _exported_report(resolved.exported, config)
     if resolved.run is not None:
         from robot_rl.policies.checkpoint import deployed_step
 
         run = resolved.run
-        policy_options = dict(run["policy"])
+        policy_options = dict(run.get("policy", {}))
         if config.inference_steps is not None:
             policy_options["inference_steps"] = config.inference_steps
         if config.n_action_steps is not None:
             policy_options["n_action_steps"] = config.n_action_steps
-        report["policy_run"] = {
-            "policy_type": run["policy_type"],
-            "options": policy_options,
-            "train_steps": run["train"]["steps"],
-            "deployed_step": deployed_step(config.policy),
-            "data": {k: run["data"][k] for k in ("path", "sha256")},
-            "demos": len(run["data"]["train_demos"]) + len(run["data"]["valid_demos"]),
-        }
+        if run["policy_type"] == "residual":
+            seeds = [e["seed"] for e in per_episode]
+            base_env = make(env_id, randomize=config.randomize)
+            try:
+                report["base_alone"] = _base_alone(config.policy, base_env, seeds)
+            finally:
+                base_env.close()
+            report["policy_run"] = {
+                "policy_type": "residual",
+                "algo": run["algo"],
+                "options": run["options"],
+                "base": run["base"],
+            }
+        else:
+            report["policy_run"] = {
+                "policy_type": run["policy_type"],
+                "options": policy_options,
+                "train_steps": run["train"]["steps"],
+                "deployed_step": deployed_step(config.policy),
+                "data": {k: run["data"][k] for k in ("path", "sha256")},
+                "demos": len(run["data"]["train_demos"]) + len(run["data"]["valid_demos"]),
+            }
         if config.plot is not None:
             from robot_rl.policies.plots import plot_training
 

@@ -30,7 +30,7 @@ def plot_training(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
     metrics = read_metrics(run_dir)
     if not metrics:
         raise ValueError(f"{run_dir} has no evaluations in metrics.jsonl yet; nothing to plot.")
-    steps = [m["step"] for m in metrics]
+    steps = [m.get("step", m.get("env_steps")) for m in metrics]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
     if any("success_rate" in m for m in metrics):
         left.plot(steps, [m.get("success_rate") for m in metrics], "o-", color="tab:green", label="success rate")
@@ -43,7 +43,7 @@ def plot_training(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
         left.set_title(f"evaluation ({episodes} held-out seeds per point)")
     else:
         left.text(0.5, 0.5, "no evaluation rollouts", ha="center", va="center", transform=left.transAxes)
-    left.set_xlabel("training step")
+    left.set_xlabel("env steps" if "env_steps" in metrics[0] else "training step")
     left.grid(alpha=0.3)
     if any("val_loss" in m for m in metrics):
         right.semilogy(steps, [m.get("val_loss") for m in metrics], "o-", color="tab:red")

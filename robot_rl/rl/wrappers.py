@@ -146,3 +146,59 @@ class NoiseEnv(gym.Wrapper):
         info = dict(info)
         info["chunk"] = chunk
         return self._observe(obs), total, terminated, truncated, info
+
+
+class ResidualActor:
+    """A trained residual run as an ``obs -> action`` function (the same arithmetic as :class:`ResidualEnv`).
+
+    Args:
+        agent: The stable-baselines3 agent (``predict(features, deterministic=True)``).
+        base: The frozen base.
+        scale: The run's correction scale.
+        action_space: The env's action space (for the final clip).
+    """
+
+    def __init__(self, agent: Any, base: Any, scale: float, action_space: Any) -> None:
+        self.agent, self.base, self.scale = agent, base, float(scale)
+        self.actor = ChunkedActor(base)
+        self._low, self._high = action_space.low, action_space.high
+
+    def reset(self, seed: int) -> None:
+        """New episode: the base's noise reseeded with the episode seed."""
+        self.actor.reset(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Base action plus the agent's deterministic correction."""
+        base_action = np.asarray(self.actor(obs), dtype=np.float64)
+        features = np.concatenate([self.base.layout.flatten(obs), base_action]).astype(np.float32)
+        correction = np.clip(np.asarray(self.agent.predict(features, deterministic=True)[0], dtype=np.float64), -1, 1)
+        return np.clip(base_action + self.scale * correction, self._low, self._high)
+
+
+class NoiseActor:
+    """A trained DSRL run as an ``obs -> action`` function: the agent picks each chunk's noise."""
+
+    def __init__(self, agent: Any, base: Any) -> None:
+        self.agent, self.base = agent, base
+        self._history: deque[np.ndarray] = deque(maxlen=base.n_obs_steps)
+        self._queue: deque[np.ndarray] = deque()
+
+    def reset(self, seed: int) -> None:
+        """New episode (the agent is deterministic; the seed is not needed)."""
+        self._history.clear()
+        self._queue.clear()
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The next action of the current chunk, sampling a new chunk when it runs out."""
+        flat = self.base.layout.flatten(obs)
+        if not self._history:
+            self._history.extend([flat] * self.base.n_obs_steps)
+        else:
+            self._history.append(flat)
+        if not self._queue:
+            features = np.concatenate(self._history).astype(np.float32)
+            noise = np.asarray(self.agent.predict(features, deterministic=True)[0], dtype=np.float64)
+            noise = noise.reshape(1, self.base.horizon, self.base.action_dim)
+            chunk = self.base.predict_batch(np.stack(self._history)[None], noise)[0]
+            self._queue.extend(chunk[: self.base.n_action_steps])
+        return self._queue.popleft()

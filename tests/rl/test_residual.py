@@ -8,6 +8,7 @@ import pytest
 
 import robot_rl  # noqa: F401
 from robot_rl.data import collect
+from robot_rl.evaluation.evaluate import EvalConfig, evaluate
 from robot_rl.policies import ChunkedActor, load_policy
 from robot_rl.policies.config import BCConfig, DiffusionConfig, TrainBC, TrainDiffusion
 from robot_rl.policies.train import train
@@ -103,3 +104,7 @@ def test_short_training_runs_write_a_loadable_run(bases, tmp_path, algo):
     agent, base, config = load_residual(out)
     assert config["algo"] == algo and config["base"]["policy_type"] == "diffusion"
     assert agent.action_space.shape[0] == (32 if algo == "dsrl" else 4)
+    report = evaluate(EvalConfig(policy=str(out), episodes=2, progress=False))
+    assert report["env"] == REACH and report["policy_run"]["algo"] == algo
+    assert [e["seed"] for e in report["base_alone"]["per_episode"]] == [e["seed"] for e in report["per_episode"]]
+    assert 0.0 <= report["base_alone"]["success_rate"] <= 1.0

@@ -1,0 +1,101 @@
+"""The README.md of an exported policy folder: the policy card for people, rendered from metadata.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from robot_rl.export.metadata import METADATA_FILE, ONNX_FILE, ONNX_METADATA_KEY, PolicyMetadata
+
+
+def _shape(shape: list[int | str]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def render_readme(meta: PolicyMetadata, out_dir: Path) -> str:
+    """Markdown card: what the policy is, its inputs and outputs, how to run it, where it came from."""
+    base, data, obs = meta.base, meta.training_data, meta.observation
+    sampler = (
+        f", DDIM unrolled over {meta.inference_steps} steps" if meta.inference_steps is not None else " (deterministic)"
+    )
+    deployed = f"step {base.deployed_step} of {base.train_steps}" if base.deployed_step is not None else "unknown step"
+    lines = [
+        f"# {meta.name}",
+        "",
+        f"A {base.policy_type} policy for `{meta.env_id}`{sampler}, exported from the training run "
+        f"`{base.run_dir}` ({deployed}). It acts at {meta.control_rate_hz:g} Hz (one action every "
+        f"{meta.ctrl_dt:g} s): each call predicts {meta.horizon} actions from the last {meta.n_obs_steps} "
+        f"observations, of which {meta.n_action_steps} are executed before the next call.",
+        "",
+        "## Files",
+        "",
+        f"- `{ONNX_FILE}`: the whole inference in one graph (opset {meta.onnx.opset}): normalization, the network"
+        + (", the sampler" if meta.inference_steps is not None else "")
+        + f", action unnormalization. sha256 `{meta.onnx_sha256}`.",
+        f"- `{METADATA_FILE}`: the machine-readable card (format {meta.format_version}); the same JSON without the "
+        f"hash is embedded in `{ONNX_FILE}` as the metadata property `{ONNX_METADATA_KEY}`.",
+        "",
+        "## Inputs and outputs",
+        "",
+        "| tensor | shape | dtype | meaning |",
+        "|---|---|---|---|",
+    ]
+    meaning = {
+        "obs_history": "raw flattened observations, oldest first",
+        "noise": "initial DDIM noise, standard normal (draw it from a seeded rng for reproducible chunks)",
+        "actions": "raw action chunk in the env's action units (not clipped)",
+    }
+    for spec in [*meta.onnx.inputs, *meta.onnx.outputs]:
+        lines.append(f"| `{spec.name}` | {_shape(spec.shape)} | {spec.dtype} | {meaning.get(spec.name, '')} |")
+    lines += [
+        "",
+        f"One observation ({obs.dim} values) is the concatenation of:",
+        "",
+        "| offset | values | from |",
+        "|---:|---:|---|",
+    ]
+    sources = [*obs.keys, "desired_goal - achieved_goal"]  # the relative goal, when present, comes last
+    for seg, source in zip(obs.segments, sources, strict=False):
+        lines.append(f"| {seg.offset} | {seg.stop - seg.start} | `{source}` |")
+    lines += [
+        "",
+        f"Actions ({meta.action.family}): {meta.action.description}",
+        "",
+        "| index | name | meaning | command |",
+        "|---:|---|---|---|",
+    ]
+    for dim in meta.action.dims:
+        lines.append(f"| {dim.index} | `{dim.name}` | {dim.meaning} | {dim.physical} |")
+    lines += [
+        "",
+        "## Run it",
+        "",
+        "```bash",
+        f"robot-rl eval --policy {out_dir} --episodes 100",
+        "```",
+        "",
+        "```python",
+        "from robot_rl.policies import ChunkedActor",
+        "from robot_rl.runtime import OnnxPolicy",
+        "",
+        f'actor = ChunkedActor(OnnxPolicy("{out_dir}"), seed=0)  # obs dict -> action, chunk by chunk',
+        "```",
+        "",
+        "## Provenance",
+        "",
+        f"- Base: {base.policy_type}, trained {base.train_steps} steps; exported weights from step "
+        f"{base.deployed_step}; best success in training evaluations: "
+        + (f"{base.best_train_eval_success:.2f}" if base.best_train_eval_success is not None else "n/a")
+        + f"; weights sha256 `{base.weights_sha256[:16]}...`",
+        f"- Residual: {'none' if meta.residual is None else meta.residual}",
+        f"- Training data: `{data.path}` ({data.demos} demos, seeds {min(data.seeds, default='-')}.."
+        f"{max(data.seeds, default='-')}), sha256 `{data.sha256[:16]}...`; evaluate on other seeds "
+        "(`robot-rl eval` starts at 1000000).",
+        f"- Export check: onnxruntime against torch, max abs difference {meta.export_check['max_abs_diff']:.2g} "
+        f"over {meta.export_check['batch']} random inputs.",
+        f"- Exported {meta.exported_at} with " + ", ".join(f"{k} {v}" for k, v in meta.versions.items()) + ".",
+    ]
+    if meta.eval is not None:
+        rate = meta.eval.get("success_rate")
+        lines.append(f"- Evaluation: success rate {rate} over {meta.eval.get('episodes')} episodes.")
+    lines.append("")
+    return "\n".join(lines)
