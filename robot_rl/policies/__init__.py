@@ -12,9 +12,9 @@ from typing import Any
 from robot_rl.policies.config import BCConfig, ChunkConfig, DiffusionConfig, TrainBC, TrainConfig, TrainDiffusion
 
 _LAZY = {
-    "ChunkedActor": "robot_rl.policies.base",
-    "ObsLayout": "robot_rl.policies.base",
-    "Policy": "robot_rl.policies.base",
+    "ChunkedActor": "robot_rl.policies.layout",
+    "ObsLayout": "robot_rl.policies.layout",
+    "Policy": "robot_rl.policies.layout",
     "RunError": "robot_rl.policies.checkpoint",
     "load_policy": "robot_rl.policies.checkpoint",
     "read_config": "robot_rl.policies.checkpoint",

@@ -1,143 +1,28 @@
-"""What every base policy shares: the observation layout, normalization and chunked execution.
+"""Normalization saved with the model (torch buffers, so checkpoints and exported graphs carry it).
 
-A policy maps a short history of observations to an action chunk: ``predict(obs_history)``
-returns ``horizon`` actions starting at the current step, of which the first ``n_action_steps``
-are executed before the policy is asked again (receding horizon). :class:`ChunkedActor` turns a
-policy into the ``obs -> action`` function an env loop needs: it keeps the observation history
-(padded with the first observation after a reset) and the queue of actions still to execute.
+Observations are standardized per feature; actions are scaled from their per-dimension data range
+to [-1, 1].
 
-Observations are the env's dict; :class:`ObsLayout` picks the keys the policy reads (for the
-goal-conditioned tasks ``observation`` and ``desired_goal``) and flattens them in a fixed order.
-Normalization lives in the model (torch buffers saved with the weights), so a checkpoint or an
-exported graph carries it: observations are standardized per feature, actions are mapped from
-their per-dimension data range to [-1, 1].
+The torch-free parts every policy shares (observation layout, the Policy protocol, chunked
+execution) live in :mod:`robot_rl.policies.layout` and are re-exported here.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import re
-from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-_KEY_SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w]*)(\[(?P<start>-?\d*)(?P<colon>:?)(?P<stop>-?\d*)\])?$")
+from robot_rl.policies.layout import (
+    ChunkedActor,
+    ObsLayout,
+    Policy,
+    check_layout,
+    layout_from_space,
+    parse_key,
+)
 
-
-def parse_key(spec: str) -> tuple[str, slice | None]:
-    """``"observation"`` -> ("observation", None); ``"observation[5:]"`` -> ("observation", slice(5, None)).
-
-    Raises:
-        ValueError: not ``name`` or ``name[i]`` / ``name[i:j]``.
-    """
-    match = _KEY_SPEC.match(spec)
-    if match is None:
-        raise ValueError(f"observation key {spec!r}: expected NAME, NAME[i] or NAME[i:j] (e.g. 'observation[5:]').")
-    name, start, stop = match["name"], match["start"], match["stop"]
-    if match.group(2) is None:
-        return name, None
-    if not match["colon"]:
-        if not start:
-            raise ValueError(f"observation key {spec!r}: empty index.")
-        i = int(start)
-        return name, slice(i, i + 1 if i != -1 else None)
-    return name, slice(int(start) if start else None, int(stop) if stop else None)
-
-
-@dataclasses.dataclass(frozen=True)
-class ObsLayout:
-    """Which observation entries a policy reads, in order.
-
-    ``keys`` name dict entries, optionally sliced (``observation[5:]``: a translation-invariant
-    policy leaves out absolute horizontal positions); ``shapes`` are the full entries' shapes.
-    """
-
-    keys: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    relative_goal: bool = False
-    """Append ``desired_goal - achieved_goal`` (the quantity goal-conditioned tasks are about)."""
-
-    def __post_init__(self) -> None:
-        for key, shape in zip(self.keys, self.shapes, strict=True):
-            _, part = parse_key(key)
-            if part is not None and len(shape) != 1:
-                raise ValueError(f"observation key {key!r}: slicing needs a 1-D entry; its shape is {shape}.")
-            if part is not None and not range(shape[0])[part]:
-                raise ValueError(f"observation key {key!r} selects nothing of an entry of shape {shape}.")
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The dict entries read (keys without slices, plus the goals for ``relative_goal``)."""
-        names = tuple(dict.fromkeys(parse_key(k)[0] for k in self.keys))
-        if self.relative_goal:
-            names += tuple(n for n in ("desired_goal", "achieved_goal") if n not in names)
-        return names
-
-    @property
-    def dim(self) -> int:
-        """Length of the flattened observation."""
-        total = 0
-        for key, shape in zip(self.keys, self.shapes, strict=True):
-            _, part = parse_key(key)
-            total += int(np.prod(shape)) if part is None else len(range(shape[0])[part])
-        return total + (3 if self.relative_goal else 0)
-
-    def flatten(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Concatenate the entries of one observation. Shape: (dim,)."""
-        return self.flatten_batch({k: np.asarray(v)[None] for k, v in obs.items()})[0]
-
-    def flatten_batch(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Concatenate the entries of a time series of observations, (T, ...) each. Shape: (T, dim)."""
-        missing = [k for k in self.names if k not in obs]
-        if missing:
-            raise KeyError(
-                f"the policy reads observation entries {list(self.names)}; the observation has {sorted(obs)} "
-                f"(missing {missing[0]!r})."
-            )
-        length = len(obs[self.names[0]])
-        parts = []
-        for key in self.keys:
-            name, part = parse_key(key)
-            value = np.asarray(obs[name], dtype=np.float64).reshape(length, -1)
-            parts.append(value if part is None else value[:, part])
-        if self.relative_goal:
-            parts.append(np.asarray(obs["desired_goal"], dtype=np.float64) - np.asarray(obs["achieved_goal"]))
-        return np.concatenate(parts, axis=1)
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain form for config.json."""
-        return {"keys": list(self.keys), "shapes": [list(s) for s in self.shapes], "relative_goal": self.relative_goal}
-
-    @classmethod
-    def from_json(cls, value: Mapping[str, Any]) -> ObsLayout:
-        """Inverse of :meth:`to_json`."""
-        return cls(
-            tuple(value["keys"]),
-            tuple(tuple(int(d) for d in s) for s in value["shapes"]),
-            bool(value.get("relative_goal", False)),
-        )
-
-    def difference(self, other: ObsLayout) -> str | None:
-        """A sentence naming how ``other`` differs, or None when the layouts match."""
-        if self == other:
-            return None
-        mine = dict(zip(self.keys, self.shapes, strict=True))
-        theirs = dict(zip(other.keys, other.shapes, strict=True))
-        parts = []
-        if set(mine) != set(theirs):
-            parts.append(f"keys {list(self.keys)} vs {list(other.keys)}")
-        for key in mine.keys() & theirs.keys():
-            if mine[key] != theirs[key]:
-                parts.append(f"{key!r} shape {mine[key]} vs {theirs[key]}")
-        if self.relative_goal != other.relative_goal:
-            parts.append(f"relative_goal {self.relative_goal} vs {other.relative_goal}")
-        if not parts:
-            parts.append(f"key order {list(self.keys)} vs {list(other.keys)}")
-        return "; ".join(parts)
+__all__ = ["ChunkedActor", "Normalizer", "ObsLayout", "Policy", "check_layout", "layout_from_space", "parse_key"]
 
 
 class Normalizer(nn.Module):
@@ -180,88 +65,3 @@ class Normalizer(nn.Module):
     def unnormalize_action(self, action: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`normalize_action`."""
         return (action + 1) / 2 * (self.action_high - self.action_low) + self.action_low
-
-
-class Policy(Protocol):
-    """A base policy: a history of observations in, an action chunk out."""
-
-    layout: ObsLayout
-    n_obs_steps: int
-    """Observations the policy conditions on (the current one and those before it)."""
-    horizon: int
-    """Actions predicted per call, starting at the current step."""
-    n_action_steps: int
-    """Actions of each chunk executed before predicting again."""
-    action_dim: int
-
-    def predict(self, obs_history: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Action chunk for flattened raw observations (n_obs_steps, obs_dim). Shape: (horizon, A)."""
-
-
-class ChunkedActor:
-    """Runs a :class:`Policy` step by step: observation history and receding-horizon action queue.
-
-    Args:
-        policy: The policy.
-        seed: Seed of the sampling noise (diffusion); episodes are reproducible given it.
-        n_action_steps: Override the policy's execution horizon (1 re-plans every step).
-    """
-
-    def __init__(self, policy: Policy, seed: int = 0, n_action_steps: int | None = None) -> None:
-        self.policy = policy
-        self.n_action_steps = n_action_steps or policy.n_action_steps
-        if not 1 <= self.n_action_steps <= policy.horizon:
-            raise ValueError(f"`n_action_steps` must be in [1, horizon={policy.horizon}]. Got {self.n_action_steps}.")
-        self.rng = np.random.default_rng(seed)
-        self._history: deque[np.ndarray] = deque(maxlen=policy.n_obs_steps)
-        self._queue: deque[np.ndarray] = deque()
-        self.chunks = 0
-        """Chunks predicted since construction."""
-
-    def reset(self, seed: int | None = None) -> None:
-        """New episode: forget history and queued actions (and reseed the noise when given)."""
-        self._history.clear()
-        self._queue.clear()
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
-
-    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The action to apply now."""
-        flat = self.policy.layout.flatten(obs)
-        if not self._history:
-            self._history.extend([flat] * self.policy.n_obs_steps)
-        else:
-            self._history.append(flat)
-        if not self._queue:
-            chunk = self.policy.predict(np.stack(self._history), self.rng)
-            self._queue.extend(chunk[: self.n_action_steps])
-            self.chunks += 1
-        return self._queue.popleft()
-
-
-def check_layout(layout: ObsLayout, observation_space: Any, action_dim: int, action_space: Any) -> None:
-    """Refuse an env whose observation or action layout differs from the policy's.
-
-    Raises:
-        ValueError: naming what differs.
-    """
-    spaces = getattr(observation_space, "spaces", None)
-    if spaces is None:
-        raise ValueError("the policy expects a dict observation space (goal-conditioned env).")
-    missing = [k for k in layout.names if k not in spaces]
-    if missing:
-        raise ValueError(f"the policy reads observation entries {list(layout.names)}; the env has {sorted(spaces)}.")
-    env_layout = layout_from_space(observation_space, layout.keys, layout.relative_goal)
-    difference = layout.difference(env_layout)
-    if difference is not None:
-        raise ValueError(f"the policy's observation layout differs from the env's: {difference} (policy vs env).")
-    if tuple(action_space.shape) != (action_dim,):
-        raise ValueError(
-            f"the policy outputs {action_dim}-D actions; the env's action space has shape {tuple(action_space.shape)}."
-        )
-
-
-def layout_from_space(observation_space: Any, keys: Sequence[str], relative_goal: bool = False) -> ObsLayout:
-    """The layout of ``keys`` in a dict observation space."""
-    shapes = tuple(tuple(observation_space.spaces[parse_key(k)[0]].shape) for k in keys)
-    return ObsLayout(tuple(keys), shapes, relative_goal)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from robot_rl.data.dataset import DemoDataset
-from robot_rl.policies.base import ChunkedActor
+from robot_rl.policies.layout import ChunkedActor
 
 
 def demo_transitions(path: str | os.PathLike[str], base: Any, scale: float) -> list[tuple[np.ndarray, ...]]:

@@ -24,7 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from robot_rl.policies.base import ChunkedActor, check_layout
+from robot_rl.policies.layout import ChunkedActor, check_layout
 
 SCALE_RANGE = (0.0, 2.0)
 """Valid residual scales (exclusive of 0): the correction's reach relative to the action range."""

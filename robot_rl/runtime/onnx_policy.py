@@ -32,7 +32,7 @@ from robot_rl.export.metadata import (
 )
 
 # ObsLayout carries the flattening rule shared with training; it lives beside the torch policies.
-from robot_rl.policies.base import ObsLayout
+from robot_rl.policies.layout import ObsLayout
 
 
 class PolicyIntegrityError(ValueError):

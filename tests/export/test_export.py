@@ -213,3 +213,15 @@ class TestEvalOfExportedPolicy:
             run(["eval", "--policy", policy, "--env", "robot_rl/PandaPush-v0", "--episodes", "1"])
         with pytest.raises(ValueError, match="4 denoising steps built into its graph"):
             run(["eval", "--policy", policy, "--episodes", "1", "--inference-steps", "2", "--no-progress"])
+
+
+def test_the_runtime_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import robot_rl.runtime.onnx_policy; from robot_rl.policies import ChunkedActor; "
+        "import robot_rl.envs; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
