@@ -134,8 +134,15 @@ class Export:
     """Diffusion: DDIM steps unrolled into the graph (default: the run's)."""
     overwrite: bool = False
     """Replace another policy already in --out."""
+    eval_episodes: int = 0
+    """Then evaluate the exported policy on this many held-out seeds (from 1000000) and put the report
+    (eval.json) on its card; 0 skips it."""
+    video_episodes: int = 0
+    """With --eval-episodes: also record a video (rollout.mp4) of this many episodes."""
 
     def __post_init__(self) -> None:
+        if self.eval_episodes < 0 or self.video_episodes < 0:
+            raise ValueError("`eval_episodes` and `video_episodes` must be >= 0.")
         if self.inference_steps is not None and self.inference_steps < 1:
             raise ValueError(f"`inference_steps` must be >= 1. Got {self.inference_steps}.")
 
@@ -304,7 +311,29 @@ def run(argv: list[str] | None = None) -> int:
             f"{command.out}: {meta.policy_type} policy for {meta.env_id}{steps}; onnxruntime matches torch to "
             f"{meta.export_check['max_abs_diff']:.1g}\npolicy.onnx sha256 {meta.onnx_sha256}"
         )
-        print(f"evaluate: robot-rl eval --policy {command.out} --episodes 100")
+        if command.eval_episodes:
+            import os
+
+            from robot_rl.evaluation.evaluate import evaluate
+            from robot_rl.export.metadata import record_eval
+
+            video = None
+            if command.video_episodes:
+                os.environ.setdefault("MUJOCO_GL", "osmesa")
+                video = command.out / "rollout.mp4"
+            report = evaluate(
+                EvalConfig(
+                    policy=str(command.out),
+                    episodes=command.eval_episodes,
+                    video=video,
+                    video_episodes=max(1, command.video_episodes),
+                )
+            )
+            record_eval(command.out, report)
+            _print_report(report)
+            print(f"report: {command.out / 'eval.json'}")
+        else:
+            print(f"evaluate: robot-rl eval --policy {command.out} --episodes 100")
     elif isinstance(command, Bench):
         import importlib.util
 

@@ -331,3 +331,41 @@ def read_metadata(policy_dir: str | os.PathLike[str]) -> PolicyMetadata:
     except json.JSONDecodeError as err:
         raise PolicyFormatError(f"{path} is not valid JSON ({err}).") from None
     return PolicyMetadata.from_json(value, str(path))
+
+
+EVAL_FILE = "eval.json"
+"""The full eval report of an exported policy, next to its card."""
+
+
+def record_eval(policy_dir: str | os.PathLike[str], report: dict[str, Any]) -> dict[str, Any]:
+    """Put an eval report of the exported policy on its card.
+
+    Writes ``eval.json`` (the whole report) and the ``eval`` summary of metadata.json (the card's
+    other fields, and the copy embedded in policy.onnx, are untouched), and re-renders README.md.
+
+    Returns:
+        The summary written.
+    """
+    from robot_rl.export.card import render_readme
+
+    policy_dir = Path(policy_dir)
+    path = policy_dir / METADATA_FILE
+    value = json.loads(path.read_text())
+    summary = {
+        key: report.get(key)
+        for key in ("env", "episodes", "seed", "randomize", "success_rate", "success_ci95", "mean_return")
+    }
+    summary["report"] = EVAL_FILE
+    if "video" in report:
+        summary["video"] = Path(report["video"]).name
+    value["eval"] = summary
+    for name, text in (
+        (EVAL_FILE, json.dumps(report, indent=2) + "\n"),
+        (METADATA_FILE, dumps(value, indent=2) + "\n"),
+    ):
+        tmp = policy_dir / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, policy_dir / name)
+    meta = PolicyMetadata.from_json(value, str(path))
+    (policy_dir / README_FILE).write_text(render_readme(meta, policy_dir))
+    return summary

@@ -225,3 +225,32 @@ def test_the_runtime_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_shipped_policies_match_their_cards():
+    from pathlib import Path
+
+    from robot_rl.export.metadata import read_metadata, sha256_file
+
+    root = Path(__file__).resolve().parents[2] / "policies"
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    assert {p.name for p in folders} >= {
+        "panda_push_diffusion",
+        "panda_pick_and_place_diffusion",
+        "quadrotor_waypoint_diffusion",
+    }
+    for folder in folders:
+        meta = read_metadata(folder)
+        assert sha256_file(folder / "policy.onnx") == meta.onnx_sha256
+        assert meta.eval is not None and meta.eval["episodes"] == 100
+        assert (folder / "eval.json").is_file() and (folder / "rollout.mp4").stat().st_size > 10_000
+
+
+def test_a_shipped_policy_runs_a_held_out_episode():
+    from pathlib import Path
+
+    from robot_rl.evaluation.evaluate import EvalConfig, evaluate
+
+    folder = Path(__file__).resolve().parents[2] / "policies" / "quadrotor_waypoint_diffusion"
+    report = evaluate(EvalConfig(policy=str(folder), episodes=1, progress=False))
+    assert report["seed"] == 1_000_000 and report["per_episode"][0]["success"]
