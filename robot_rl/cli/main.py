@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+
+# Offscreen rendering (videos) needs its GL backend chosen before mujoco is imported: without a
+# display, use OSMesa (CPU); with one, MuJoCo's default (GLFW) works for the viewer and videos.
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "osmesa")
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -11,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import tyro
 
 from robot_rl.evaluation.evaluate import EvalConfig
+from robot_rl.pipeline import Pipeline
 from robot_rl.policies.config import TrainBC, TrainDiffusion
 from robot_rl.rl.config import TrainResidual
 
@@ -161,6 +168,7 @@ Command = (
     | Annotated[Collect, tyro.conf.subcommand("collect")]
     | Annotated[DataCommand, tyro.conf.subcommand("data")]
     | Annotated[TrainCommand, tyro.conf.subcommand("train")]
+    | Annotated[Pipeline, tyro.conf.subcommand("pipeline")]
     | Annotated[Export, tyro.conf.subcommand("export")]
 )
 
@@ -288,6 +296,10 @@ def run(argv: list[str] | None = None) -> int:
         )
     elif isinstance(command, DataInfo | DataReplay | DataRender | DataMerge | DataSplit):
         _data(command)
+    elif isinstance(command, Pipeline):
+        from robot_rl.pipeline import run_pipeline
+
+        run_pipeline(command)
     elif isinstance(command, TrainResidual):
         from robot_rl.rl.train import train_residual
 

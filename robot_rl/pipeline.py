@@ -1,0 +1,221 @@
+"""``robot-rl pipeline --env ID --out DIR``: the main job, end to end, on embedded defaults.
+
+Stages (each skipped when its output in DIR is already complete, so an interrupted pipeline
+resumes where it stopped):
+
+1. ``demos.hdf5``: scripted-expert demonstrations (seeds from 0);
+2. ``base/``: a diffusion policy trained on them;
+3. ``residual/``: residual RL (SAC, demo-seeded replay) on the frozen base;
+4. ``policy/``: the base exported to ONNX (policy card, eval report, video);
+5. ``report.md`` / ``report.json``: expert, base and base + residual on the same held-out seeds
+   (from 1000000), training curves (``base.png``, ``residual.png``), the video, stage timings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from robot_rl.evaluation.evaluate import EvalConfig, evaluate
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """Expert demos -> diffusion base -> residual RL -> ONNX export -> evaluation -> report."""
+
+    env: str = "robot_rl/PandaPush-v0"
+    """Environment id (Franka tasks and QuadrotorWaypoint have scripted experts)."""
+    out: Path = Path("out/pipeline")
+    """Folder for every artifact and the report."""
+    demos: int = 100
+    """Expert demonstrations."""
+    base_steps: int = 10_000
+    """Diffusion training steps."""
+    residual_steps: int = 20_000
+    """Residual RL env steps (0 skips the stage)."""
+    residual_algo: str = "sac"
+    """sac, ppo or dsrl."""
+    episodes: int = 100
+    """Held-out evaluation episodes per policy."""
+    video_episodes: int = 3
+    """Episodes in the rollout video (0: no video)."""
+    threads: int = 2
+    """torch CPU threads for training."""
+
+    def __post_init__(self) -> None:
+        if self.demos < 1 or self.base_steps < 1 or self.episodes < 1 or self.residual_steps < 0:
+            raise ValueError("`demos`, `base_steps` and `episodes` must be >= 1 and `residual_steps` >= 0.")
+        if self.video_episodes < 0:
+            raise ValueError(f"`video_episodes` must be >= 0. Got {self.video_episodes}.")
+        if self.residual_algo not in ("sac", "ppo", "dsrl"):
+            raise ValueError(f"`residual_algo` must be sac, ppo or dsrl. Got {self.residual_algo!r}.")
+
+
+def _done(path: Path) -> bool:
+    return path.exists()
+
+
+def run_pipeline(config: Pipeline) -> dict[str, Any]:
+    """Run the stages not yet complete in ``config.out`` and write the report; returns report.json."""
+    from robot_rl.data import collect
+    from robot_rl.data.dataset import DemoDataset
+    from robot_rl.envs.registry import check_env_id
+    from robot_rl.policies.config import TrainDiffusion
+    from robot_rl.policies.plots import plot_training
+    from robot_rl.policies.train import train
+
+    env_id = check_env_id(config.env)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    timings: dict[str, float] = {}
+
+    def stage(name: str) -> float:
+        print(f"\n== {name} ==", flush=True)
+        return time.perf_counter()
+
+    demos = out / "demos.hdf5"
+    have = 0
+    if demos.exists():
+        with DemoDataset(demos) as ds:
+            have = len(ds)
+    if have < config.demos:
+        start = stage(f"1/5 expert demos ({config.demos})")
+        collect(env_id, "expert", config.demos - have, demos)
+        timings["demos"] = time.perf_counter() - start
+
+    base = out / "base"
+    if not _done(base / "policy.safetensors") or _steps_done(base) < config.base_steps:
+        start = stage(f"2/5 diffusion base ({config.base_steps} steps)")
+        resume = (base / "config.json").exists()
+        train(
+            TrainDiffusion(
+                data=demos,
+                out=base,
+                steps=config.base_steps,
+                eval_every=max(1, config.base_steps // 10),
+                eval_episodes=20,
+                threads=config.threads,
+                resume=resume,
+            )
+        )
+        timings["base"] = time.perf_counter() - start
+
+    residual = out / "residual"
+    if config.residual_steps and not _done(residual / "last.zip"):
+        from robot_rl.rl.config import TrainResidual
+        from robot_rl.rl.train import train_residual
+
+        start = stage(f"3/5 residual RL ({config.residual_algo}, {config.residual_steps} env steps)")
+        if residual.exists():
+            import shutil
+
+            shutil.rmtree(residual)  # an interrupted residual run restarts (stable-baselines3 has no mid-run resume)
+        train_residual(
+            TrainResidual(
+                base=base,
+                out=residual,
+                algo=config.residual_algo,  # type: ignore[arg-type]
+                steps=config.residual_steps,
+                eval_every=max(1, config.residual_steps // 5),
+                eval_episodes=20,
+                demos=demos if config.residual_algo == "sac" else None,
+                threads=config.threads,
+            )
+        )
+        timings["residual"] = time.perf_counter() - start
+
+    policy = out / "policy"
+    start = stage("4/5 export and evaluate the exported base")
+    from robot_rl.export import export_run
+    from robot_rl.export.metadata import record_eval
+
+    export_run(base, policy, overwrite=True)
+    exported = evaluate(
+        EvalConfig(
+            policy=str(policy),
+            episodes=config.episodes,
+            video=policy / "rollout.mp4" if config.video_episodes else None,
+            video_episodes=max(1, config.video_episodes),
+        )
+    )
+    record_eval(policy, exported)
+    timings["export_eval"] = time.perf_counter() - start
+
+    start = stage("5/5 expert and base + residual on the same seeds; report")
+    expert = evaluate(EvalConfig(env=env_id, policy="expert", episodes=config.episodes, seed=exported["seed"]))
+    combined = None
+    if config.residual_steps:
+        combined = evaluate(EvalConfig(policy=str(residual), episodes=config.episodes))
+        plot_training(residual, out / "residual.png", title=f"{env_id} residual ({config.residual_algo})")
+    plot_training(base, out / "base.png", title=f"{env_id} diffusion base")
+    timings["report"] = time.perf_counter() - start
+    report = _report(config, env_id, expert, exported, combined, timings)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(_markdown(report))
+    print(f"\nreport: {out / 'report.md'}")
+    return report
+
+
+def _steps_done(run: Path) -> int:
+    path = run / "checkpoints" / "latest" / "trainer.json"
+    return int(json.loads(path.read_text())["step"]) if path.is_file() else 0
+
+
+def _row(name: str, report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "policy": name,
+        "success_rate": report["success_rate"],
+        "success_ci95": report["success_ci95"],
+        "mean_return": report["mean_return"],
+    }
+
+
+def _report(
+    config: Pipeline,
+    env_id: str,
+    expert: dict[str, Any],
+    exported: dict[str, Any],
+    combined: dict[str, Any] | None,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    rows = [_row("scripted expert", expert), _row("diffusion base (ONNX)", exported)]
+    if combined is not None:
+        rows.append(_row("diffusion base (torch, same seeds)", combined["base_alone"]))
+        rows.append(_row(f"base + residual ({config.residual_algo})", combined))
+    return {
+        "env": env_id,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
+        "seeds": [exported["seed"], exported["seed"] + config.episodes - 1],
+        "results": rows,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "video": "policy/rollout.mp4" if config.video_episodes else None,
+    }
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# robot_rl pipeline: {report['env']}",
+        "",
+        f"Held-out seeds {report['seeds'][0]}..{report['seeds'][1]} (demos use seeds from 0).",
+        "",
+        "| policy | success | 95% CI | mean return |",
+        "|---|---:|---|---:|",
+    ]
+    for row in report["results"]:
+        low, high = row["success_ci95"]
+        lines.append(
+            f"| {row['policy']} | {row['success_rate']:.2f} | [{low:.2f}, {high:.2f}] | {row['mean_return']:.1f} |"
+        )
+    lines += ["", "Stage wall times (this run; skipped stages are absent):", ""]
+    lines += [f"- {k}: {v:.0f} s" for k, v in report["timings_s"].items()]
+    lines += ["", "![base training](base.png)", ""]
+    if any("residual" in r["policy"] for r in report["results"]):
+        lines += ["![residual training](residual.png)", ""]
+    if report["video"]:
+        lines += [f"Rollout video of the exported base: [{report['video']}]({report['video']}).", ""]
+    return "\n".join(lines)
