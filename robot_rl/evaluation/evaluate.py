@@ -43,6 +43,9 @@ class EvalConfig:
     """Diffusion runs: denoising steps (default: the run's; an exported policy has them fixed at export)."""
     n_action_steps: int | None = None
     """Chunked policies: actions executed per chunk (default: the run's)."""
+    blend: Literal["none", "ensemble", "crossfade"] = "none"
+    """Exported policies: transitions between action chunks in the runtime controller (``none``: receding
+    horizon; ``ensemble``: ACT-style temporal ensembling; ``crossfade``: linear cross-fade; see README, Runtime)."""
     threads: int = 1
     """torch CPU threads for a trained policy (one avoids fighting other jobs for the cores)."""
     plot: Path | None = None
@@ -83,6 +86,19 @@ class EvalConfig:
             raise ValueError(f"`inference_steps` must be >= 1. Got {self.inference_steps}.")
         if self.n_action_steps is not None and self.n_action_steps < 1:
             raise ValueError(f"`n_action_steps` must be >= 1. Got {self.n_action_steps}.")
+        if self.blend != "none":
+            from robot_rl.export.metadata import is_policy_dir
+
+            if not is_policy_dir(self.policy):
+                raise ValueError(
+                    f"`blend` applies to exported policies (`robot-rl export ... --out DIR`); {self.policy!r} is not "
+                    "one. Use --blend none."
+                )
+        if self.blend == "ensemble" and self.n_action_steps is not None:
+            raise ValueError(
+                "`n_action_steps` does not apply with --blend ensemble (it takes up a new chunk every "
+                "`ControllerConfig.replan_every` steps and blends them all)."
+            )
         if self.plot is not None and self.policy in ("expert", "random"):
             raise ValueError("`plot` draws a training run's curves; --policy must be a run directory.")
         if self.takeover_hold < 0.0:
@@ -203,12 +219,13 @@ def _make_policy(config: EvalConfig, env_id: str, env: Any) -> tuple[Policy, Cal
         return random_policy, lambda seed: None
     if name != "expert":
         from robot_rl.export.metadata import is_policy_dir
-        from robot_rl.policies import ChunkedActor, load_policy
-        from robot_rl.policies.base import check_layout
 
         if is_policy_dir(name):
-            return _exported_actor(config, env)
+            return _exported_actor(config, env)  # onnxruntime: no torch
         import torch
+
+        from robot_rl.policies import ChunkedActor, load_policy
+        from robot_rl.policies.base import check_layout
 
         torch.set_num_threads(config.threads)
         from robot_rl.policies.checkpoint import read_config
@@ -236,10 +253,12 @@ def _make_policy(config: EvalConfig, env_id: str, env: Any) -> tuple[Policy, Cal
 
 
 def _exported_actor(config: EvalConfig, env: Any) -> tuple[Policy, Callable[[int], None]]:
-    """An exported policy folder on onnxruntime, run by a ChunkedActor."""
-    from robot_rl.policies import ChunkedActor
-    from robot_rl.policies.base import check_layout
-    from robot_rl.runtime import OnnxPolicy
+    """An exported policy folder on onnxruntime, run by the runtime Controller (the hardware code path).
+
+    The controller's clock is the simulated time ``k * ctrl_dt`` at step ``k`` of the episode.
+    """
+    from robot_rl.policies.layout import check_layout
+    from robot_rl.runtime import Controller, ControllerConfig, OnnxPolicy
 
     policy = OnnxPolicy(config.policy)
     check_layout(policy.layout, env.observation_space, policy.action_dim, env.action_space)
@@ -253,13 +272,28 @@ def _exported_actor(config: EvalConfig, env: Any) -> tuple[Policy, Callable[[int
             f"with `robot-rl export --run {policy.metadata.base.run_dir} --inference-steps {config.inference_steps} "
             "--out NEW_DIR` to evaluate another number."
         )
-    actor = ChunkedActor(policy, n_action_steps=config.n_action_steps)
-    return actor, lambda seed: actor.reset(seed)
+    ctrl_dt = float(env.unwrapped.ctrl_dt)
+    controller = Controller(
+        policy, ControllerConfig(blend=config.blend, n_action_steps=config.n_action_steps, ctrl_dt=ctrl_dt)
+    )
+    clock = {"step": 0}
+
+    def act(obs: dict[str, np.ndarray]) -> np.ndarray:
+        output = controller.step(obs, clock["step"] * ctrl_dt)
+        clock["step"] += 1
+        return output.action
+
+    def reset(seed: int) -> None:
+        clock["step"] = 0
+        controller.reset(seed)
+
+    return act, reset
 
 
 def _exported_report(meta: PolicyMetadata, config: EvalConfig) -> dict[str, Any]:
     """``policy_run`` of the report for an exported policy: the run's keys plus where the graph came from."""
     options = dict(meta.base.options)
+    options["blend"] = config.blend
     if config.n_action_steps is not None:
         options["n_action_steps"] = config.n_action_steps
     return {
