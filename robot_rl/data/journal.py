@@ -420,15 +420,21 @@ class JournaledFile:
             raise
         self._journal_size = 0
         self._records = 0
+        self._new_overlay()
+        self._pending = False
+        """True while an update is between its journal write and the end of its apply: if that is
+        interrupted (KeyboardInterrupt, an I/O error), the journal must survive for recovery."""
+
+    def _new_overlay(self) -> None:
+        """The overlay every update goes through, and the HDF5 access property list for it.
+
+        Built once, as ``h5py.File(overlay, "r+", libver="latest")`` would build them per update.
+        """
         self._overlay = _Overlay(self._fd)
-        # Built once (as h5py.File(overlay, "r+", libver="latest") would build it per update).
         self._fapl = h5p.create(h5p.FILE_ACCESS)
         self._fapl.set_fileobj_driver(h5fd.fileobj_driver, self._overlay)
         self._fapl.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)
         self._h5name = repr(self._overlay).encode("ascii", "replace")
-        self._pending = False
-        """True while an update is between its journal write and the end of its apply: if that is
-        interrupted (KeyboardInterrupt, an I/O error), the journal must survive for recovery."""
 
     def _create(self, create: Callable[[h5py.File], None]) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -467,6 +473,7 @@ class JournaledFile:
         except BaseException:
             with contextlib.suppress(Exception):
                 f.close()
+            self._new_overlay()  # in case HDF5 could not let go of the old one
             raise
         f.close()
         record = overlay.record()

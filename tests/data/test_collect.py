@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -110,3 +111,42 @@ def test_sources_by_name_and_policies(tmp_path: Path) -> None:
         collect(PUSH, "expert", 0, tmp_path / "z.hdf5", progress=False)
     with pytest.raises(ValueError, match="Did you mean"):
         collect("PandaPsh-v0", "expert", 1, tmp_path / "z.hdf5", progress=False)
+
+
+class FirstStepProbe:
+    """The PandaPush expert; before each episode's first action, counts the demos a reader finds on disk."""
+
+    realtime = False
+    name = "expert"
+    intervention = None
+
+    def __init__(self, path: Path) -> None:
+        from robot_rl.envs.franka.experts import make_expert
+
+        self.expert = make_expert(PUSH)
+        self.path = path
+        self.on_disk: list[int] = []
+        self._first = False
+
+    def reset(self, obs: dict[str, np.ndarray]) -> None:
+        self.expert.reset()
+        self._first = True
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        if self._first:
+            self._first = False
+            with h5py.File(self.path, "r") as f:  # another reader, while the recorder holds the file
+                self.on_disk.append(len(f["data"]))
+        return self.expert(obs)
+
+    def episode_control(self) -> Sequence[EpisodeEvent]:
+        return ()
+
+
+def test_each_episode_is_on_disk_before_the_next_one_takes_its_first_step(tmp_path: Path) -> None:
+    # The pages reach the file only after the journal record is fsynced, so a demo a reader sees is durable.
+    out = tmp_path / "durable.hdf5"
+    probe = FirstStepProbe(out)
+    report = collect(PUSH, probe, 3, out, seed=0, progress=False, keep_failed=True)
+    assert report["kept"] == 3
+    assert probe.on_disk == [0, 1, 2]

@@ -165,3 +165,35 @@ def test_the_overlay_and_its_record_match_a_plain_file_byte_for_byte(tmp_path: P
         journal_mod._apply(fd, record)  # again, as recovery after a crash mid-apply does
         os.close(fd)
         assert path.read_bytes() == bytes(model)
+
+
+def test_one_overlay_serves_many_updates_with_small_unaligned_reads_and_writes(tmp_path: Path) -> None:
+    """HDF5's typical access (a few to a few hundred bytes, across page edges), reset between updates."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "small.bin"
+    base = rng.integers(0, 256, 3 * journal_mod.PAGE + 123, dtype=np.uint8).tobytes()
+    path.write_bytes(base)
+    model = bytearray(base)
+    fd = os.open(path, os.O_RDWR)
+    overlay = journal_mod._Overlay(fd)
+    for _update in range(5):
+        overlay.reset()
+        for _ in range(200):
+            pos = int(rng.integers(0, len(model) + 2 * journal_mod.PAGE))
+            count = int(rng.integers(0, 300))
+            if rng.random() < 0.5:
+                data = rng.integers(0, 256, count, dtype=np.uint8).tobytes()
+                assert overlay.seek(pos) == pos
+                assert overlay.write(memoryview(data)) == count
+                if pos > len(model):
+                    model.extend(bytes(pos - len(model)))
+                model[pos : pos + count] = data
+            else:
+                overlay.seek(pos)
+                buffer = memoryview(bytearray(count))
+                n = overlay.readinto(buffer)
+                assert bytes(buffer[:n]) == bytes(model[pos : pos + count])
+        assert overlay.seek(0, 2) == len(model)
+        journal_mod._apply(fd, overlay.record())
+        assert path.read_bytes() == bytes(model)
+    os.close(fd)

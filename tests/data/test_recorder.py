@@ -13,6 +13,7 @@ import pytest
 
 from robot_rl.data import DatasetError, DemoDataset, DemoRecorder, collect, journal, mujoco_state
 from robot_rl.data.collect import expert_source
+from robot_rl.data.recorder import StateReader
 from robot_rl.envs.registry import make
 
 from .conftest import HOVER, PUSH
@@ -192,3 +193,117 @@ class TestEpisodeLifecycle:
             with pytest.raises(ValueError, match="inconsistent"):
                 rec.commit(success=False)
             rec.discard()
+
+
+def _synthetic(n: int, state_size: int = 7, seed: int = 0, chained: bool = True) -> tuple[list[tuple], np.ndarray]:
+    """``n`` steps of random data (obs, action, reward, done, next_obs) and their states (n, S)."""
+    rng = np.random.default_rng(seed)
+
+    def obs() -> dict[str, np.ndarray]:
+        return {
+            "observation": rng.normal(size=5),
+            "achieved_goal": rng.normal(size=3),
+            "desired_goal": rng.normal(size=3),
+        }
+
+    steps, current = [], obs()
+    for t in range(n):
+        after = obs()
+        steps.append((current, rng.uniform(-2, 2, size=4), float(rng.normal()), t == n - 1, after))
+        # A plain step loop hands the same dict on (chained); a wrapper may pass an equal copy.
+        current = after if chained else {k: v.copy() for k, v in after.items()}
+    return steps, rng.normal(size=(n, state_size))
+
+
+def _read_demo(path: Path, name: str) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r") as f:
+        demo = f["data"][name]
+        out = {f"{sub}/{k}": demo[sub][k][()] for sub in ("obs", "next_obs") for k in demo[sub]}
+        out |= {k: demo[k][()] for k in ("actions", "rewards", "dones", "states")}
+        out["num_samples"] = demo.attrs["num_samples"]
+    return out
+
+
+class TestStepBuffers:
+    def test_states_read_into_slots_or_copied_are_stored_exactly_across_buffer_growth(self, tmp_path: Path) -> None:
+        n = 150  # past the initial 64-row state buffer, twice
+        steps, states = _synthetic(n)
+        with DemoRecorder(
+            tmp_path / "s.hdf5", PUSH, {}, 0.04, "expert", action_bounds=(-np.ones(4), np.ones(4))
+        ) as rec:
+            rec.start_episode(0)
+            for t, step in enumerate(steps):
+                if t % 3:
+                    slot = rec.state_slot(states.shape[1])
+                    slot[:] = states[t]  # what StateReader(out=slot) does
+                    rec.add_step(*step, slot)
+                else:
+                    rec.add_step(*step, states[t].copy())
+            rec.commit(success=True)
+        demo = _read_demo(tmp_path / "s.hdf5", "demo_0")
+        np.testing.assert_array_equal(demo["states"], states)
+        for key in ("observation", "achieved_goal", "desired_goal"):
+            np.testing.assert_array_equal(demo[f"obs/{key}"], [s[0][key] for s in steps])
+            np.testing.assert_array_equal(demo[f"next_obs/{key}"], [s[4][key] for s in steps])
+        np.testing.assert_array_equal(demo["actions"], np.clip([s[1] for s in steps], -1.0, 1.0))
+        np.testing.assert_array_equal(demo["rewards"], [s[2] for s in steps])
+        np.testing.assert_array_equal(demo["dones"], [s[3] for s in steps])
+        assert demo["num_samples"] == n
+
+    def test_observations_passed_as_copies_are_stored_as_when_chained(self, tmp_path: Path) -> None:
+        files = {}
+        for chained in (True, False):
+            steps, states = _synthetic(20, seed=3, chained=chained)
+            files[chained] = tmp_path / f"c{chained}.hdf5"
+            with DemoRecorder(files[chained], PUSH, {}, 0.04, "expert") as rec:
+                rec.start_episode(0)
+                for step, state in zip(steps, states, strict=True):
+                    rec.add_step(*step, state)
+                rec.commit(success=True)
+        chained_demo, copied_demo = (_read_demo(files[c], "demo_0") for c in (True, False))
+        assert chained_demo.keys() == copied_demo.keys()
+        for key, value in chained_demo.items():
+            np.testing.assert_array_equal(value, copied_demo[key], err_msg=key)
+        # obs[t + 1] is next_obs[t] (in both files)
+        np.testing.assert_array_equal(chained_demo["obs/observation"][1:], chained_demo["next_obs/observation"][:-1])
+
+    def test_the_reused_state_buffer_does_not_change_committed_episodes(self, tmp_path: Path) -> None:
+        path = tmp_path / "r.hdf5"
+        first, first_states = _synthetic(30, seed=1)
+        second, second_states = _synthetic(10, seed=2)
+        with DemoRecorder(path, PUSH, {}, 0.04, "expert") as rec:
+            for seed, (steps, states) in enumerate(((first, first_states), (second, second_states))):
+                rec.start_episode(seed)
+                for step, state in zip(steps, states, strict=True):
+                    rec.add_step(*step, state)
+                rec.commit(success=True)
+        np.testing.assert_array_equal(_read_demo(path, "demo_0")["states"], first_states)
+        np.testing.assert_array_equal(_read_demo(path, "demo_1")["states"], second_states)
+
+    def test_a_state_of_another_size_is_refused_within_an_episode_not_across(self, tmp_path: Path) -> None:
+        steps, states = _synthetic(3)
+        with DemoRecorder(tmp_path / "z.hdf5", PUSH, {}, 0.04, "expert") as rec:
+            rec.start_episode(0)
+            rec.add_step(*steps[0], states[0])
+            with pytest.raises(
+                ValueError, match="state size changed within the episode: 7 in the first 1 steps, now 6"
+            ):
+                rec.add_step(*steps[1], states[1][:6])
+            with pytest.raises(ValueError, match="state size changed"):
+                rec.state_slot(9)
+            with pytest.raises(ValueError, match=r"1-D MuJoCo state of shape \(S,\)"):
+                rec.add_step(*steps[1], states[:2])
+            rec.discard()
+            rec.start_episode(1)  # a new episode may have another size
+            rec.add_step(*steps[0], states[0][:6])
+            rec.commit(success=True)
+        assert _read_demo(tmp_path / "z.hdf5", "demo_0")["states"].shape == (1, 6)
+
+    def test_the_state_reader_fills_the_array_it_is_given(self) -> None:
+        env = make(HOVER)
+        env.reset(seed=4)
+        read_state = StateReader(env)
+        out = np.full(read_state.size, np.nan)
+        assert read_state(out) is out
+        np.testing.assert_array_equal(out, mujoco_state(env))
+        env.close()
