@@ -31,15 +31,22 @@ class Envs:
     """List the registered environments with a one-line description each."""
 
 
-BENCHMARKS = {"envs": "bench_envs.py", "quadrotor": "bench_quadrotor.py", "policy": "bench_policy.py"}
+BENCHMARKS = {
+    "envs": "bench_envs.py",
+    "quadrotor": "bench_quadrotor.py",
+    "policy": "bench_policy.py",
+    "recording": "bench_recording.py",
+    "runtime": "bench_runtime.py",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Bench:
-    """Run a benchmark from bench/: `envs` (PandaPush against FetchPush-v4), `quadrotor`, or `policy`."""
+    """Run a benchmark from bench/ (its markdown and JSON go to --out)."""
 
-    which: tyro.conf.Positional[Literal["envs", "quadrotor", "policy"]]
-    """Which benchmark: envs, quadrotor, or policy (diffusion latency and success against denoising steps)."""
+    which: tyro.conf.Positional[Literal["envs", "quadrotor", "policy", "recording", "runtime"]]
+    """Which benchmark: envs, quadrotor, policy (diffusion latency and success against denoising steps),
+    recording (demo recorder overhead) or runtime (Controller latency and smoothness, shipped policies)."""
     out: Path = Path("bench/results")
     """Folder for the markdown and JSON results."""
     run: Path | None = None
@@ -359,6 +366,8 @@ def run(argv: list[str] | None = None) -> int:
             if command.run is None:
                 raise ValueError("`bench policy` needs --run RUN_DIR (a diffusion training run).")
             module.run(command.run, [1, 2, 3, 5, 10], command.episodes, 300, command.out)
+        elif command.which == "runtime":
+            module.run(command.episodes, command.out)
         else:
             module.run(out_dir=command.out)
     return 0
