@@ -55,10 +55,6 @@ class Pipeline:
             raise ValueError(f"`residual_algo` must be sac, ppo or dsrl. Got {self.residual_algo!r}.")
 
 
-def _done(path: Path) -> bool:
-    return path.exists()
-
-
 def run_pipeline(config: Pipeline) -> dict[str, Any]:
     """Run the stages not yet complete in ``config.out`` and write the report; returns report.json."""
     from robot_rl.data import collect
@@ -89,7 +85,7 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
         timings["demos"] = time.perf_counter() - start
 
     base = out / "base"
-    if not _done(base / "policy.safetensors") or _steps_done(base) < config.base_steps:
+    if not (base / "policy.safetensors").exists() or _steps_done(base) < config.base_steps:
         start = stage(f"2/5 diffusion base ({config.base_steps} steps)")
         resume = (base / "config.json").exists()
         train(
@@ -106,7 +102,7 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
         timings["base"] = time.perf_counter() - start
 
     residual = out / "residual"
-    if config.residual_steps and not _done(residual / "last.zip"):
+    if config.residual_steps and not (residual / "last.zip").exists():
         from robot_rl.rl.config import TrainResidual
         from robot_rl.rl.train import train_residual
 

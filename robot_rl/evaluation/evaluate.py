@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from robot_rl.envs.registry import check_env_id, make
+from robot_rl.evaluation.rollout import EPISODE_EXTRAS
 
 if TYPE_CHECKING:
     from robot_rl.export.metadata import PolicyMetadata
@@ -184,9 +185,10 @@ def _base_alone(run_dir: str, env: Any, seeds: list[int]) -> dict[str, Any]:
     """The residual run's base, without its residual, on the same seeds."""
     from robot_rl.evaluation.rollout import run_episodes
     from robot_rl.policies import ChunkedActor
+    from robot_rl.policies.checkpoint import read_config
     from robot_rl.rl.train import load_base
 
-    run = read_run_config(run_dir)
+    run = read_config(run_dir)
     base, _ = load_base(run["base"]["path"])
     actor = ChunkedActor(base)
     episodes = run_episodes(env, actor, lambda seed: actor.reset(seed), seeds)
@@ -198,13 +200,6 @@ def _base_alone(run_dir: str, env: Any, seeds: list[int]) -> dict[str, Any]:
         "mean_return": float(np.mean([e["return"] for e in episodes])),
         "per_episode": [{k: e[k] for k in ("seed", "success", "return")} for e in episodes],
     }
-
-
-def read_run_config(run_dir: str) -> dict[str, Any]:
-    """A training run's config.json."""
-    from robot_rl.policies.checkpoint import read_config
-
-    return read_config(run_dir)
 
 
 def _make_policy(config: EvalConfig, env_id: str, env: Any) -> tuple[Policy, Callable[[int], None]]:
@@ -390,7 +385,7 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
                 "first_alarm_step": None,
                 "intervention_steps": human,
             }
-            for key in ("crash", "distance", "tracking_rmse", "clipped_commands", "motor_saturations"):
+            for key in EPISODE_EXTRAS:
                 if key in info:
                     episode[key] = info[key]
             per_episode.append(episode)

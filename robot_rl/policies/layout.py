@@ -15,6 +15,7 @@ normalization lives in the model (:mod:`robot_rl.policies.base`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -66,21 +67,26 @@ class ObsLayout:
             if part is not None and not range(shape[0])[part]:
                 raise ValueError(f"observation key {key!r} selects nothing of an entry of shape {shape}.")
 
-    @property
+    # Parsed once per layout (cached_property writes the instance dict, which a frozen dataclass
+    # allows): flatten runs every control step, and parsing the keys there cost half of it.
+    @functools.cached_property
+    def _parts(self) -> tuple[tuple[str, slice], ...]:
+        return tuple((name, part or slice(None)) for name, part in map(parse_key, self.keys))
+
+    @functools.cached_property
     def names(self) -> tuple[str, ...]:
         """The dict entries read (keys without slices, plus the goals for ``relative_goal``)."""
-        names = tuple(dict.fromkeys(parse_key(k)[0] for k in self.keys))
+        names = tuple(dict.fromkeys(name for name, _ in self._parts))
         if self.relative_goal:
             names += tuple(n for n in ("desired_goal", "achieved_goal") if n not in names)
         return names
 
-    @property
+    @functools.cached_property
     def dim(self) -> int:
         """Length of the flattened observation."""
-        total = 0
-        for key, shape in zip(self.keys, self.shapes, strict=True):
-            _, part = parse_key(key)
-            total += int(np.prod(shape)) if part is None else len(range(shape[0])[part])
+        total = sum(
+            len(range(int(np.prod(shape)))[part]) for (_, part), shape in zip(self._parts, self.shapes, strict=True)
+        )
         return total + (3 if self.relative_goal else 0)
 
     def flatten(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -96,11 +102,7 @@ class ObsLayout:
                 f"(missing {missing[0]!r})."
             )
         length = len(obs[self.names[0]])
-        parts = []
-        for key in self.keys:
-            name, part = parse_key(key)
-            value = np.asarray(obs[name], dtype=np.float64).reshape(length, -1)
-            parts.append(value if part is None else value[:, part])
+        parts = [np.asarray(obs[name], dtype=np.float64).reshape(length, -1)[:, part] for name, part in self._parts]
         if self.relative_goal:
             parts.append(np.asarray(obs["desired_goal"], dtype=np.float64) - np.asarray(obs["achieved_goal"]))
         return np.concatenate(parts, axis=1)
