@@ -136,6 +136,22 @@ class PandaEnv(MujocoGoalEnv):
         width = float(np.mean(self.data.qpos[self._finger_qadr]))
         return np.array([0.0, 0.0, 0.0, 2.0 * width / FINGER_OPEN - 1.0])
 
+    def robot_state(self) -> dict[str, np.ndarray]:
+        """The measured robot state the safety filter and its violation check read (copies).
+
+        Keys: ``tcp_pos`` [m, world] (3,), ``tcp_vel`` [m/s, world] (3,), ``joint_pos`` [rad] (7,),
+        ``joint_vel`` [rad/s] (7,), ``gripper_width`` [m] (1,). On hardware the same keys come from
+        ``/joint_states`` and forward kinematics.
+        """
+        qpos, qvel = self._qpos, self._qvel
+        return {
+            "tcp_pos": self._tcp_pos.copy(),
+            "tcp_vel": np.array(self._tcp_velocity()),
+            "joint_pos": qpos[:7].copy(),
+            "joint_vel": qvel[:7].copy(),
+            "gripper_width": np.array([qpos[self._finger_q1] + qpos[self._finger_q2]]),
+        }
+
     @property
     def tcp_position(self) -> np.ndarray:
         """Measured TCP position [m, world]. Shape: (3,)."""

@@ -295,6 +295,21 @@ class QuadrotorEnv(MujocoGoalEnv):
     def _observation(self) -> np.ndarray:
         return np.array(self._state_vector())
 
+    def robot_state(self) -> dict[str, np.ndarray]:
+        """The true vehicle state the safety filter and its violation check read (copies).
+
+        Keys: ``position`` [m, world] (3,), ``velocity`` [m/s, world] (3,), ``rotation`` body->world
+        row-major (9,), ``body_rates`` [rad/s, body] (3,). On hardware the same keys come from the
+        pose/odometry topics; unlike ``observation`` they carry no simulated noise or latency.
+        """
+        state = self._state_vector()
+        return {
+            "position": np.array(state[0:3]),
+            "velocity": np.array(state[3:6]),
+            "rotation": np.array(state[6:15]),
+            "body_rates": np.array(state[15:18]),
+        }
+
     def _get_obs(self) -> dict[str, np.ndarray]:
         obs = super()._get_obs()
         lag = self._sample.obs_latency_steps
