@@ -89,6 +89,32 @@ class ObsLayout:
         )
         return total + (3 if self.relative_goal else 0)
 
+    @functools.cached_property
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of each dict entry read (the goals are (3,) for ``relative_goal``)."""
+        shapes = {name: shape for (name, _), shape in zip(self._parts, self.shapes, strict=True)}
+        if self.relative_goal:
+            for name in ("desired_goal", "achieved_goal"):
+                shapes.setdefault(name, (3,))
+        return shapes
+
+    def check(self, obs: Mapping[str, np.ndarray]) -> None:
+        """Refuse an observation that lacks an entry or has one of the wrong shape.
+
+        Raises:
+            KeyError: an entry the policy reads is missing (names what the observation has).
+            ValueError: an entry's shape differs (names the key, the expected and the actual shape).
+        """
+        for name, shape in self.expected_shapes.items():
+            if name not in obs:
+                raise KeyError(
+                    f"the policy reads observation entries {list(self.names)}; the observation has {sorted(obs)} "
+                    f"(missing {name!r})."
+                )
+            actual = np.shape(obs[name])
+            if actual != shape:
+                raise ValueError(f"observation entry {name!r} must have shape {shape}. Got {actual}.")
+
     def flatten(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Concatenate the entries of one observation. Shape: (dim,)."""
         return self.flatten_batch({k: np.asarray(v)[None] for k, v in obs.items()})[0]

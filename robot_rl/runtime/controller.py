@@ -11,6 +11,11 @@ policies/NAME`` drives it with simulated time and the ROS 2 node with the wall c
 5. feeds the monitors (which can raise the alarm) and passes the command through the filters in
    order (the safety filter plugs in here);
 
+an observation holding NaN or inf never reaches the policy: the step returns the fallback command
+(hold; or the one given) with the reason in ``status.fallback``, and the history keeps the last good
+observation. An observation missing an entry or with one of the wrong shape raises (KeyError /
+ValueError naming the entry and the expected shape): that is a wiring fault, not a transient;
+
 and returns a :class:`ControlOutput`: the command and a :class:`ControlStatus` saying what happened.
 
 Chunk timing: a chunk computed at step ``s`` (from the history ending with observation ``s``) holds
@@ -33,7 +38,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, Protocol, get_args
 
@@ -138,6 +143,8 @@ class ControlStatus:
     """Names of the monitors that raised it."""
     filter_reports: list[Any] = dataclasses.field(default_factory=list)
     """What each filter reported, in the order they ran."""
+    fallback: str | None = None
+    """Why the step returned the fallback command instead of the policy's (None: it did not)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +201,9 @@ class Controller:
         config: Chunk execution and timing.
         filters: Applied to every command in order; each returns the action to send and a report.
         monitors: Fed every step's observation, newest chunk and status; any of them can raise the alarm.
+        fallback: The command for a step whose observation is not finite, from that observation (the
+            safety chain's hold / hover). Default: zeros, except that a Franka policy's gripper keeps
+            its last command (zero displacement holds the arm where it is).
 
     Raises:
         ValueError: a config that does not fit the policy's horizon, or no control period known.
@@ -205,8 +215,10 @@ class Controller:
         config: ControllerConfig | None = None,
         filters: Sequence[ActionFilter] = (),
         monitors: Sequence[Monitor] = (),
+        fallback: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None,
     ) -> None:
         self.policy = policy
+        self.fallback = fallback
         self.config = config = config or ControllerConfig()
         self.filters = list(filters)
         self.monitors = list(monitors)
@@ -246,6 +258,10 @@ class Controller:
         self._due = 0
         self._taken = 0
         self._last_now: float | None = None
+        self._last_command: np.ndarray | None = None
+        family = getattr(getattr(metadata, "action", None), "family", None)
+        self._hold_dims = [3] if family == "franka" else []
+        """Dims the default fallback keeps at their last command (the Franka gripper)."""
 
     @classmethod
     def load(
@@ -271,6 +287,7 @@ class Controller:
         self._chunks.clear()
         self._t = self._due = self._taken = 0
         self._last_now = None
+        self._last_command = None
         if seed is not None:
             self.rng = np.random.default_rng(seed)
 
@@ -288,7 +305,11 @@ class Controller:
         t = self._t
         period_s = None if self._last_now is None else float(now) - self._last_now
         self._last_now = float(now)
-        flat = self.policy.layout.flatten(observation)
+        layout = self.policy.layout
+        layout.check(observation)
+        flat = layout.flatten(observation)
+        if not math.isfinite(float(flat.sum())):
+            return self._fallback_step(observation, t, now, period_s, start, flat)
         if not self._history:
             self._history.extend([flat] * self.policy.n_obs_steps)
         else:
@@ -345,7 +366,49 @@ class Controller:
             command = np.asarray(command, dtype=np.float64)
             status.filter_reports.append(report)
         status.compute_s = time.perf_counter() - start
+        self._last_command = command
         return ControlOutput(action=command, policy_action=action, status=status)
+
+    def _fallback_step(
+        self,
+        observation: Mapping[str, np.ndarray],
+        t: int,
+        now: float,
+        period_s: float | None,
+        start: float,
+        flat: np.ndarray,
+    ) -> ControlOutput:
+        """The step for an observation with NaN/inf: the fallback command, the policy untouched."""
+        bad = [name for name in self.policy.layout.names if not np.all(np.isfinite(observation[name]))]
+        reason = f"non-finite observation entries {bad}" if bad else "non-finite observation"
+        if self.fallback is not None:
+            command = np.asarray(self.fallback(observation), dtype=np.float64)
+        else:
+            command = np.zeros(self.policy.action_dim)
+            if self._last_command is not None:
+                command[self._hold_dims] = self._last_command[self._hold_dims]
+        if not np.all(np.isfinite(command)):
+            command = np.zeros(self.policy.action_dim)
+        self._t += 1
+        newest = self._chunks[-1] if self._chunks else None
+        status = ControlStatus(
+            step=t,
+            now=float(now),
+            period_s=period_s,
+            late=period_s is not None and period_s > self.config.late_factor * self.ctrl_dt,
+            chunk_index=newest.index if newest else -1,
+            chunk_step=t - newest.origin if newest else 0,
+            new_chunk=False,
+            computed_chunk=False,
+            inference_s=None,
+            queue_length=max(self._due - t - 1, 0),
+            blend_weight=1.0,
+            active_chunks=0,
+            fallback=reason,
+        )
+        status.compute_s = time.perf_counter() - start
+        self._last_command = command
+        return ControlOutput(action=command, policy_action=command.copy(), status=status)
 
     def sync(self) -> None:
         """Wait until a chunk being computed in the background is ready (tests, shutdown)."""

@@ -349,3 +349,45 @@ def test_the_controller_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class TestBadObservations:
+    def test_nan_or_inf_gives_the_fallback_with_the_reason_and_never_reaches_the_policy(self):
+        policy = FakePolicy()
+        controller = Controller(policy, ControllerConfig(ctrl_dt=0.02))
+        controller.step(obs(1), 0.0)
+        for bad in (np.nan, np.inf, -np.inf):
+            output = controller.step({"observation": np.array([0.5, bad])}, 0.02)
+            assert np.all(np.isfinite(output.action))
+            np.testing.assert_array_equal(output.action, np.zeros(2))
+            assert "observation" in output.status.fallback
+        # The history kept only finite observations: the next chunk is computed from them.
+        for t in range(2, 5):
+            controller.step(obs(t), 0.02 * t)
+        assert all(np.all(np.isfinite(h)) for h in policy.histories)
+
+    def test_a_given_fallback_is_used(self):
+        controller = Controller(FakePolicy(), ControllerConfig(ctrl_dt=0.02), fallback=lambda o: np.array([7.0, 8.0]))
+        output = controller.step({"observation": np.array([np.nan, 0.0])}, 0.0)
+        np.testing.assert_array_equal(output.action, [7.0, 8.0])
+        assert output.status.fallback is not None and not output.status.new_chunk
+
+    def test_the_franka_fallback_holds_the_arm_and_keeps_the_gripper(self):
+        policy = OnnxPolicy(PUSH)
+        env = make(policy.metadata.env_id)
+        controller = Controller(policy)
+        observation, _ = env.reset(seed=1_000_000)
+        controller.reset(1_000_000)
+        first = controller.step(observation, 0.0).action
+        broken = {**observation, "observation": np.full_like(observation["observation"], np.nan)}
+        held = controller.step(broken, 0.04).action
+        np.testing.assert_array_equal(held[:3], 0.0)
+        assert held[3] == first[3]
+        env.close()
+
+    def test_a_missing_entry_or_wrong_shape_names_the_key_and_the_expected_shape(self):
+        controller = Controller(FakePolicy(), ControllerConfig(ctrl_dt=0.02))
+        with pytest.raises(KeyError, match="missing 'observation'"):
+            controller.step({"obs": np.zeros(2)}, 0.0)
+        with pytest.raises(ValueError, match=r"'observation' must have shape \(2,\). Got \(3,\)"):
+            controller.step({"observation": np.zeros(3)}, 0.0)
