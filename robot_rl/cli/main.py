@@ -141,7 +141,8 @@ class Export:
     """Export a training run to a policy folder: policy.onnx (the whole inference), metadata.json, README.md."""
 
     run: Path
-    """Training run directory (`robot-rl train ... --out RUN_DIR`)."""
+    """Training run directory (`robot-rl train bc|diffusion|residual ... --out RUN_DIR`); a residual run exports its
+    base and its residual into one graph."""
     out: Path
     """Policy folder to write, e.g. policies/NAME."""
     inference_steps: int | None = None
@@ -204,6 +205,16 @@ def _print_report(report: dict) -> None:
             f"| {report['success_rate']:.3f} | [{low:.3f}, {high:.3f}] | {report['mean_return']:.2f} | "
             f"{report['mean_episode_length']:.1f} | {report['wall_time_s']:.1f} s |"
         )
+    if "safety_violations" in report:
+        by = report.get("safety_violations_by_constraint") or {}
+        detail = f" ({', '.join(f'{k}: {v}' for k, v in sorted(by.items()))})" if by else ""
+        line = f"safety {report.get('safety', 'off')}: {report['safety_violations']} violation steps{detail}"
+        if report.get("safety_interventions") is not None:
+            line += f", {report['safety_interventions']} filtered steps, {report['safety_fallbacks']} fallbacks"
+        print(line)
+    if report.get("monitor", "off") != "off":
+        alarms = report.get("monitor_alarms")
+        print(f"monitor {report['monitor']}" + (f": alarms in {alarms} episodes" if alarms is not None else ""))
     if report.get("takeover", "none") != "none":
         quit_note = " (quit early)" if report["quit"] else ""
         print(f"takeover ({report['takeover']}): {report['intervention_steps']} human steps{quit_note}")
@@ -326,8 +337,9 @@ def run(argv: list[str] | None = None) -> int:
 
         meta = export_run(command.run, command.out, command.inference_steps, overwrite=command.overwrite)
         steps = f", {meta.inference_steps} DDIM steps" if meta.inference_steps is not None else ""
+        kind = meta.policy_type + (f" + {meta.residual['algo']} residual" if meta.residual else "")
         print(
-            f"{command.out}: {meta.policy_type} policy for {meta.env_id}{steps}; onnxruntime matches torch to "
+            f"{command.out}: {kind} policy for {meta.env_id}{steps}; onnxruntime matches torch to "
             f"{meta.export_check['max_abs_diff']:.1g}\npolicy.onnx sha256 {meta.onnx_sha256}"
         )
         if command.eval_episodes:

@@ -42,6 +42,14 @@ NOISE_INPUT = "noise"
 """Graph input (diffusion only): initial DDIM noise, float32 (batch, horizon, action_dim), standard normal."""
 ACTIONS_OUTPUT = "actions"
 """Graph output: raw action chunk, float32 (batch, horizon, action_dim), in the env's action units."""
+RESIDUAL_OBS_INPUT = "residual_obs"
+"""Graph input (per-step residual only): raw flattened current observation, float32 (rows, obs_dim)."""
+BASE_ACTION_INPUT = "base_action"
+"""Graph input (per-step residual only): the base's raw action for the step, float32 (rows, action_dim)."""
+RESIDUAL_ACTION_OUTPUT = "residual_action"
+"""Graph output (per-step residual only): base action plus the bounded correction, float32 (rows, action_dim)."""
+RESIDUAL_ROWS_AXIS = "rows"
+"""Name of the dynamic first axis of the residual inputs and output (0 on a chunk call)."""
 BATCH_AXIS = "batch"
 """Name of the dynamic first axis of every input and output."""
 
@@ -199,7 +207,7 @@ class PolicyMetadata:
     normalization: Normalization
     base: BaseProvenance
     residual: dict[str, Any] | None
-    """The residual policy folded in (not yet supported: always None)."""
+    """The residual folded into the graph (algo, run, scale or noise bound, model sha256); None without one."""
     training_data: TrainingData
     onnx: OnnxSpec
     export_check: dict[str, Any]

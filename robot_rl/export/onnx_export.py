@@ -35,6 +35,7 @@ from torch import nn
 
 from robot_rl.export.metadata import (
     ACTIONS_OUTPUT,
+    BASE_ACTION_INPUT,
     BATCH_AXIS,
     METADATA_FILE,
     NOISE_INPUT,
@@ -42,6 +43,9 @@ from robot_rl.export.metadata import (
     ONNX_FILE,
     ONNX_METADATA_KEY,
     README_FILE,
+    RESIDUAL_ACTION_OUTPUT,
+    RESIDUAL_OBS_INPUT,
+    RESIDUAL_ROWS_AXIS,
     ActionDim,
     ActionSpec,
     BaseProvenance,
@@ -114,10 +118,17 @@ def as_onnx_graph(policy: nn.Module, inference_steps: int | None = None) -> tupl
     return _BCGraph(policy).eval(), (OBS_INPUT,)
 
 
-def export_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], names: tuple[str, ...], opset: int) -> bytes:
+def export_onnx(
+    graph: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    names: tuple[str, ...],
+    opset: int,
+    outputs: tuple[str, ...] = (ACTIONS_OUTPUT,),
+) -> bytes:
     """Trace ``graph`` on ``example`` inputs into a serialized ONNX model with a dynamic batch axis."""
     buffer = io.BytesIO()
-    axes = {name: {0: BATCH_AXIS} for name in (*names, ACTIONS_OUTPUT)}
+    rows = {RESIDUAL_OBS_INPUT, BASE_ACTION_INPUT, RESIDUAL_ACTION_OUTPUT}
+    axes = {name: {0: RESIDUAL_ROWS_AXIS if name in rows else BATCH_AXIS} for name in (*names, *outputs)}
     with warnings.catch_warnings(), torch.no_grad():
         # "You are using the legacy TorchScript-based ONNX export": chosen on purpose (module docstring).
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -129,7 +140,7 @@ def export_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], names: tupl
             buffer,
             dynamo=False,
             input_names=list(names),
-            output_names=[ACTIONS_OUTPUT],
+            output_names=list(outputs),
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,
@@ -147,7 +158,13 @@ def _example_inputs(policy: Any, batch: int, seed: int) -> tuple[torch.Tensor, .
     return obs, torch.randn(batch, policy.horizon, policy.action_dim, generator=gen)
 
 
-def parity(model_bytes: bytes, graph: nn.Module, inputs: tuple[torch.Tensor, ...], names: tuple[str, ...]) -> float:
+def parity(
+    model_bytes: bytes,
+    graph: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    names: tuple[str, ...],
+    outputs: tuple[str, ...] = (ACTIONS_OUTPUT,),
+) -> float:
     """Largest |onnxruntime - torch| over the outputs for ``inputs`` (one thread)."""
     import onnxruntime as ort
 
@@ -155,10 +172,11 @@ def parity(model_bytes: bytes, graph: nn.Module, inputs: tuple[torch.Tensor, ...
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    (out,) = session.run([ACTIONS_OUTPUT], {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
+    got = session.run(list(outputs), {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
     with torch.no_grad():
-        ref = graph(*inputs).numpy()
-    return float(np.abs(out - ref).max())
+        ref = graph(*inputs)
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    return max(float(np.abs(o - r.numpy()).max()) for o, r in zip(got, ref, strict=True))
 
 
 def observation_spec(layout: ObsLayout) -> ObservationSpec:
@@ -232,7 +250,9 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _check_out_dir(out_dir: Path, weights_sha256: str, inference_steps: int | None, overwrite: bool) -> None:
+def _check_out_dir(
+    out_dir: Path, weights_sha256: str, inference_steps: int | None, overwrite: bool, residual_sha256: str | None = None
+) -> None:
     """Refuse an ``out_dir`` that holds something else than this policy (unless ``overwrite``)."""
     if not out_dir.exists():
         return
@@ -247,7 +267,9 @@ def _check_out_dir(out_dir: Path, weights_sha256: str, inference_steps: int | No
         try:
             existing = json.loads(card.read_text())
             same = (
-                existing["base"]["weights_sha256"] == weights_sha256 and existing["inference_steps"] == inference_steps
+                existing["base"]["weights_sha256"] == weights_sha256
+                and existing["inference_steps"] == inference_steps
+                and (existing.get("residual") or {}).get("model_sha256") == residual_sha256
             )
             what = f"{existing['base']['policy_type']} from {existing['base']['run_dir']}"
         except (json.JSONDecodeError, KeyError, TypeError):
@@ -310,7 +332,15 @@ def export_run(
             f"`opset` must be in [17, {MAX_OPSET}] (LayerNormalization to the exporter's newest). Got {opset}."
         )
     config = ckpt.read_config(run_dir)
-    policy = ckpt.load_policy(run_dir)
+    residual = None
+    if config.get("policy_type") == "residual":
+        from robot_rl.export.residual_export import load_residual_run
+
+        residual = load_residual_run(run_dir)
+        config = ckpt.read_config(residual.base_dir)
+        policy = ckpt.load_policy(residual.base_dir)
+    else:
+        policy = ckpt.load_policy(run_dir)
     if policy.kind == "diffusion":
         limit = policy.config.train_timesteps
         steps = inference_steps if inference_steps is not None else policy.inference_steps
@@ -320,8 +350,11 @@ def export_run(
         raise ExportError(f"`inference_steps` applies to diffusion policies; {run_dir} is a {policy.kind} policy.")
     else:
         steps = None
-    weights_sha256 = sha256_file(run_dir / ckpt.WEIGHTS)
-    _check_out_dir(out_dir, weights_sha256, steps, overwrite)
+    base_dir = residual.base_dir if residual is not None else run_dir
+    weights_sha256 = sha256_file(base_dir / ckpt.WEIGHTS)
+    _check_out_dir(
+        out_dir, weights_sha256, steps, overwrite, residual.provenance["model_sha256"] if residual is not None else None
+    )
 
     env = make(config["env_id"], **config.get("env_kwargs", {}))
     try:
@@ -332,13 +365,38 @@ def export_run(
         env.close()
 
     graph, names = as_onnx_graph(policy, steps)
+    outputs: tuple[str, ...] = (ACTIONS_OUTPUT,)
+    if residual is not None:
+        from robot_rl.export.residual_export import residual_graph
+
+        graph, names, outputs = residual_graph(residual, policy, graph, names, action.low, action.high)
+
+    def example(batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+        inputs = _example_inputs(policy, batch, seed)
+        if RESIDUAL_OBS_INPUT not in names:
+            return inputs[: len(names)]
+        gen = torch.Generator().manual_seed(seed + 100)
+        norm = policy.normalizer
+        rows = batch + 1  # a different count from the chunk batch: the two axes are independent
+        current = norm.obs_mean + norm.obs_std * torch.randn(rows, policy.obs_dim, generator=gen)
+        low, high = norm.action_low, norm.action_high
+        base_action = low + (high - low) * torch.rand(rows, policy.action_dim, generator=gen)
+        return (*inputs, current, base_action)
+
     # Traced at batch 2, not 1, so that no batch-size-1 broadcast can be baked into the graph.
-    model_bytes = export_onnx(graph, _example_inputs(policy, 2, seed=0), names, opset)
-    diff = parity(model_bytes, graph, _example_inputs(policy, check_batch, seed=1), names)
+    model_bytes = export_onnx(graph, example(2, seed=0), names, opset, outputs)
+    diff = parity(model_bytes, graph, example(check_batch, seed=1), names, outputs)
     if not diff <= PARITY_ATOL:
         raise ExportError(f"the ONNX graph differs from torch by {diff:.3g} (tolerance {PARITY_ATOL}); not written.")
 
-    sizes = {OBS_INPUT: [policy.n_obs_steps, policy.obs_dim], NOISE_INPUT: [policy.horizon, policy.action_dim]}
+    sizes = {
+        OBS_INPUT: [BATCH_AXIS, policy.n_obs_steps, policy.obs_dim],
+        NOISE_INPUT: [BATCH_AXIS, policy.horizon, policy.action_dim],
+        RESIDUAL_OBS_INPUT: [RESIDUAL_ROWS_AXIS, policy.obs_dim],
+        BASE_ACTION_INPUT: [RESIDUAL_ROWS_AXIS, policy.action_dim],
+        ACTIONS_OUTPUT: [BATCH_AXIS, policy.horizon, policy.action_dim],
+        RESIDUAL_ACTION_OUTPUT: [RESIDUAL_ROWS_AXIS, policy.action_dim],
+    }
     options = {**config["policy"], **({"inference_steps": steps} if steps is not None else {})}
     norm = policy.normalizer
     data = config["data"]
@@ -370,7 +428,7 @@ def export_run(
             weights_sha256=weights_sha256,
             trained_with={k: config[k] for k in ("robot_rl_version", "torch_version") if k in config},
         ),
-        residual=None,
+        residual=residual.provenance if residual is not None else None,
         training_data=TrainingData(
             path=data["path"],
             sha256=data["sha256"],
@@ -381,8 +439,8 @@ def export_run(
             file=ONNX_FILE,
             opset=opset,
             exporter=EXPORTER,
-            inputs=[TensorSpec(n, [BATCH_AXIS, *sizes[n]]) for n in names],
-            outputs=[TensorSpec(ACTIONS_OUTPUT, [BATCH_AXIS, policy.horizon, policy.action_dim])],
+            inputs=[TensorSpec(n, sizes[n]) for n in names],
+            outputs=[TensorSpec(n, sizes[n]) for n in outputs],
         ),
         export_check={"max_abs_diff": diff, "batch": check_batch, "atol": PARITY_ATOL},
         eval=eval_results,
@@ -391,8 +449,9 @@ def export_run(
     )
 
     model = onnx.load_from_string(model_bytes)
-    model.graph.name = f"robot_rl_{policy.kind}"
-    model.doc_string = f"robot_rl {policy.kind} policy for {metadata.env_id}: {OBS_INPUT} -> {ACTIONS_OUTPUT}"
+    kind = policy.kind if residual is None else f"{policy.kind}+{residual.algo}"
+    model.graph.name = f"robot_rl_{kind.replace('+', '_')}"
+    model.doc_string = f"robot_rl {kind} policy for {metadata.env_id}: {', '.join(names)} -> {', '.join(outputs)}"
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, metadata.embedded_json()
     onnx.checker.check_model(model, full_check=True)

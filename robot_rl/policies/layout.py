@@ -219,7 +219,10 @@ class ChunkedActor:
             chunk = self.policy.predict(np.stack(self._history), self.rng)
             self._queue.extend(chunk[: self.n_action_steps])
             self.chunks += 1
-        return self._queue.popleft()
+        action = self._queue.popleft()
+        if getattr(self.policy, "has_residual", False):
+            action = self.policy.correct(flat, action)  # an exported policy with a per-step residual
+        return action
 
 
 def check_layout(layout: ObsLayout, observation_space: Any, action_dim: int, action_space: Any) -> None:

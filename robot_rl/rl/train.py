@@ -42,6 +42,11 @@ def load_base(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
 
         policy = OnnxPolicy(path)
         meta = json.loads((path / "metadata.json").read_text())
+        if meta.get("residual"):
+            raise ValueError(
+                f"{path} already holds a {meta['residual']['algo']} residual; a base must be a bc or diffusion policy "
+                "(residuals do not stack)."
+            )
         return policy, {
             "path": str(path),
             "source": "onnx",

@@ -261,6 +261,7 @@ class Controller:
         self._last_command: np.ndarray | None = None
         family = getattr(getattr(metadata, "action", None), "family", None)
         self._hold_dims = [3] if family == "franka" else []
+        self._residual = bool(getattr(policy, "has_residual", False))
         """Dims the default fallback keeps at their last command (the Franka gripper)."""
 
     @classmethod
@@ -333,6 +334,9 @@ class Controller:
                 self._take(arrived, t)
 
         action, weight, active = self._blend(t)
+        if self._residual:
+            # A per-step residual corrects the executed (blended) base action from this step's observation.
+            action = np.asarray(self.policy.correct(flat, action), dtype=np.float64)
         newest = self._chunks[-1]
         if self.config.prefetch and self._job is None and t >= self._due - self.config.lead:
             self._job = self._submit(t)

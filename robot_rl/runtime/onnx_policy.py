@@ -21,11 +21,14 @@ import onnxruntime as ort
 
 from robot_rl.export.metadata import (
     ACTIONS_OUTPUT,
+    BASE_ACTION_INPUT,
     CONTRACT_FIELDS,
     NOISE_INPUT,
     OBS_INPUT,
     ONNX_FILE,
     ONNX_METADATA_KEY,
+    RESIDUAL_ACTION_OUTPUT,
+    RESIDUAL_OBS_INPUT,
     PolicyMetadata,
     read_metadata,
     sha256_bytes,
@@ -99,7 +102,19 @@ class OnnxPolicy:
         self.inference_steps = meta.inference_steps
         """DDIM steps unrolled in the graph (fixed at export); None for BC."""
         self.onnx_sha256 = digest
-        self._diffusion = NOISE_INPUT in {spec.name for spec in meta.onnx.inputs}
+        inputs = {spec.name for spec in meta.onnx.inputs}
+        self._diffusion = NOISE_INPUT in inputs
+        self.has_residual = RESIDUAL_OBS_INPUT in inputs
+        """The graph holds a per-step residual: call :meth:`correct` on every executed action."""
+        if self.has_residual:
+            # The other path's inputs on each call: an empty batch (module docstring of residual_export).
+            self._no_chunk = {OBS_INPUT: np.zeros((0, self.n_obs_steps, self.obs_dim), np.float32)}
+            if self._diffusion:
+                self._no_chunk[NOISE_INPUT] = np.zeros((0, self.horizon, self.action_dim), np.float32)
+            self._no_rows = {
+                RESIDUAL_OBS_INPUT: np.zeros((0, self.obs_dim), np.float32),
+                BASE_ACTION_INPUT: np.zeros((0, self.action_dim), np.float32),
+            }
 
     def _check_session(self) -> None:
         """The graph's inputs and outputs and its embedded card agree with metadata.json."""
@@ -166,9 +181,32 @@ class OnnxPolicy:
             if noise.shape != shape:
                 raise ValueError(f"`noise` must have shape (batch, horizon, action_dim) = {shape}. Got {noise.shape}.")
             feeds[NOISE_INPUT] = noise
+        if self.has_residual:
+            feeds.update(self._no_rows)
         (actions,) = self.session.run([ACTIONS_OUTPUT], feeds)
         return actions.astype(np.float64)
 
+    def correct(self, observation: np.ndarray, base_action: np.ndarray) -> np.ndarray:
+        """The residual's action for one step: the base action plus its bounded correction. Shape: (A,).
+
+        Args:
+            observation: The raw flattened current observation. Shape: (obs_dim,).
+            base_action: The base's action for this step. Shape: (action_dim,).
+
+        Raises:
+            ValueError: the policy has no residual.
+        """
+        if not self.has_residual:
+            raise ValueError(f"{self.policy_dir} has no residual in its graph; its actions need no correction.")
+        feeds = {
+            RESIDUAL_OBS_INPUT: np.asarray(observation, dtype=np.float32).reshape(1, self.obs_dim),
+            BASE_ACTION_INPUT: np.asarray(base_action, dtype=np.float32).reshape(1, self.action_dim),
+            **self._no_chunk,
+        }
+        (action,) = self.session.run([RESIDUAL_ACTION_OUTPUT], feeds)
+        return action[0].astype(np.float64)
+
     def __repr__(self) -> str:
         steps = f", {self.inference_steps} DDIM steps" if self.inference_steps is not None else ""
-        return f"OnnxPolicy({str(self.policy_dir)!r}: {self.kind} for {self.metadata.env_id}{steps})"
+        residual = f" + {self.metadata.residual['algo']} residual" if self.metadata.residual else ""
+        return f"OnnxPolicy({str(self.policy_dir)!r}: {self.kind}{residual} for {self.metadata.env_id}{steps})"

@@ -108,3 +108,47 @@ def test_short_training_runs_write_a_loadable_run(bases, tmp_path, algo):
     assert report["env"] == REACH and report["policy_run"]["algo"] == algo
     assert [e["seed"] for e in report["base_alone"]["per_episode"]] == [e["seed"] for e in report["per_episode"]]
     assert 0.0 <= report["base_alone"]["success_rate"] <= 1.0
+
+
+@pytest.mark.parametrize("algo", ["sac", "ppo", "dsrl"])
+def test_a_residual_run_exports_into_one_graph_that_matches_torch(bases, tmp_path, algo):
+    from robot_rl.export.onnx_export import export_run
+    from robot_rl.runtime import Controller, OnnxPolicy
+
+    out = tmp_path / algo
+    train_residual(
+        TrainResidual(
+            base=bases["diffusion"], out=out, algo=algo, steps=100, eval_every=100, eval_episodes=1,
+            learning_starts=20, n_envs=2, n_steps=16, batch_size=16, net=(16, 16), progress=False, threads=1,
+        )
+    )  # fmt: skip
+    meta = export_run(out, tmp_path / "policy")
+    assert meta.residual["algo"] == algo and meta.residual["run_dir"] == str(out)
+    policy = OnnxPolicy(tmp_path / "policy")
+    agent, base, config = load_residual(out)
+    rng = np.random.default_rng(0)
+    env = gym.make(REACH)
+    obs, _ = env.reset(seed=3)
+    flat = base.layout.flatten(obs)
+    if algo == "dsrl":
+        assert not policy.has_residual
+        history = np.stack([flat] * base.n_obs_steps)
+        noise = agent.predict(history.reshape(-1).astype(np.float32), deterministic=True)[0]
+        expected = base.predict_batch(history[None], noise.reshape(1, base.horizon, base.action_dim))[0]
+        np.testing.assert_allclose(policy.predict(history), expected, atol=1e-4)
+    else:
+        assert policy.has_residual
+        scale = config["options"]["scale"]
+        for _ in range(20):
+            base_action = rng.uniform(-1, 1, 4)
+            features = np.concatenate([flat, base_action]).astype(np.float32)
+            correction = np.clip(agent.predict(features, deterministic=True)[0], -1, 1)
+            expected = np.clip(base_action + scale * correction, -1, 1)
+            np.testing.assert_allclose(policy.correct(flat, base_action), expected, atol=1e-5)
+        # The controller applies the residual to each executed action.
+        controller = Controller(policy)
+        controller.reset(0)
+        output = controller.step(obs, 0.0)
+        np.testing.assert_allclose(output.policy_action, policy.correct(flat, policy.predict(
+            np.stack([flat] * base.n_obs_steps), np.random.default_rng(0))[0]), atol=1e-6)  # fmt: skip
+    env.close()

@@ -1,0 +1,166 @@
+"""The residual of a residual-RL run folded into the exported graph, beside its frozen base.
+
+A per-step residual (``sac``, ``ppo``: ResFiT / ResiP style) corrects each executed action from the
+observation *at that step*, while the base's chunk is computed once per chunk. One graph carries
+both paths and the two calls feed an empty batch to the path they do not need (onnxruntime runs
+every node of a graph on each call, but a node on a batch of 0 costs next to nothing):
+
+- chunk call: ``obs_history (B, n_obs, D)``, ``noise (B, H, A)`` -> ``actions (B, H, A)`` (the base);
+  ``residual_obs`` and ``base_action`` with batch 0;
+- step call: ``residual_obs (R, D)`` (the raw flattened current observation) and ``base_action (R, A)``
+  (the raw base action for the step) -> ``residual_action (R, A)`` =
+  ``clip(base_action + scale * clip(actor(residual_obs, base_action), -1, 1), low, high)``, the
+  arithmetic of :class:`robot_rl.rl.wrappers.ResidualActor`; ``obs_history`` and ``noise`` with batch 0.
+
+A noise-space run (``dsrl``) needs no second path: the agent maps the flattened history to the
+initial noise inside the graph, so the graph is ``obs_history -> actions`` and deterministic.
+
+One file keeps base and residual from being deployed mismatched, and one sha256 covers both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robot_rl.export.metadata import BASE_ACTION_INPUT, RESIDUAL_OBS_INPUT
+from robot_rl.policies import checkpoint as ckpt
+
+
+@dataclasses.dataclass
+class ResidualRun:
+    """A residual run ready to fold into a base graph."""
+
+    run_dir: Path
+    algo: str
+    base_dir: Path
+    """The base's training run (torch weights)."""
+    agent: Any
+    """The stable-baselines3 agent (SAC or PPO)."""
+    scale: float
+    noise_bound: float
+    provenance: dict[str, Any]
+
+
+def load_residual_run(run_dir: Path) -> ResidualRun:
+    """The residual run's agent and its base's training run.
+
+    Raises:
+        RunError: the base is an exported policy whose training run is not at hand (its weights are
+            needed to build the graph), or the run is incomplete.
+    """
+    from stable_baselines3 import PPO, SAC
+
+    from robot_rl.export.metadata import sha256_file
+
+    config = ckpt.read_config(run_dir)
+    base = config["base"]
+    base_dir = Path(base["path"])
+    if base.get("source") == "onnx":
+        card = json.loads((base_dir / "metadata.json").read_text())
+        base_dir = Path(card["base"]["run_dir"])
+        if not (base_dir / ckpt.CONFIG).is_file():
+            raise ckpt.RunError(
+                f"{run_dir}'s base is the exported policy {base['path']}; exporting the residual needs its training "
+                f"run {base_dir} (the torch weights), which is not there."
+            )
+    model = run_dir / "model.zip"
+    if not model.is_file():
+        raise ckpt.RunError(f"{run_dir} has no model.zip: the residual run did not finish.")
+    cls = PPO if config["algo"] == "ppo" else SAC
+    agent = cls.load(model, device="cpu")
+    options = config["options"]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    provenance = {
+        "algo": config["algo"],
+        "run_dir": str(run_dir),
+        "steps": options["steps"],
+        "scale": options["scale"] if config["algo"] != "dsrl" else None,
+        "noise_bound": options["noise_bound"] if config["algo"] == "dsrl" else None,
+        "net": options["net"],
+        "model_sha256": sha256_file(model),
+        "last_train_eval": metrics[-1] if metrics else None,
+    }
+    return ResidualRun(run_dir, config["algo"], base_dir, agent, options["scale"], options["noise_bound"], provenance)
+
+
+class _SquashedActor(nn.Module):
+    """SAC's deterministic action, ``tanh(mu(latent_pi(x)))``, as a plain module."""
+
+    def __init__(self, agent: Any) -> None:
+        super().__init__()
+        actor = agent.actor
+        self.latent, self.mu = actor.latent_pi, actor.mu
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Action in [-1, 1]."""
+        return torch.tanh(self.mu(self.latent(features)))
+
+
+class _GaussianMean(nn.Module):
+    """PPO's deterministic action (the mean), clipped to [-1, 1] as ``predict`` does."""
+
+    def __init__(self, agent: Any) -> None:
+        super().__init__()
+        policy = agent.policy
+        self.policy_net, self.action_net = policy.mlp_extractor.policy_net, policy.action_net
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Action in [-1, 1]."""
+        return self.action_net(self.policy_net(features)).clamp(-1.0, 1.0)
+
+
+def _actor(run: ResidualRun) -> nn.Module:
+    return (_GaussianMean(run.agent) if run.algo == "ppo" else _SquashedActor(run.agent)).float().eval()
+
+
+class _ResidualGraph(nn.Module):
+    """Base chunk path and per-step residual path in one graph (module docstring)."""
+
+    def __init__(self, base_graph: nn.Module, actor: nn.Module, scale: float, low: Any, high: Any) -> None:
+        super().__init__()
+        self.base, self.actor, self.scale = base_graph, actor, float(scale)
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(*base inputs, residual_obs, base_action) -> (actions, residual_action)``."""
+        *base_inputs, residual_obs, base_action = inputs
+        actions = self.base(*base_inputs)
+        correction = self.actor(torch.cat([residual_obs, base_action], dim=-1)).clamp(-1.0, 1.0)
+        corrected = torch.minimum(torch.maximum(base_action + self.scale * correction, self.low), self.high)
+        return actions, corrected
+
+
+class _NoiseGraph(nn.Module):
+    """DSRL: ``obs_history -> actions``, the agent choosing the sampler's initial noise."""
+
+    def __init__(self, policy: nn.Module, actor: nn.Module, bound: float, steps: int) -> None:
+        super().__init__()
+        self.policy, self.actor, self.bound, self.steps = policy, actor, float(bound), steps
+
+    def forward(self, obs_history: torch.Tensor) -> torch.Tensor:
+        """Raw action chunk sampled from the agent's noise."""
+        batch = obs_history.shape[0]
+        noise = self.bound * self.actor(obs_history.reshape(batch, -1))
+        noise = noise.reshape(batch, self.policy.horizon, self.policy.action_dim)
+        return self.policy.sample(obs_history, noise, self.steps)
+
+
+def residual_graph(
+    run: ResidualRun, policy: nn.Module, base_graph: nn.Module, base_names: tuple[str, ...], low: Any, high: Any
+) -> tuple[nn.Module, tuple[str, ...], tuple[str, ...]]:
+    """The exported module for ``run`` on ``policy``, its input names and output names."""
+    from robot_rl.export.metadata import ACTIONS_OUTPUT, OBS_INPUT, RESIDUAL_ACTION_OUTPUT
+
+    actor = _actor(run)
+    if run.algo == "dsrl":
+        graph = _NoiseGraph(policy, actor, run.noise_bound, base_graph.steps).eval()
+        return graph, (OBS_INPUT,), (ACTIONS_OUTPUT,)
+    graph = _ResidualGraph(base_graph, actor, run.scale, low, high).eval()
+    return graph, (*base_names, RESIDUAL_OBS_INPUT, BASE_ACTION_INPUT), (ACTIONS_OUTPUT, RESIDUAL_ACTION_OUTPUT)
