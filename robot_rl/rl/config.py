@@ -45,6 +45,12 @@ class TrainResidual:
     """sac/dsrl: env steps before the first update."""
     gamma: float = 0.98
     """Discount."""
+    ent_coef: str = "auto"
+    """sac/dsrl: entropy coefficient: ``auto`` (learned, starting at 1), ``auto_X`` (learned, starting at X) or a
+    fixed number. A small start keeps early exploration noise from pushing the base off its successes."""
+    actor_warmup: int = 0
+    """sac/dsrl: env steps after ``learning_starts`` during which only the critic learns (the actor stays at its
+    near-zero start), so the first actor updates follow a critic that has seen the base's returns (ResiP)."""
     net: tuple[int, ...] = (256, 256)
     """Actor and critic hidden layers."""
     n_envs: int = 8
@@ -71,6 +77,15 @@ class TrainResidual:
             raise ValueError(f"`steps` must be in [1, {MAX_STEPS}]. Got {self.steps}.")
         if not 0.0 < self.scale <= 2.0:
             raise ValueError(f"`scale` must be in (0, 2]. Got {self.scale}.")
+        if self.actor_warmup < 0:
+            raise ValueError(f"`actor_warmup` must be >= 0. Got {self.actor_warmup}.")
+        if self.ent_coef != "auto" and not self.ent_coef.startswith("auto_"):
+            try:
+                float(self.ent_coef)
+            except ValueError:
+                raise ValueError(
+                    f"`ent_coef` must be 'auto', 'auto_X' or a number (e.g. 0.01). Got {self.ent_coef!r}."
+                ) from None
         if not 0.0 < self.noise_bound <= 3.0:
             raise ValueError(f"`noise_bound` must be in (0, 3]. Got {self.noise_bound}.")
         for name in ("batch_size", "gradient_steps", "train_freq", "buffer_size", "n_envs", "n_steps", "threads"):

@@ -145,6 +145,9 @@ def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_
             self.bar: Any = None
 
         def _on_training_start(self) -> None:
+            self.warming = config.algo != "ppo" and config.actor_warmup > 0
+            if self.warming:
+                self.model.actor.requires_grad_(False)  # Adam skips parameters without gradients
             if config.progress:
                 from tqdm import tqdm
 
@@ -156,6 +159,9 @@ def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_
 
         def _on_step(self) -> bool:
             steps = self._env_steps()
+            if self.warming and steps >= config.learning_starts + config.actor_warmup:
+                self.model.actor.requires_grad_(True)
+                self.warming = False
             if self.bar is not None:
                 self.bar.n = min(steps, config.steps)
                 self.bar.refresh()
@@ -252,6 +258,7 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
             train_freq=config.train_freq,
             gradient_steps=config.gradient_steps,
             gamma=config.gamma,
+            ent_coef=config.ent_coef if config.ent_coef.startswith("auto") else float(config.ent_coef),
             policy_kwargs=policy_kwargs,
             tensorboard_log=str(out / "tb"),
             seed=config.seed,
