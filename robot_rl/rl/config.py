@@ -45,10 +45,10 @@ class TrainResidual:
     """sac/dsrl: env steps before the first update."""
     gamma: float = 0.98
     """Discount."""
-    ent_coef: str = "auto"
+    ent_coef: str = "auto_0.01"
     """sac/dsrl: entropy coefficient: ``auto`` (learned, starting at 1), ``auto_X`` (learned, starting at X) or a
     fixed number. A small start keeps early exploration noise from pushing the base off its successes."""
-    actor_warmup: int = 0
+    actor_warmup: int = 10_000
     """sac/dsrl: env steps after ``learning_starts`` during which only the critic learns (the actor stays at its
     near-zero start), so the first actor updates follow a critic that has seen the base's returns (ResiP)."""
     net: tuple[int, ...] = (256, 256)

@@ -208,8 +208,10 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
     torch.set_num_threads(config.threads)
     base, info = load_base(config.base)
     env_id = config.env or info["env_id"]
-    if env_id != info["env_id"]:
-        raise ValueError(f"the base was trained on {info['env_id']}; --env is {env_id}.")
+    if env_id.replace("Dense", "") != info["env_id"].replace("Dense", ""):
+        raise ValueError(
+            f"the base was trained on {info['env_id']}; --env is {env_id} (its sparse or dense variant is allowed)."
+        )
     if config.algo == "dsrl" and info["policy_type"] != "diffusion":
         raise ValueError(f"dsrl steers a diffusion policy's noise; the base {config.base} is a {info['policy_type']}.")
     overlap = set(range(config.eval_seed, config.eval_seed + config.eval_episodes)) & set(info["seeds"])
