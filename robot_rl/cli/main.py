@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import tyro
 
 from robot_rl.evaluation.evaluate import EvalConfig
+from robot_rl.monitor.config import MonitorCalibrate, MonitorEval
 from robot_rl.pipeline import Pipeline
 from robot_rl.policies.config import TrainBC, TrainDiffusion
 from robot_rl.rl.config import TrainResidual
@@ -127,12 +128,27 @@ class DataSplit:
     """Shuffle seed."""
 
 
+@dataclasses.dataclass(frozen=True)
+class DataFromBag:
+    """Convert a rosbag2 recording of the ROS 2 nodes (their /robot_rl/steps records) into demonstrations."""
+
+    bag: tyro.conf.Positional[Path]
+    """The rosbag2 folder (MCAP or sqlite3), e.g. from `ros2 run robot_rl_ros bag_recorder`."""
+    out: Path
+    """Demonstration HDF5 file to write (appended to if it holds the same env)."""
+    env: str | None = None
+    """Environment id of the recorded policy (default: the one named in the bag's episode events)."""
+    topic: str = "/robot_rl/steps"
+    """Topic of the step records."""
+
+
 DataCommand = (
     Annotated[DataInfo, tyro.conf.subcommand("info")]
     | Annotated[DataReplay, tyro.conf.subcommand("replay")]
     | Annotated[DataRender, tyro.conf.subcommand("render")]
     | Annotated[DataMerge, tyro.conf.subcommand("merge")]
     | Annotated[DataSplit, tyro.conf.subcommand("split")]
+    | Annotated[DataFromBag, tyro.conf.subcommand("from-bag")]
 )
 
 
@@ -168,6 +184,11 @@ TrainCommand = (
     | Annotated[TrainResidual, tyro.conf.subcommand("residual")]
 )
 
+MonitorCommand = (
+    Annotated[MonitorCalibrate, tyro.conf.subcommand("calibrate")]
+    | Annotated[MonitorEval, tyro.conf.subcommand("eval")]
+)
+
 
 Command = (
     Annotated[Envs, tyro.conf.subcommand("envs")]
@@ -178,6 +199,10 @@ Command = (
     | Annotated[TrainCommand, tyro.conf.subcommand("train")]
     | Annotated[Pipeline, tyro.conf.subcommand("pipeline")]
     | Annotated[Export, tyro.conf.subcommand("export")]
+    | Annotated[
+        MonitorCommand,
+        tyro.conf.subcommand("monitor", description="Failure monitor (RND + chunk entropy): calibrate | eval."),
+    ]
 )
 
 
@@ -269,6 +294,15 @@ def _data(command: object) -> None:
     elif isinstance(command, DataSplit):
         train, valid = data.split(command.path, command.val_fraction, command.seed)
         print(f"{len(train)} train and {len(valid)} validation demos written to mask/train and mask/valid")
+    elif isinstance(command, DataFromBag):
+        from robot_rl.data.bag import bag_to_demos
+
+        summary = bag_to_demos(command.bag, command.out, env_id=command.env, steps_topic=command.topic)
+        print(
+            f"{summary['out']}: {len(summary['demos'])} demos ({summary['steps']} steps, {summary['interventions']} "
+            f"human) of {summary['env_id']} from {command.bag}"
+            + (f"; {summary['skipped']} single-record episodes skipped" if summary["skipped"] else "")
+        )
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -312,7 +346,7 @@ def run(argv: list[str] | None = None) -> int:
             + f", {summary['wall_time_s']:.1f} s"
             + (" (quit)" if summary["quit"] else "")
         )
-    elif isinstance(command, DataInfo | DataReplay | DataRender | DataMerge | DataSplit):
+    elif isinstance(command, DataInfo | DataReplay | DataRender | DataMerge | DataSplit | DataFromBag):
         _data(command)
     elif isinstance(command, Pipeline):
         from robot_rl.pipeline import run_pipeline
@@ -365,6 +399,10 @@ def run(argv: list[str] | None = None) -> int:
             print(f"report: {command.out / 'eval.json'}")
         else:
             print(f"evaluate: robot-rl eval --policy {command.out} --episodes 100")
+    elif isinstance(command, MonitorCalibrate | MonitorEval):
+        from robot_rl.monitor.commands import run_command
+
+        run_command(command, sys.argv[1:] if argv is None else argv)
     elif isinstance(command, Bench):
         import importlib.util
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from robot_rl.envs.registry import check_env_id, make
+from robot_rl.evaluation.guard import Guard, load_monitor
 from robot_rl.evaluation.rollout import EPISODE_EXTRAS
 
 if TYPE_CHECKING:
@@ -71,6 +72,14 @@ class EvalConfig:
     """With --takeover: pace the rollout at the env's control period."""
     view: bool = True
     """With --takeover: show a MuJoCo viewer when a display exists (else a status line)."""
+    safety: Literal["on", "off"] = "off"
+    """``on``: every command passes the robot's safety chain (hardware/fr3.yaml or hardware/crazyflie.yaml: limits,
+    CBF workspace/geofence, rate limits, watchdog), as on hardware; the report counts the steps it changed
+    (``safety_interventions``). The constraint check (``safety_violations``) runs either way."""
+    monitor: Literal["on", "off"] = "off"
+    """``on``: an exported policy's failure monitor (``robot-rl monitor calibrate``) watches every chunk; the report
+    counts episodes with an alarm (``monitor_alarms``) and each episode's first alarm step. Without calibration
+    files the eval runs with the monitor off and says so."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -104,6 +113,17 @@ class EvalConfig:
             raise ValueError("`plot` draws a training run's curves; --policy must be a run directory.")
         if self.takeover_hold < 0.0:
             raise ValueError(f"`takeover_hold` must be >= 0. Got {self.takeover_hold}.")
+        for name in ("safety", "monitor"):
+            if getattr(self, name) not in ("on", "off"):
+                raise ValueError(f"`{name}` must be 'on' or 'off'. Got {getattr(self, name)!r}.")
+        if self.monitor == "on":
+            from robot_rl.export.metadata import is_policy_dir
+
+            if not is_policy_dir(self.policy):
+                raise ValueError(
+                    f"`monitor` watches an exported policy (`robot-rl export ... --out DIR`, then `robot-rl monitor "
+                    f"calibrate`); {self.policy!r} is not one. Use --monitor off."
+                )
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -202,7 +222,7 @@ def _base_alone(run_dir: str, env: Any, seeds: list[int]) -> dict[str, Any]:
     }
 
 
-def _make_policy(config: EvalConfig, env_id: str, env: Any) -> tuple[Policy, Callable[[int], None]]:
+def _make_policy(config: EvalConfig, env_id: str, env: Any, guard: Guard) -> tuple[Policy, Callable[[int], None]]:
     name = config.policy
     if name == "random":
         space = env.action_space
@@ -216,7 +236,7 @@ def _make_policy(config: EvalConfig, env_id: str, env: Any) -> tuple[Policy, Cal
         from robot_rl.export.metadata import is_policy_dir
 
         if is_policy_dir(name):
-            return _exported_actor(config, env)  # onnxruntime: no torch
+            return _exported_actor(config, env, guard)  # onnxruntime: no torch
         import torch
 
         from robot_rl.policies import ChunkedActor, load_policy
@@ -247,10 +267,12 @@ def _make_policy(config: EvalConfig, env_id: str, env: Any) -> tuple[Policy, Cal
     return expert, lambda seed: expert.reset()
 
 
-def _exported_actor(config: EvalConfig, env: Any) -> tuple[Policy, Callable[[int], None]]:
+def _exported_actor(config: EvalConfig, env: Any, guard: Guard) -> tuple[Policy, Callable[[int], None]]:
     """An exported policy folder on onnxruntime, run by the runtime Controller (the hardware code path).
 
-    The controller's clock is the simulated time ``k * ctrl_dt`` at step ``k`` of the episode.
+    The controller's clock is the simulated time ``k * ctrl_dt`` at step ``k`` of the episode. With the
+    safety chain on, the controller sees the observation merged with the measured robot state (as the
+    ROS 2 node gives it) and the chain is its filter; with the monitor on, the monitor is its monitor.
     """
     from robot_rl.policies.layout import check_layout
     from robot_rl.runtime import Controller, ControllerConfig, OnnxPolicy
@@ -268,19 +290,39 @@ def _exported_actor(config: EvalConfig, env: Any) -> tuple[Policy, Callable[[int
             "--out NEW_DIR` to evaluate another number."
         )
     ctrl_dt = float(env.unwrapped.ctrl_dt)
+    monitors = []
+    if config.monitor == "on":
+        monitor, guard.monitor_state = load_monitor(config.policy, policy)
+        if monitor is not None:
+            monitors.append(monitor)
+            guard.monitor = monitor
+    chain = guard.chain
     controller = Controller(
-        policy, ControllerConfig(blend=config.blend, n_action_steps=config.n_action_steps, ctrl_dt=ctrl_dt)
+        policy,
+        ControllerConfig(blend=config.blend, n_action_steps=config.n_action_steps, ctrl_dt=ctrl_dt),
+        filters=[chain] if chain is not None else [],
+        monitors=monitors,
+        fallback=chain.fallback if chain is not None else None,
     )
     clock = {"step": 0}
 
     def act(obs: dict[str, np.ndarray]) -> np.ndarray:
-        output = controller.step(obs, clock["step"] * ctrl_dt)
+        output = controller.step(guard.observation(obs) if chain is not None else obs, clock["step"] * ctrl_dt)
         clock["step"] += 1
+        status = output.status
+        if chain is not None:
+            guard.count_report(status.filter_reports[-1] if status.filter_reports else None)
+        if status.alarm:
+            guard.alarm()
         return output.action
 
     def reset(seed: int) -> None:
         clock["step"] = 0
         controller.reset(seed)
+        for monitor in monitors:
+            monitor.reset()
+
+    guard.in_controller = True
 
     return act, reset
 
@@ -326,7 +368,8 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
         os.environ.setdefault("MUJOCO_GL", "osmesa")
     env = make(env_id, randomize=config.randomize, render_mode="rgb_array" if want_video else None)
     try:
-        policy, reset_policy = _make_policy(config, env_id, env)
+        guard = Guard(env_id, env, safety=config.safety == "on")
+        policy, reset_policy = _make_policy(config, env_id, env, guard)
     except BaseException:
         env.close()
         raise
@@ -352,6 +395,7 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
         for k in iterator:
             seed = resolved.seed + k
             obs, reset_info = env.reset(seed=seed)
+            guard.start_episode()
             reset_policy(seed)
             hil.start_episode(seed, reset_info)
             filming = want_video and k < config.video_episodes
@@ -360,11 +404,15 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
             total, length, human, info = 0.0, 0, 0, {"is_success": 0.0}
             done = False
             while not done:
-                action, intervened = hil.act(obs, policy(obs))
+                proposed = policy(obs)
+                if not guard.in_controller:
+                    proposed = guard.filter(proposed)
+                action, intervened = hil.act(obs, proposed)
                 if hil.quit:
                     break
                 state = hil.state()
                 next_obs, reward, terminated, truncated, info = env.step(action)
+                guard.after_step()
                 total += float(reward)
                 length += 1
                 human += intervened
@@ -382,8 +430,10 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
                 "success": bool(info["is_success"]),
                 "return": total,
                 "length": length,
-                "first_alarm_step": None,
+                "first_alarm_step": guard.first_alarm_step,
                 "intervention_steps": human,
+                "safety_interventions": guard.episode_interventions if guard.chain is not None else None,
+                "safety_violations": guard.episode_violations,
             }
             for key in EPISODE_EXTRAS:
                 if key in info:
@@ -405,9 +455,15 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
         "success_ci95": list(wilson_interval(successes, n)),
         "mean_return": float(np.mean([e["return"] for e in per_episode])) if n else None,
         "mean_episode_length": float(np.mean([e["length"] for e in per_episode])) if n else None,
-        "safety_interventions": None,
-        "safety_violations": None,
-        "monitor_alarms": None,
+        "safety": config.safety,
+        "safety_interventions": guard.interventions if guard.chain is not None else None,
+        "safety_fallbacks": guard.fallbacks if guard.chain is not None else None,
+        "safety_violations": guard.violation_steps,
+        "safety_violations_by_constraint": dict(guard.by_constraint),
+        "monitor": guard.monitor_state,
+        "monitor_alarms": (
+            sum(e["first_alarm_step"] is not None for e in per_episode) if guard.monitor is not None else None
+        ),
         "wall_time_s": elapsed,
         "takeover": config.takeover,
         "intervention_steps": sum(e["intervention_steps"] for e in per_episode),

@@ -68,3 +68,17 @@ class ConstraintCheck(Protocol):
     def violations(self, state: RobotState) -> list[str]:
         """Names of the constraints the state breaks (empty when it is within all of them)."""
         ...
+
+
+class Fallback(Protocol):
+    """The command a chain sends when it cannot trust the nominal one (arm: hold; quadrotor: hover or land)."""
+
+    name: str
+
+    def command(self, state: RobotState) -> np.ndarray:
+        """The fallback command for ``state``: finite, inside the action box. Shape: (action_dim,).
+
+        ``state`` may hold non-finite values (that can be why the chain falls back); the command
+        must stay finite then too.
+        """
+        ...

@@ -1,0 +1,53 @@
+"""Failure prediction at run time (FIPER-style): RND + action-chunk entropy with conformal thresholds.
+
+Run time (numpy and onnxruntime only): :class:`FailureMonitor` (a Controller monitor, loaded from a
+calibrated policy folder) and the plain monitors. Calibration (:func:`calibrate`, which trains the
+RND with torch) and evaluation (:func:`evaluate_monitor`) back ``robot-rl monitor calibrate|eval``.
+"""
+
+from robot_rl.monitor.calibrate import calibrate
+from robot_rl.monitor.config import MonitorCalibrate, MonitorEval
+from robot_rl.monitor.conformal import (
+    DETECTORS,
+    RULES,
+    calibrate_detectors,
+    conformal_threshold,
+    first_alarm,
+    windowed_mean,
+)
+from robot_rl.monitor.entropy import chunk_entropy
+from robot_rl.monitor.evaluate import evaluate_monitor
+from robot_rl.monitor.failure_monitor import (
+    Calibration,
+    FailureMonitor,
+    MonitorNotCalibratedError,
+    MonitorSettings,
+    read_calibration,
+)
+from robot_rl.monitor.plain import LimitHitRate, NonFiniteObservation, TrackingError, plain_monitors
+from robot_rl.monitor.rnd import RND, train_rnd
+
+__all__ = [
+    "DETECTORS",
+    "RND",
+    "RULES",
+    "Calibration",
+    "FailureMonitor",
+    "LimitHitRate",
+    "MonitorCalibrate",
+    "MonitorEval",
+    "MonitorNotCalibratedError",
+    "MonitorSettings",
+    "NonFiniteObservation",
+    "TrackingError",
+    "calibrate",
+    "calibrate_detectors",
+    "chunk_entropy",
+    "conformal_threshold",
+    "evaluate_monitor",
+    "first_alarm",
+    "plain_monitors",
+    "read_calibration",
+    "train_rnd",
+    "windowed_mean",
+]

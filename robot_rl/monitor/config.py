@@ -1,0 +1,85 @@
+"""Options of ``robot-rl monitor calibrate`` and ``robot-rl monitor eval`` (tyro dataclasses).
+
+The commands check their options when they run (:func:`robot_rl.monitor.calibrate.calibrate`,
+:func:`robot_rl.monitor.evaluate.evaluate_monitor`), so a bad value is a one-line error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+CALIBRATION_SEED = 2_000_000
+"""Default first calibration seed: above the demos' (``robot-rl collect``) and the eval cards' (1000000...)."""
+MONITOR_EVAL_SEED = 3_000_000
+"""Default first seed of ``monitor eval``; condition i (of the env's list) uses ``seed + 100000 * i + k``."""
+CONDITION_STRIDE = 100_000
+"""Seed offset between the conditions of ``monitor eval``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorCalibrate:
+    """Calibrate a policy's failure monitor: train RND on its demos, roll it out, set conformal thresholds.
+
+    Writes policies/NAME/monitor/{rnd.npz, calibration.json}.
+    """
+
+    policy: Path
+    """Exported policy folder (``robot-rl export ... --out DIR``)."""
+    env: str | None = None
+    """Environment id (default: the policy's; another is refused)."""
+    episodes: int = 50
+    """Calibration rollouts; the successful ones set the thresholds (at least ceil(1/alpha - 1) needed)."""
+    alpha: float = 0.1
+    """Conformal level: the largest acceptable false-alarm probability on a successful episode."""
+    window: int = 2
+    """Chunks in the windowed mean of each score."""
+    samples: int = 4
+    """K: chunks sampled per history (one batched ONNX call) for the action-chunk entropy."""
+    reuse_policy_chunk: bool = False
+    """Count the chunk the controller just computed for the history as one of the K (the monitor's ONNX call
+    then draws K - 1): less latency, same statistics."""
+    seed: int = CALIBRATION_SEED
+    """First calibration seed (episode k uses seed + k); must avoid the demos' seeds."""
+    data: Path | None = None
+    """Demonstrations to train RND on (default: the policy card's training_data.path)."""
+    rnd_hidden: int = 128
+    """Width of the RND networks' hidden layers."""
+    rnd_features: int = 32
+    """RND target features."""
+    rnd_steps: int = 3000
+    """Adam steps training the RND predictor."""
+    rnd_clip: float | None = 3.0
+    """Clip the normalized history to +-this many standard deviations before the RND (None: no clipping)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorEval:
+    """Evaluate a calibrated failure monitor in nominal and shifted conditions (markdown + JSON report).
+
+    Per condition: success rate, and for each detector (FIPER = RND and entropy together, RND alone,
+    entropy alone, and the plain monitors) the false-alarm rate on successful rollouts, the detection
+    rate on failed ones and the median lead time (failure time: the end of the timed-out episode).
+    """
+
+    policy: Path
+    """Exported policy folder with a calibrated monitor (``robot-rl monitor calibrate``)."""
+    env: str | None = None
+    """Environment id (default: the policy's)."""
+    episodes: int = 50
+    """Rollouts per condition."""
+    conditions: tuple[str, ...] | None = None
+    """Conditions to run (default: all of the env's: nominal, heavy, slippery, kick, far_goal, latency for the
+    Franka object tasks; nominal, heavy, weak_motors, gusts, latency for the quadrotor)."""
+    seed: int = MONITOR_EVAL_SEED
+    """First seed; condition i uses seed + 100000 * i + k (disjoint from the calibration and demo seeds)."""
+    out: Path = Path("out/monitor_eval")
+    """Folder for report.md and report.json."""
+    alpha: float | None = None
+    """Recompute the thresholds at this level from the stored calibration scores (default: the calibration's)."""
+    window: int | None = None
+    """Recompute the thresholds for this window from the stored calibration scores (default: the calibration's)."""
+    progress: bool = True
+    """Show a progress bar."""

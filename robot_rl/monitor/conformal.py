@@ -1,0 +1,225 @@
+"""Split conformal thresholds, windowed scores and FIPER's alarm rule.
+
+Each failure score (RND, action-chunk entropy) is computed once per action chunk. The monitor
+aggregates it over a sliding window: the mean of the last ``window`` chunk scores (fewer at the
+start of an episode). A signal *exceeds* when its windowed score is strictly above its threshold.
+
+Calibration (split conformal prediction, per signal): for each of ``n`` successful calibration
+rollouts take the episode's largest windowed score ``S_i = max_t w_t``. The threshold is the
+``k``-th smallest ``S_i`` with ``k = ceil((n + 1) (1 - alpha))``, i.e. the empirical
+``ceil((n + 1)(1 - alpha)) / n`` quantile. If a new successful rollout is exchangeable with the
+calibration ones, ``P(S_new > threshold) <= alpha``: the signal raises a false alarm at any time
+during a successful episode with probability at most ``alpha``. When ``k > n`` (fewer than
+``1 / alpha - 1`` successful rollouts) no finite threshold has the guarantee: ``inf``.
+
+Rules: ``both`` (FIPER: alarm when the RND *and* the entropy windowed scores exceed their
+thresholds at the same chunk), ``rnd`` or ``entropy`` alone, and ``either``.
+
+Detectors (a rule with its thresholds), all calibrated on the same rollouts at the same ``alpha``:
+
+- ``fiper``: the ``both`` rule with *jointly* calibrated thresholds, so that the rule itself (not each
+  signal) has false-alarm probability ``alpha``. Each signal's windowed scores are rank-transformed
+  by the pooled windowed scores of every chunk of the successful calibration rollouts
+  (``F_s(x)`` = share of them ``<= x``); a rollout's score is ``max_t min_s F_s(w_s,t)``; its
+  conformal threshold ``lambda`` gives per-signal thresholds ``tau_s`` = the pooled score of rank
+  ``lambda * N + 1`` (``w > tau_s`` for both signals  <=>  ``min_s F_s(w_s) > lambda``). The rank
+  transform is fitted on the calibration rollouts themselves, so the guarantee is approximate (the
+  measured false-alarm rates are in the report).
+- ``fiper_marginal``: the ``both`` rule with each signal's own threshold at ``alpha`` (the published
+  FIPER recipe). Requiring both signals makes it stricter than either: false alarms well below
+  ``alpha``, at a cost in detection.
+- ``rnd``, ``entropy``: one signal alone, its threshold at ``alpha``.
+
+numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Literal, get_args
+
+import numpy as np
+
+Rule = Literal["both", "rnd", "entropy", "either"]
+RULES: tuple[str, ...] = get_args(Rule)
+SIGNALS: tuple[str, ...] = ("rnd", "entropy")
+"""The learned failure scores, in the order the rules name them."""
+DETECTORS: dict[str, str] = {"fiper": "both", "fiper_marginal": "both", "rnd": "rnd", "entropy": "entropy"}
+"""Detector name -> its alarm rule."""
+
+
+def conformal_threshold(scores: Sequence[float] | np.ndarray, alpha: float) -> float:
+    """Split conformal threshold: the ``ceil((n + 1)(1 - alpha))``-th smallest of ``n`` calibration scores.
+
+    Args:
+        scores: One score per calibration rollout (e.g. its largest windowed score). Shape: (n,).
+        alpha: Miscoverage level in (0, 1): the false-alarm probability to guarantee.
+
+    Returns:
+        The threshold (``inf`` when ``n`` is too small for ``alpha``).
+
+    Raises:
+        ValueError: no scores, a non-finite score, or ``alpha`` outside (0, 1).
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"`alpha` must be in (0, 1). Got {alpha}.")
+    values = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    if values.size == 0:
+        raise ValueError("conformal calibration needs at least one score.")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("conformal calibration scores must be finite.")
+    n = values.size
+    k = math.ceil((n + 1) * (1.0 - alpha) - 1e-12)  # the tolerance keeps e.g. 10 * 0.9 at 9, not 10
+    return math.inf if k > n else float(values[k - 1])
+
+
+def min_calibration_size(alpha: float) -> int:
+    """The fewest calibration scores that give a finite threshold at ``alpha``: ``ceil(1 / alpha - 1)``."""
+    n = 1
+    while math.ceil((n + 1) * (1.0 - alpha) - 1e-12) > n:
+        n += 1
+    return n
+
+
+def windowed_mean(scores: Sequence[float] | np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` values (fewer at the start). Shape: (T,) -> (T,)."""
+    if window < 1:
+        raise ValueError(f"`window` must be >= 1. Got {window}.")
+    values = np.asarray(scores, dtype=np.float64).ravel()
+    # Slice by slice (T is a few dozen chunks): the same sums, in the same order, as WindowedScore.
+    out = [sum(values[max(0, t + 1 - window) : t + 1].tolist()) / min(t + 1, window) for t in range(values.size)]
+    return np.asarray(out, dtype=np.float64)
+
+
+def episode_statistic(scores: Sequence[float] | np.ndarray, window: int) -> float:
+    """The calibration score of one rollout: its largest windowed score (``-inf`` for no chunks)."""
+    windowed = windowed_mean(scores, window)
+    return float(windowed.max()) if windowed.size else -math.inf
+
+
+def exceeds(windowed: Mapping[str, np.ndarray | float], thresholds: Mapping[str, float], rule: Rule) -> np.ndarray:
+    """Whether the alarm is raised, per chunk, from the windowed scores of each signal.
+
+    A non-finite (NaN) windowed score counts as exceeding: a broken input is never silent.
+
+    Args:
+        windowed: Windowed scores per signal (``rnd``, ``entropy``), scalars or arrays of shape (T,).
+        thresholds: Threshold per signal.
+        rule: ``both``, ``rnd``, ``entropy`` or ``either``.
+
+    Returns:
+        Bool array (shape (T,), or () for scalars).
+    """
+    if rule not in RULES:
+        raise ValueError(f"`rule` must be one of {list(RULES)}. Got {rule!r}.")
+    over = {}
+    for name in SIGNALS:
+        value = np.asarray(windowed[name], dtype=np.float64)
+        over[name] = ~np.isfinite(value) | (value > thresholds[name])
+    if rule == "both":
+        return over["rnd"] & over["entropy"]
+    if rule == "either":
+        return over["rnd"] | over["entropy"]
+    return over[rule]
+
+
+def first_alarm(
+    scores: Mapping[str, Sequence[float] | np.ndarray], thresholds: Mapping[str, float], window: int, rule: Rule
+) -> int | None:
+    """Index of the first chunk at which ``rule`` raises the alarm, or None.
+
+    Args:
+        scores: Per-chunk scores of one episode per signal. Shapes: (T,).
+        thresholds: Threshold per signal (for the same ``window``).
+        window: Chunks in the windowed mean.
+        rule: Alarm rule.
+    """
+    windowed = {name: windowed_mean(scores[name], window) for name in SIGNALS}
+    hits = np.flatnonzero(exceeds(windowed, thresholds, rule))
+    return int(hits[0]) if hits.size else None
+
+
+def marginal_thresholds(
+    episodes: Sequence[Mapping[str, Sequence[float] | np.ndarray]], alpha: float, window: int
+) -> dict[str, float]:
+    """Per-signal conformal thresholds from the per-chunk scores of successful rollouts.
+
+    Args:
+        episodes: One mapping per successful rollout: signal name -> per-chunk scores (T_i,).
+        alpha: Miscoverage level (false-alarm probability per successful episode, per signal).
+        window: Chunks in the windowed mean.
+    """
+    return {
+        name: conformal_threshold([episode_statistic(e[name], window) for e in episodes], alpha) for name in SIGNALS
+    }
+
+
+def joint_thresholds(
+    episodes: Sequence[Mapping[str, Sequence[float] | np.ndarray]], alpha: float, window: int
+) -> dict[str, float]:
+    """Thresholds for the ``both`` rule such that the rule's false-alarm probability is about ``alpha``.
+
+    See the module docstring (detector ``fiper``). Same arguments as :func:`marginal_thresholds`.
+    """
+    windowed = {name: [windowed_mean(e[name], window) for e in episodes] for name in SIGNALS}
+    pooled = {name: np.sort(np.concatenate(values)) for name, values in windowed.items()}
+    if any(values.size == 0 for values in pooled.values()):
+        raise ValueError("joint calibration needs rollouts with at least one chunk.")
+
+    def rank(name: str, x: np.ndarray) -> np.ndarray:
+        return np.searchsorted(pooled[name], x, side="right") / pooled[name].size
+
+    statistic = [
+        float(np.max(np.minimum(rank("rnd", r), rank("entropy", h))))
+        for r, h in zip(windowed["rnd"], windowed["entropy"], strict=True)
+    ]
+    lam = conformal_threshold(statistic, alpha)
+    thresholds = {}
+    for name, values in pooled.items():
+        m = round(lam * values.size) if math.isfinite(lam) else values.size
+        thresholds[name] = float(values[m]) if m < values.size else math.inf
+    return thresholds
+
+
+def calibrate_detectors(
+    episodes: Sequence[Mapping[str, Sequence[float] | np.ndarray]], alpha: float, window: int
+) -> dict[str, dict[str, float]]:
+    """Thresholds of every detector (:data:`DETECTORS`): detector -> signal -> threshold.
+
+    Args:
+        episodes: Per-chunk scores of the successful calibration rollouts (signal -> (T_i,)).
+        alpha: Miscoverage level.
+        window: Chunks in the windowed mean.
+    """
+    marginal = marginal_thresholds(episodes, alpha, window)
+    return {
+        "fiper": joint_thresholds(episodes, alpha, window),
+        "fiper_marginal": dict(marginal),
+        "rnd": {"rnd": marginal["rnd"], "entropy": math.inf},
+        "entropy": {"rnd": math.inf, "entropy": marginal["entropy"]},
+    }
+
+
+class WindowedScore:
+    """Streaming trailing mean of the last ``window`` chunk scores (the run-time side of :func:`windowed_mean`)."""
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError(f"`window` must be >= 1. Got {window}.")
+        self._values: deque[float] = deque(maxlen=window)
+
+    def reset(self) -> None:
+        """Forget the scores (new episode)."""
+        self._values.clear()
+
+    def push(self, value: float) -> float:
+        """Add one chunk's score; returns the windowed mean including it."""
+        self._values.append(float(value))
+        return sum(self._values) / len(self._values)
+
+    @property
+    def value(self) -> float:
+        """The current windowed mean (NaN before the first score)."""
+        return sum(self._values) / len(self._values) if self._values else math.nan

@@ -1,0 +1,302 @@
+"""The runtime a node runs, ROS-free: policy folder -> Controller with the safety chain and the failure monitor.
+
+:func:`build_runtime` is what the policy node calls on configure, and what tests call without ROS:
+it loads ``policies/NAME`` through :class:`robot_rl.runtime.OnnxPolicy` (whose sha256 check refuses a
+policy.onnx that is not the one the card was written for), builds the robot's safety chain from
+``hardware/<robot>.yaml`` and the calibrated failure monitor when the folder has one. Missing pieces
+degrade with a note (``safety: off (...)``, ``monitor: off (...)``) that the node logs and puts in
+its diagnostics, except that ``require_safety`` turns a missing safety chain into an error.
+
+:class:`LoopStats` keeps the per-step numbers the diagnostics and the benchmark report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+Robot = Literal["fr3", "crazyflie"]
+ROBOT_OF_FAMILY: dict[str, Robot] = {"franka": "fr3", "quadrotor": "crazyflie"}
+"""Policy action family (``metadata.action.family``) -> the robot adapter that runs it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """What the policy node runs (its parameters, validated here)."""
+
+    policy: str
+    """Policy folder (``policies/NAME``), or a bare NAME looked up in the repository's ``policies/``."""
+    blend: Literal["none", "ensemble", "crossfade"] = "none"
+    """Chunk transitions of the Controller (see ``robot-rl eval --blend``)."""
+    n_action_steps: int = 0
+    """Actions executed per chunk (0: the policy's)."""
+    prefetch: bool = False
+    """Compute the next chunk in a background thread (steadier step latency; changes the chunks' timing)."""
+    threads: int = 1
+    """onnxruntime intra-op threads."""
+    safety: bool = True
+    """Run the robot's safety chain (hardware/<robot>.yaml) as the Controller's filter."""
+    require_safety: bool = True
+    """Refuse to run when the safety chain cannot be built (instead of running without it)."""
+    hardware_dir: str = ""
+    """Folder of the hardware files (empty: the repository's ``hardware/``)."""
+    monitor: bool = True
+    """Run the calibrated failure monitor when the policy folder has one."""
+    chunk_check: bool = False
+    """Also judge each new chunk with the chain's chunk validator (a refused chunk gets the fallback). Off by
+    default, as in ``robot-rl eval --safety on``, which runs the chain as the Controller's filter only."""
+
+    def __post_init__(self) -> None:
+        if not self.policy:
+            raise ValueError("`policy` must name a policy folder (policies/NAME). Got ''.")
+        if self.blend not in ("none", "ensemble", "crossfade"):
+            raise ValueError(f"`blend` must be one of ['none', 'ensemble', 'crossfade']. Got {self.blend!r}.")
+        if self.n_action_steps < 0:
+            raise ValueError(f"`n_action_steps` must be >= 0 (0: the policy's). Got {self.n_action_steps}.")
+        if self.threads < 1:
+            raise ValueError(f"`threads` must be >= 1. Got {self.threads}.")
+
+
+HARDWARE_FILES: dict[Robot, str] = {"fr3": "fr3.yaml", "crazyflie": "crazyflie.yaml"}
+"""Robot -> its file in the repository's ``hardware/``."""
+INFORMATIONAL_KEYS = ("frame", "control_rate_hz")
+"""``ros:`` keys that document the interface rather than set a node parameter."""
+
+
+def hardware_ros_parameters(robot: Robot, hardware_dir: str = "") -> dict[str, Any]:
+    """The ``ros:`` section of ``hardware/<robot>.yaml`` as node parameters (launch files pass them on).
+
+    Raises:
+        FileNotFoundError: no hardware file.
+        ValueError: an unknown robot, or no ``ros:`` mapping in the file.
+    """
+    import yaml
+
+    if robot not in HARDWARE_FILES:
+        raise ValueError(f"`robot` must be one of {sorted(HARDWARE_FILES)}. Got {robot!r}.")
+    import robot_rl
+
+    folder = Path(hardware_dir) if hardware_dir else Path(robot_rl.__file__).resolve().parents[1] / "hardware"
+    path = folder / HARDWARE_FILES[robot]
+    section = (yaml.safe_load(path.read_text()) or {}).get("ros")
+    if not isinstance(section, dict):
+        raise ValueError(f"{path} has no `ros:` mapping (the topics and rates of the ROS 2 nodes).")
+    return {key: value for key, value in section.items() if key not in INFORMATIONAL_KEYS}
+
+
+def resolve_policy_dir(name: str) -> Path:
+    """The policy folder ``name`` names: a path, or a folder of the repository's ``policies/``.
+
+    Raises:
+        FileNotFoundError: neither exists (the message lists the shipped policies).
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    import robot_rl
+
+    shipped = Path(robot_rl.__file__).resolve().parents[1] / "policies"
+    if (shipped / name).is_dir():
+        return shipped / name
+    available = sorted(p.name for p in shipped.iterdir() if (p / "metadata.json").is_file()) if shipped.is_dir() else []
+    raise FileNotFoundError(f"no policy folder {name!r} (nor {shipped / name}). Shipped policies: {available}.")
+
+
+@dataclasses.dataclass
+class Runtime:
+    """The pieces one policy node runs."""
+
+    policy: Any
+    """The :class:`~robot_rl.runtime.OnnxPolicy`."""
+    controller: Any
+    """The :class:`~robot_rl.runtime.Controller` (filters: the safety chain; monitors: chunk check, failure monitor)."""
+    chain: Any | None
+    """The :class:`~robot_rl.safety.chain.SafetyChain`, or None when off."""
+    monitor: Any | None
+    """The failure monitor, or None when off."""
+    env_id: str
+    robot: Robot
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """One line per degraded piece (``safety: off (...)``, ``monitor: off (...)``)."""
+
+    @property
+    def ctrl_dt(self) -> float:
+        """Control period [s]."""
+        return float(self.controller.ctrl_dt)
+
+
+def load_safety(env_id: str, hardware_dir: str = "") -> tuple[Any, Any]:
+    """``robot_rl.safety.factory.safety_for_env``, imported here so that a missing module is one clear error.
+
+    Raises:
+        RuntimeError: the safety package or the hardware file is missing or invalid.
+    """
+    try:
+        from robot_rl.safety.factory import safety_for_env
+    except ImportError as err:
+        raise RuntimeError(f"robot_rl.safety.factory is not available ({err})") from None
+    try:
+        return safety_for_env(env_id, hardware_dir or None)
+    except (ValueError, OSError) as err:
+        raise RuntimeError(str(err)) from None
+
+
+def load_monitor(policy_dir: Path, policy: Any) -> Any:
+    """The calibrated FailureMonitor of a policy folder.
+
+    Raises:
+        RuntimeError: no monitor package or no calibration (the reason in the message).
+    """
+    try:
+        from robot_rl.monitor import FailureMonitor  # type: ignore[attr-defined]
+    except ImportError:
+        try:
+            from robot_rl.monitor.failure_monitor import FailureMonitor
+        except ImportError as err:
+            raise RuntimeError(f"robot_rl.monitor.FailureMonitor is not available ({err})") from None
+    try:
+        return FailureMonitor.load(policy_dir, policy=policy)
+    except Exception as err:  # MonitorNotCalibrated and whatever a half-written folder raises
+        raise RuntimeError(str(err) or type(err).__name__) from None
+
+
+def build_runtime(config: RuntimeConfig) -> Runtime:
+    """Load the policy and build its Controller, safety chain and monitor.
+
+    Raises:
+        FileNotFoundError: no such policy folder.
+        ValueError: the policy is for a robot the nodes do not drive.
+        robot_rl.runtime.onnx_policy.PolicyIntegrityError: policy.onnx fails the sha256 check.
+        RuntimeError: ``require_safety`` and the safety chain cannot be built.
+    """
+    from robot_rl.runtime import Controller, ControllerConfig, OnnxPolicy
+
+    policy_dir = resolve_policy_dir(config.policy)
+    policy = OnnxPolicy(policy_dir, threads=config.threads)
+    meta = policy.metadata
+    family = meta.action.family
+    if family not in ROBOT_OF_FAMILY:
+        raise ValueError(
+            f"{policy_dir} acts for the {family!r} family; the ROS nodes drive {sorted(ROBOT_OF_FAMILY)} policies."
+        )
+    notes: list[str] = []
+    chain = None
+    if config.safety:
+        try:
+            chain, _ = load_safety(meta.env_id, config.hardware_dir)
+        except RuntimeError as err:
+            if config.require_safety:
+                raise RuntimeError(
+                    f"safety chain for {meta.env_id} unavailable: {err}. Fix it, or set require_safety:=false to run "
+                    "without one (simulation only)."
+                ) from None
+            notes.append(f"safety: off ({err})")
+    else:
+        notes.append("safety: off (parameter safety:=false)")
+    monitor = None
+    if config.monitor:
+        try:
+            monitor = load_monitor(policy_dir, policy)
+        except RuntimeError as err:
+            notes.append(f"monitor: off ({err})")
+    else:
+        notes.append("monitor: off (parameter monitor:=false)")
+    monitors = [monitor] if monitor is not None else []
+    if chain is not None and config.chunk_check:
+        monitors.insert(0, chain.monitor)
+    controller = Controller(
+        policy,
+        ControllerConfig(blend=config.blend, n_action_steps=config.n_action_steps or None, prefetch=config.prefetch),
+        filters=[chain] if chain is not None else [],
+        monitors=monitors,
+        fallback=chain.fallback.command if chain is not None else None,
+    )
+    # The first inference of a session is several times slower (allocations): pay it here, not in the first step.
+    policy.predict(np.zeros((policy.n_obs_steps, policy.obs_dim)), np.random.default_rng(0))
+    return Runtime(policy, controller, chain, monitor, meta.env_id, ROBOT_OF_FAMILY[family], notes)
+
+
+class LoopStats:
+    """Counters and latency windows of a control loop (for diagnostics and the benchmark).
+
+    Args:
+        ctrl_dt: Control period [s].
+        window: Latency samples kept for the percentiles.
+    """
+
+    def __init__(self, ctrl_dt: float, window: int = 2000) -> None:
+        self.ctrl_dt = float(ctrl_dt)
+        self.latency_s: deque[float] = deque(maxlen=window)
+        """Tick start (cached messages read) to command published [s]."""
+        self.state_age_s: deque[float] = deque(maxlen=window)
+        """Receipt of the newest state message to command published [s]."""
+        self.steps = 0
+        self.late = 0
+        """Ticks more than 1.5 periods after the previous one."""
+        self.dropped_periods = 0
+        """Control periods with no tick (``round(period / ctrl_dt) - 1`` summed over late ticks)."""
+        self.interventions = 0
+        """Steps where the safety chain changed the command."""
+        self.fallbacks = 0
+        """Steps where the safety chain sent its fallback."""
+        self.last_fallback = ""
+        self.fallback_reasons: Counter[str] = Counter()
+        """Fallback steps per reason."""
+        self.alarms = 0
+        """Steps with a monitor alarm."""
+        self.waiting = 0
+        """Ticks skipped for lack of a complete state."""
+        self._last_tick: float | None = None
+
+    def tick(self, now: float) -> None:
+        """Count a tick at ``now`` [s] (late ticks and the periods they dropped)."""
+        if self._last_tick is not None:
+            period = now - self._last_tick
+            if period > 1.5 * self.ctrl_dt:
+                self.late += 1
+                self.dropped_periods += max(1, round(period / self.ctrl_dt) - 1)
+        self._last_tick = now
+
+    def restart(self) -> None:
+        """Forget the previous tick (after a pause: the gap is not a dropped period)."""
+        self._last_tick = None
+
+    def step(self, latency_s: float, state_age_s: float, changed: bool, fallback: str | None, alarm: bool) -> None:
+        """Count one published step."""
+        self.steps += 1
+        self.latency_s.append(latency_s)
+        self.state_age_s.append(state_age_s)
+        self.interventions += bool(changed)
+        if fallback:
+            self.fallbacks += 1
+            self.last_fallback = fallback
+            self.fallback_reasons[fallback] += 1
+        self.alarms += bool(alarm)
+
+    @staticmethod
+    def percentile(samples: deque[float] | list[float], q: float) -> float:
+        """The ``q``-th percentile of ``samples`` (NaN when empty)."""
+        return float(np.percentile(np.asarray(samples), q)) if samples else math.nan
+
+    def summary(self) -> dict[str, float | int | str]:
+        """The numbers the diagnostics publish (latencies in ms)."""
+        return {
+            "steps": self.steps,
+            "latency_p50_ms": 1e3 * self.percentile(self.latency_s, 50),
+            "latency_p99_ms": 1e3 * self.percentile(self.latency_s, 99),
+            "latency_max_ms": 1e3 * max(self.latency_s, default=math.nan),
+            "state_age_p50_ms": 1e3 * self.percentile(self.state_age_s, 50),
+            "late_ticks": self.late,
+            "dropped_periods": self.dropped_periods,
+            "safety_interventions": self.interventions,
+            "safety_fallbacks": self.fallbacks,
+            "last_fallback": self.last_fallback,
+            "fallback_reasons": ", ".join(f"{k}: {v}" for k, v in self.fallback_reasons.most_common()),
+            "monitor_alarms": self.alarms,
+            "waiting_for_state": self.waiting,
+        }

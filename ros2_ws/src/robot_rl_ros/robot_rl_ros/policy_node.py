@@ -1,0 +1,370 @@
+"""The policy node: an exported robot_rl policy driving a robot through its safety chain (rclpy lifecycle node).
+
+Lifecycle (ros2/demos ``lifecycle_py``):
+
+- ``configure``: load ``policy`` (``policies/NAME``; OnnxPolicy checks the sha256 of policy.onnx),
+  build the Controller with the robot's safety chain (``hardware/<robot>.yaml``) and the failure
+  monitor (off, with the reason in the diagnostics, when the folder has no calibration), make the
+  robot adapter (:mod:`robot_rl_ros.adapters`: subscriptions, command publishers);
+- ``activate``: new episode (the Controller and the safety chain reset, noise seeded with
+  ``seed`` when >= 0; cached states dropped), then the control timer runs at the policy's rate;
+- ``deactivate``: the timer stops, the adapter stops streaming (Crazyflie: notify_setpoints_stop);
+- ``cleanup``: everything is released.
+
+Each tick (crazyswarm2's ``_timer_callback`` shape): read the cached inputs (the subscription
+callbacks checked and converted each message on arrival, refusing and counting malformed ones),
+build the observation, ``Controller.step(observation, now)`` with ``stamp`` = receipt time of the
+newest state, publish the command. While no complete state has arrived since activation nothing
+is published. The chain's watchdog turns a silent state topic into the fallback command (hold /
+hover) at the first tick past its deadline.
+
+Parameters: ``policy`` (folder or shipped name), ``blend``, ``n_action_steps``, ``prefetch``,
+``threads`` (the Controller and onnxruntime), ``safety``, ``require_safety``, ``hardware_dir``,
+``chunk_check`` (the chain), ``monitor``, ``seed`` (noise seed of the next episode; -1 none),
+``diagnostics_period`` [s], ``publish_steps``, ``autostart`` (``main``: configure and activate at
+start-up), ``follow_episodes`` (a sim bridge's ``start`` event on ``/robot_rl/episode`` starts a new
+episode with that seed: for the bridge's ``autoreset``), ``stats_window`` (latency samples kept for
+the percentiles), and the robot adapter's (:mod:`robot_rl_ros.adapters`).
+
+Services: ``~/estop`` and ``~/reset`` (std_srvs/Trigger). The e-stop latches: the fallback
+command is sent every tick until ``~/reset``, which releases it and starts a new episode.
+Topics out: the robot's commands; ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every
+``diagnostics_period`` s: monitor state, safety interventions and fallbacks, loop latency, refused
+messages); ``/robot_rl/steps`` and ``/robot_rl/episode`` (the records ``robot-rl data from-bag``
+converts). Topic in: ``/robot_rl/intervention`` (std_msgs/Bool from the teleop node): while true
+the node yields, sending nothing; the policy restarts from a fresh history when it is released.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from robot_rl.data.bag import EPISODE_TOPIC, STEP_TOPIC
+from robot_rl_ros import conversions as conv
+from robot_rl_ros.adapters import ADAPTERS, RobotAdapter
+from robot_rl_ros.control import LoopStats, Runtime, RuntimeConfig, build_runtime
+
+EVENT_QOS = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""Episode events: kept for late joiners (a recorder started after the node)."""
+
+
+class PolicyNode(LifecycleNode):
+    """Runs ``policies/NAME`` on a robot (see the module docstring for parameters, topics and services).
+
+    Args:
+        node_name: The node's name.
+        **kwargs: Passed to ``LifecycleNode`` (``context=`` in tests, ``parameter_overrides=``).
+    """
+
+    def __init__(self, node_name: str = "robot_rl_policy", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.declare_parameter("policy", "")
+        self.declare_parameter("blend", "none")
+        self.declare_parameter("n_action_steps", 0)
+        self.declare_parameter("prefetch", False)
+        self.declare_parameter("threads", 1)
+        self.declare_parameter("safety", True)
+        self.declare_parameter("require_safety", True)
+        self.declare_parameter("hardware_dir", "")
+        self.declare_parameter("monitor", True)
+        self.declare_parameter("chunk_check", False)
+        self.declare_parameter("seed", -1)
+        self.declare_parameter("diagnostics_period", 1.0)
+        self.declare_parameter("publish_steps", True)
+        self.declare_parameter("autostart", False)  # main(): configure and activate at start-up
+        self.declare_parameter("follow_episodes", False)
+        self.declare_parameter("stats_window", 2000)
+        self.runtime: Runtime | None = None
+        self.adapter: RobotAdapter | None = None
+        self.stats: LoopStats | None = None
+        self._timer: Any = None
+        self._diag_timer: Any = None
+        self._estop_reason = ""
+        self._intervening = False
+        self._episode = -1
+        self._step = 0
+        self._seed = -1
+        self._alarm = False
+        self.create_service(Trigger, "~/estop", self._on_estop)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_subscription(Bool, "/robot_rl/intervention", self._on_intervention, 10)
+        self.create_subscription(String, EPISODE_TOPIC, self._on_episode_event, EVENT_QOS)
+        self._pending_episode: int | None = None
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    # ------------------------------------------------------------------ clock
+    def now(self) -> float:
+        """The node's clock [s] (receipt times, the Controller's ``now`` and the watchdog share it)."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the policy and build the runtime and the robot adapter."""
+        p = self.get_parameter
+        try:
+            config = RuntimeConfig(
+                policy=str(p("policy").value),
+                blend=str(p("blend").value),  # type: ignore[arg-type]
+                n_action_steps=int(p("n_action_steps").value),
+                prefetch=bool(p("prefetch").value),
+                threads=int(p("threads").value),
+                safety=bool(p("safety").value),
+                require_safety=bool(p("require_safety").value),
+                hardware_dir=str(p("hardware_dir").value),
+                monitor=bool(p("monitor").value),
+                chunk_check=bool(p("chunk_check").value),
+            )
+            self.runtime = runtime = build_runtime(config)
+            from robot_rl.envs.registry import make
+
+            env = make(runtime.env_id)
+            self.adapter = ADAPTERS[runtime.robot](self, env, self.create_lifecycle_publisher, self.now)
+        except (ValueError, RuntimeError, OSError) as err:
+            self.get_logger().error(f"configure failed: {err}")
+            self.runtime = self.adapter = None
+            return TransitionCallbackReturn.FAILURE
+        for note in runtime.notes:
+            self.get_logger().warning(note)
+        if self._estop_reason and runtime.chain is not None:
+            runtime.chain.estop.trigger(self._estop_reason)  # an e-stop from before configure still holds
+        self.stats = LoopStats(runtime.ctrl_dt, window=int(p("stats_window").value))
+        self._publish_steps = bool(p("publish_steps").value)
+        self._steps_pub = self.create_lifecycle_publisher(Float64MultiArray, STEP_TOPIC, 10)
+        self._episode_pub = self.create_publisher(String, EPISODE_TOPIC, EVENT_QOS)
+        period = float(p("diagnostics_period").value)
+        self._diag_timer = self.create_timer(period, self.publish_diagnostics)
+        self.get_logger().info(
+            f"configured {runtime.policy!r} on {runtime.robot} at {1.0 / runtime.ctrl_dt:.0f} Hz; commands on "
+            f"{self.adapter.command_topic}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start an episode and the control timer."""
+        assert self.runtime is not None and self.stats is not None
+        self._new_episode()
+        self._timer = self.create_timer(self.runtime.ctrl_dt, self.tick)
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the control timer and the command stream."""
+        self._stop_timer()
+        if self.adapter is not None:
+            self.adapter.stop()
+        self._publish_event({"event": "end"})
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the runtime (the adapter's subscriptions go with the node's)."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop everything."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+
+    def _release(self) -> None:
+        self._stop_timer()
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self.runtime is not None:
+            self.runtime.controller.close()
+        if self.adapter is not None:
+            self.adapter.close()
+        self.runtime = self.adapter = None
+
+    def _new_episode(self, seed: int | None = None) -> None:
+        runtime = self.runtime
+        assert runtime is not None and self.adapter is not None and self.stats is not None
+        seed = int(self.get_parameter("seed").value) if seed is None else seed
+        self._seed = seed
+        runtime.controller.reset(seed if seed >= 0 else None)
+        if runtime.chain is not None:
+            runtime.chain.reset()
+        if runtime.monitor is not None:
+            runtime.monitor.reset(seed if seed >= 0 else None)
+        self.adapter.reset()
+        self.stats.restart()
+        self._episode += 1
+        self._step = 0
+        self._publish_event({"event": "start", "env_id": runtime.env_id, "seed": seed if seed >= 0 else None})
+
+    def _publish_event(self, event: dict[str, Any]) -> None:
+        if self.runtime is not None:
+            self._episode_pub.publish(String(data=json.dumps({"source": "policy", **event})))
+
+    # ------------------------------------------------------------------- tick
+    def tick(self) -> None:
+        """One control period: cached messages -> observation -> Controller.step -> command."""
+        start = time.perf_counter()
+        runtime, adapter, stats = self.runtime, self.adapter, self.stats
+        if runtime is None or adapter is None or stats is None:
+            return
+        if self._pending_episode is not None:
+            seed, self._pending_episode = self._pending_episode, None
+            self._new_episode(seed)
+        now = self.now()
+        stats.tick(now)
+        if self._intervening:
+            return
+        observation = adapter.observation()
+        if observation is None:
+            stats.waiting += 1
+            return
+        chain = runtime.chain
+        output = runtime.controller.step(observation, now)
+        action = output.action
+        report = output.status.filter_reports[0] if chain is not None and output.status.filter_reports else None
+        fallback = getattr(report, "fallback", None)
+        changed = bool(getattr(report, "changed", False))
+        if chain is None and self._estop_reason:
+            # No chain to latch: the node holds the robot itself.
+            action, fallback, changed = adapter.hold_action(), f"estop: {self._estop_reason}", True
+        adapter.publish(action)
+        latency = time.perf_counter() - start
+        stats.step(latency, now - observation["stamp"], changed, fallback, output.status.alarm)
+        self._alarm = output.status.alarm
+        if self._publish_steps:
+            self._steps_pub.publish(
+                conv.step_record(
+                    {
+                        "episode": self._episode,
+                        "seed": self._seed,
+                        "step": self._step,
+                        "observation": observation["observation"],
+                        "achieved_goal": observation["achieved_goal"],
+                        "desired_goal": observation["desired_goal"],
+                        "action": action,
+                        "intervention": 0.0,
+                    }
+                )
+            )
+        self._step += 1
+
+    # --------------------------------------------------------------- services
+    def _on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        reason = "operator (~/estop)"
+        if self.runtime is not None and self.runtime.chain is not None:
+            self.runtime.chain.estop.trigger(reason, self.now())
+        self._estop_reason = reason
+        if self.adapter is not None:
+            self.adapter.estop()
+        self.get_logger().warning("e-stop latched: sending the fallback command until ~/reset")
+        response.success, response.message = True, "e-stop latched; call ~/reset to release"
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.runtime is None:
+            response.success, response.message = False, "not configured"
+            return response
+        if self.runtime.chain is not None:
+            self.runtime.chain.estop.reset()
+        self._estop_reason = ""
+        self._new_episode()
+        self.get_logger().info("reset: e-stop released, new episode")
+        response.success, response.message = True, f"episode {self._episode} started"
+        return response
+
+    def _on_episode_event(self, msg: String) -> None:
+        """With ``follow_episodes``: a new sim episode (sim bridge ``start`` event) starts a new episode here."""
+        if not self.get_parameter("follow_episodes").value or self._timer is None:
+            return
+        try:
+            event = json.loads(msg.data)
+        except json.JSONDecodeError:
+            return
+        if event.get("source") == "sim" and event.get("event") == "start":
+            seed = event.get("seed")
+            self._pending_episode = int(seed) if isinstance(seed, int) else -1
+
+    def _on_intervention(self, msg: Bool) -> None:
+        if self._intervening and not msg.data and self.runtime is not None:
+            # Back from a takeover: the history is stale, start from the present (and the watchdog's clock).
+            self.runtime.controller.reset()
+            if self.runtime.chain is not None:
+                self.runtime.chain.reset()
+            if self.stats is not None:
+                self.stats.restart()
+        self._intervening = bool(msg.data)
+
+    # ------------------------------------------------------------ diagnostics
+    def diagnostics(self) -> tuple[bytes, str, dict[str, object]]:
+        """``(level, message, values)`` of the node's current state."""
+        runtime, adapter, stats = self.runtime, self.adapter, self.stats
+        if runtime is None or adapter is None or stats is None:
+            return DiagnosticStatus.STALE, "not configured", {}
+        chain = runtime.chain
+        latched = bool(chain.estop.latched) if chain is not None else bool(self._estop_reason)
+        values: dict[str, object] = {
+            "policy": str(runtime.policy.policy_dir),
+            "env_id": runtime.env_id,
+            "active": self._timer is not None,
+            "episode": self._episode,
+            "estop_latched": latched,
+            "intervention": self._intervening,
+            "safety": "on" if chain is not None else "off",
+            "monitor": "on" if runtime.monitor is not None else "off",
+            "monitor_alarm": self._alarm,
+            "notes": "; ".join(runtime.notes),
+            "waiting_for": ",".join(adapter.waiting_for()),
+            **stats.summary(),
+        }
+        for name, count in adapter.rejected.items():
+            values[f"rejected_{name}"] = count
+        values["rejected_total"] = sum(adapter.rejected.values())
+        values["last_rejection"] = adapter.last_error
+        if latched:
+            level, message = DiagnosticStatus.ERROR, "e-stop latched"
+        elif self._alarm and self._timer is not None:
+            level, message = DiagnosticStatus.WARN, "failure monitor alarm"
+        elif stats.fallbacks and stats.last_fallback and self._timer is not None:
+            level, message = DiagnosticStatus.WARN, f"fallback: {stats.last_fallback}"
+        elif runtime.notes or values["rejected_total"]:
+            level, message = DiagnosticStatus.WARN, "; ".join(runtime.notes) or "messages refused"
+        else:
+            level, message = DiagnosticStatus.OK, "running" if self._timer is not None else "inactive"
+        return level, message, values
+
+    def publish_diagnostics(self) -> None:
+        """Publish ``/diagnostics``."""
+        level, message, values = self.diagnostics()
+        hardware = self.adapter.hardware_id if self.adapter is not None else ""
+        self._diag_pub.publish(
+            conv.diagnostic_array(self.get_name(), hardware, level, message, values, self.get_clock().now().to_msg())
+        )
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ros2 run robot_rl_ros policy_node --ros-args -p policy:=policies/NAME [-p autostart:=true]``."""
+    rclpy.init(args=args)
+    node = PolicyNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if node.get_parameter("autostart").value:
+            node.trigger_configure()
+            node.trigger_activate()
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()

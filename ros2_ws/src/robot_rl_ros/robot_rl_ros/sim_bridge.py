@@ -1,0 +1,393 @@
+"""The MuJoCo sim bridge: a robot_rl env behind the topics and services of franka_ros2 or crazyswarm2.
+
+The policy node cannot tell the bridge from the robot: the same topic names, types and frames
+(:mod:`robot_rl_ros.adapters`), plus the perception inputs a real cell gets from elsewhere (the
+object pose and twist, the goal).
+
+Franka envs (``robot_rl/Panda*``). Out: ``/joint_states`` (fr3_joint1..7 and the two finger
+joints), ``/franka_robot_state_broadcaster/current_pose`` (TCP, PoseStamped), ``/object_pose``,
+``/object_twist``, ``/goal`` (``fr3_link0`` = the sim's world frame). In: joint position targets on
+``/<forward_controller>/commands`` (Float64MultiArray) and ``/fr3_arm_controller/joint_trajectory``
+(JointTrajectory, last point), the gripper width on ``/robot_rl/gripper_width``. The targets
+replace the env's own differential-IK output and go through the env's servo ramp exactly as the
+env's controller output does, so an adapter running the same CartesianController reproduces
+``robot-rl eval``. Service ``/franka_gripper/stop`` (std_srvs/Trigger).
+
+Quadrotor envs (``robot_rl/Quadrotor*``). Out: ``/<robot_name>/pose`` (PoseStamped),
+``/<robot_name>/odom`` (Odometry, twist in the body frame), ``/<robot_name>/goal`` (``world``). In:
+``/<robot_name>/cmd_vel_legacy``, read back into CTBR by the firmware stand-in
+:func:`robot_rl_ros.crazyflie.legacy_to_ctbr` (same ``legacy_*`` parameters as the policy node).
+Services ``/<robot_name>/emergency`` and ``/all/emergency`` (std_srvs/Empty: motors off, the
+episode ends). takeoff, land and notify_setpoints_stop take crazyflie_interfaces types (not on
+PyPI): served only when that package is importable; the sim starts each episode in the air at the
+task's start state, so takeoff is a no-op.
+
+Stepping (``mode``):
+
+- ``lockstep`` (default): one env step (``ctrl_dt`` of simulated time) per command received, then
+  the new state is published at once: the simulation runs exactly as ``robot-rl eval`` does, at
+  the pace of the policy node's timer (real time). While no command arrives the current state is
+  re-published every ``republish_period`` seconds (so a policy node activated after a reset sees
+  it).
+- ``realtime``: the bridge's own timer steps every ``ctrl_dt`` with the newest command (held when
+  none arrived), like a robot that does not wait.
+
+Episodes: ``/sim/reset_episode`` (std_srvs/Trigger) resets with the next seed (``seed``, then
+``seed + 1``, ...: ``robot-rl eval --seed S`` replays the same episodes; the reset at start-up,
+``reset_on_start``, uses ``seed`` without consuming it) and answers JSON ``{"seed": S}``;
+``autoreset`` starts the next episode by itself. ``/sim/episode_info`` (String
+JSON: seed, step, return, success, done, crash) follows every step; ``/robot_rl/episode`` carries
+``start`` and ``end`` (with the env's success) events for the recorder. After the episode ends
+(TimeLimit truncation or a crash) commands are ignored until the next reset.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PointStamped, PoseStamped, Twist, TwistStamped
+from nav_msgs.msg import Odometry
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Empty, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from robot_rl.data.bag import EPISODE_TOPIC
+from robot_rl_ros import conversions as conv
+from robot_rl_ros.crazyflie import WORLD_FRAME, LegacyConfig, QuadrotorMeasurement, legacy_to_ctbr
+from robot_rl_ros.fr3 import BASE_FRAME, Fr3Measurement
+
+STATE_QOS = QoSProfile(depth=1)
+EVENT_QOS = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class _ExternalTargets:
+    """Stands in for a PandaEnv's CartesianController: returns the joint targets received from ROS.
+
+    Everything else (reset, the commanded TCP the env reads) is the wrapped controller's. With no
+    target since the last reset, the wrapped controller computes the targets (a hold for a zero action).
+    """
+
+    def __init__(self, controller: Any) -> None:
+        self._controller = controller
+        self.target: np.ndarray | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._controller, name)
+
+    def reset(self) -> None:
+        self.target = None
+        self._controller.reset()
+
+    def joint_targets(self, displacement: Any, low: Any, high: Any) -> np.ndarray:
+        if self.target is None:
+            return self._controller.joint_targets(displacement, low, high)
+        return self.target
+
+
+class SimBridge(Node):
+    """A robot_rl env as a franka_ros2 or crazyswarm2 robot (see the module docstring).
+
+    Args:
+        node_name: The node's name.
+        **kwargs: Passed to ``Node`` (``context=`` in tests, ``parameter_overrides=``).
+    """
+
+    def __init__(self, node_name: str = "sim_bridge", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        from robot_rl.envs.registry import check_env_id, make
+
+        param = self._param
+        self.env_id = check_env_id(str(param("env_id", "robot_rl/PandaPush-v0")))
+        self.mode = str(param("mode", "lockstep"))
+        if self.mode not in ("lockstep", "realtime"):
+            raise ValueError(f"`mode` must be 'lockstep' or 'realtime'. Got {self.mode!r}.")
+        self.next_seed = int(param("seed", 0))
+        self.autoreset = bool(param("autoreset", False))
+        self.republish_period = float(param("republish_period", 0.1))
+        self.env = make(self.env_id)
+        self.unwrapped = self.env.unwrapped
+        self.ctrl_dt = float(self.unwrapped.ctrl_dt)
+        self.franka = self.env_id.split("/")[-1].startswith("Panda")
+        self.seed: int | None = None
+        self.steps = 0
+        self.total_return = 0.0
+        self.done = True
+        self.success = False
+        self.ignored_commands = 0
+        self._last_publish = 0.0
+        self._pending: Any = None
+        self._obs: dict[str, np.ndarray] = {}
+        self._info_pub = self.create_publisher(String, "/sim/episode_info", 10)
+        self._event_pub = self.create_publisher(String, EPISODE_TOPIC, EVENT_QOS)
+        self.create_service(Trigger, "/sim/reset_episode", self._on_reset)
+        if self.franka:
+            self._setup_franka()
+        else:
+            self._setup_quadrotor()
+        if self.mode == "realtime":
+            self.create_timer(self.ctrl_dt, self._realtime_tick)
+        self.create_timer(self.republish_period, self._idle_tick)
+        if bool(param("reset_on_start", True)):
+            # A robot to look at from the start; the first /sim/reset_episode still starts at `seed`.
+            first = self.next_seed
+            self.reset_episode()
+            self.next_seed = first
+
+    def _param(self, name: str, default: Any) -> Any:
+        if not self.has_parameter(name):
+            self.declare_parameter(name, default)
+        return self.get_parameter(name).value
+
+    def now(self) -> float:
+        """The node's clock [s]."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ----------------------------------------------------------------- franka
+    def _setup_franka(self) -> None:
+        import mujoco
+
+        from robot_rl.envs.franka.panda_env import FINGER_OPEN
+
+        self._finger_open = FINGER_OPEN
+        m = self.unwrapped.model
+        self._finger_qadr = [int(m.jnt_qposadr[m.joint(n).id]) for n in ("finger_joint1", "finger_joint2")]
+        self._finger_dofadr = [int(m.jnt_dofadr[m.joint(n).id]) for n in ("finger_joint1", "finger_joint2")]
+        self._tcp_site = m.site("tcp").id
+        self._mat2quat = mujoco.mju_mat2Quat
+        if self.unwrapped.has_object:
+            joint = m.joint("object").id
+            self._obj_qadr, self._obj_dofadr = int(m.jnt_qposadr[joint]), int(m.jnt_dofadr[joint])
+            self._obj_body = m.body("object").id
+        self._targets = _ExternalTargets(self.unwrapped.controller)
+        self.unwrapped.controller = self._targets
+        self._gripper_action = -1.0
+        controller = str(self._param("forward_controller", "forward_position_controller"))
+        self.create_subscription(Float64MultiArray, f"/{controller}/commands", self._on_joint_command, 10)
+        self.create_subscription(JointTrajectory, "/fr3_arm_controller/joint_trajectory", self._on_trajectory, 10)
+        self.create_subscription(Float64MultiArray, "/robot_rl/gripper_width", self._on_gripper, 10)
+        self.create_service(Trigger, "/franka_gripper/stop", self._on_gripper_stop)
+        self._joint_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
+        self._tcp_pub = self.create_publisher(PoseStamped, "/franka_robot_state_broadcaster/current_pose", STATE_QOS)
+        self._goal_pub = self.create_publisher(PointStamped, "/goal", STATE_QOS)
+        if self.unwrapped.has_object:
+            self._object_pub = self.create_publisher(PoseStamped, "/object_pose", STATE_QOS)
+            self._twist_pub = self.create_publisher(TwistStamped, "/object_twist", STATE_QOS)
+
+    def _on_joint_command(self, msg: Float64MultiArray) -> None:
+        try:
+            self._command(conv.joint_command_to_array(msg))
+        except conv.MessageError as err:
+            self.ignored_commands += 1
+            self.get_logger().warning(f"joint command refused: {err}", throttle_duration_sec=1.0)
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        try:
+            self._command(conv.trajectory_to_joint_targets(msg))
+        except conv.MessageError as err:
+            self.ignored_commands += 1
+            self.get_logger().warning(f"trajectory refused: {err}", throttle_duration_sec=1.0)
+
+    def _on_gripper(self, msg: Float64MultiArray) -> None:
+        if len(msg.data) == 1 and np.isfinite(msg.data[0]):
+            self._gripper_action = float(np.clip(msg.data[0] / self._finger_open - 1.0, -1.0, 1.0))
+
+    def _on_gripper_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        width = float(self.unwrapped.robot_state()["gripper_width"][0])
+        self._gripper_action = float(np.clip(width / self._finger_open - 1.0, -1.0, 1.0))
+        response.success, response.message = True, f"gripper held at {width:.4f} m"
+        return response
+
+    def _publish_franka(self, stamp: Any) -> None:
+        state = self.unwrapped.robot_state()
+        data = self.unwrapped.data
+        qpos, qvel = data.qpos, data.qvel
+        meas = Fr3Measurement(
+            state["joint_pos"], state["joint_vel"], qpos[self._finger_qadr].copy(), qvel[self._finger_dofadr].copy()
+        )
+        self._joint_pub.publish(conv.fr3_joint_state(meas, stamp))
+        tcp_quat = np.zeros(4)
+        self._mat2quat(tcp_quat, data.site_xmat[self._tcp_site])
+        self._tcp_pub.publish(conv.pose_stamped(state["tcp_pos"], tcp_quat, BASE_FRAME, stamp))
+        self._goal_pub.publish(conv.point_stamped(self._obs["desired_goal"], BASE_FRAME, stamp))
+        if self.unwrapped.has_object:
+            q, v = self._obj_qadr, self._obj_dofadr
+            self._object_pub.publish(conv.pose_stamped(qpos[q : q + 3], qpos[q + 3 : q + 7], BASE_FRAME, stamp))
+            # Free joint: linear velocity in the world frame, angular in the body frame.
+            angular = data.xmat[self._obj_body].reshape(3, 3) @ qvel[v + 3 : v + 6]
+            self._twist_pub.publish(conv.twist_stamped(qvel[v : v + 3], angular, BASE_FRAME, stamp))
+
+    # -------------------------------------------------------------- quadrotor
+    def _setup_quadrotor(self) -> None:
+        self.robot_name = str(self._param("robot_name", "cf231"))
+        self.legacy = LegacyConfig(
+            mode=str(self._param("legacy_mode", "rate")),  # type: ignore[arg-type]
+            max_thrust=float(self._param("max_thrust", 0.596)),
+            thrust_full_scale=float(self._param("thrust_full_scale", 65535.0)),
+            thrust_limit=float(self._param("thrust_limit", 60000.0)),
+            attitude_lookahead=float(self._param("attitude_lookahead", 0.05)),
+            pitch_sign=float(self._param("pitch_sign", -1.0)),
+            yaw_sign=float(self._param("yaw_sign", 1.0)),
+        )
+        base = f"/{self.robot_name}"
+        self.create_subscription(Twist, f"{base}/cmd_vel_legacy", self._on_legacy, 10)
+        self.create_service(Empty, f"{base}/emergency", self._on_emergency)
+        self.create_service(Empty, "/all/emergency", self._on_emergency)
+        self._pose_pub = self.create_publisher(PoseStamped, f"{base}/pose", STATE_QOS)
+        self._odom_pub = self.create_publisher(Odometry, f"{base}/odom", STATE_QOS)
+        self._goal_pub = self.create_publisher(PointStamped, f"{base}/goal", STATE_QOS)
+        try:
+            from crazyflie_interfaces import srv  # type: ignore[import-not-found]
+        except ImportError:
+            self.get_logger().info("crazyflie_interfaces not installed: takeoff/land/notify_setpoints_stop not served")
+        else:
+            for name, kind in (
+                ("takeoff", srv.Takeoff),
+                ("land", srv.Land),
+                ("notify_setpoints_stop", srv.NotifySetpointsStop),
+            ):
+                self.create_service(kind, f"{base}/{name}", lambda request, response: response)
+
+    def _on_legacy(self, msg: Twist) -> None:
+        try:
+            values = conv.twist_to_legacy(msg)
+        except conv.MessageError as err:
+            self.ignored_commands += 1
+            self.get_logger().warning(f"cmd_vel_legacy refused: {err}", throttle_duration_sec=1.0)
+            return
+        rotation = self.unwrapped.robot_state()["rotation"]
+        self._command(legacy_to_ctbr(values, rotation, float(self.unwrapped.params.max_thrust), self.legacy))
+
+    def _on_emergency(self, request: Empty.Request, response: Empty.Response) -> Empty.Response:
+        if not self.done:
+            self.get_logger().warning("emergency: motors off, episode over")
+            self._finish(crash="emergency")
+        return response
+
+    def _publish_quadrotor(self, stamp: Any) -> None:
+        state = self.unwrapped.robot_state()
+        quat = self.unwrapped.data.qpos[3:7].copy()
+        meas = QuadrotorMeasurement(state["position"], state["velocity"], state["rotation"], state["body_rates"])
+        self._pose_pub.publish(conv.pose_stamped(meas.position, quat, WORLD_FRAME, stamp))
+        self._odom_pub.publish(conv.quadrotor_odometry(meas, quat, WORLD_FRAME, self.robot_name, stamp))
+        self._goal_pub.publish(conv.point_stamped(self._obs["desired_goal"], WORLD_FRAME, stamp))
+
+    # --------------------------------------------------------------- stepping
+    def _command(self, command: np.ndarray) -> None:
+        """A command arrived: step now (lockstep) or keep it for the next tick (realtime)."""
+        if self.done:
+            self.ignored_commands += 1
+            return
+        self._pending = command
+        if self.mode == "lockstep":
+            self._step(command)
+
+    def _action(self, command: np.ndarray | None) -> np.ndarray:
+        if self.franka:
+            if command is not None:
+                self._targets.target = np.asarray(command, dtype=np.float64)
+            return np.array([0.0, 0.0, 0.0, self._gripper_action])
+        if command is None:
+            return self.unwrapped.hover_action
+        return command
+
+    def _step(self, command: np.ndarray | None) -> None:
+        self._obs, reward, terminated, truncated, info = self.env.step(self._action(command))
+        self.steps += 1
+        self.total_return += float(reward)
+        self.success = bool(info["is_success"])
+        self.publish_state()
+        if terminated or truncated:
+            self._finish(crash=info.get("crash"))
+        else:
+            self._publish_info(crash=None)
+
+    def _finish(self, crash: str | None) -> None:
+        self.done = True
+        self._publish_info(crash=crash)
+        self._event_pub.publish(
+            String(data=json.dumps({"source": "sim", "event": "end", "seed": self.seed, "success": self.success,
+                                    "steps": self.steps, "return": self.total_return, "crash": crash}))
+        )  # fmt: skip
+
+    def _publish_info(self, crash: str | None) -> None:
+        info = {
+            "seed": self.seed,
+            "step": self.steps,
+            "return": self.total_return,
+            "success": self.success,
+            "done": self.done,
+            "crash": crash,
+            "ignored_commands": self.ignored_commands,
+        }
+        self._info_pub.publish(String(data=json.dumps(info)))
+
+    def _realtime_tick(self) -> None:
+        if not self.done:
+            self._step(self._pending)
+
+    def _idle_tick(self) -> None:
+        if self.done and self.autoreset:
+            self.reset_episode()
+        elif self.now() - self._last_publish >= 0.9 * self.republish_period:
+            self.publish_state()
+
+    def publish_state(self) -> None:
+        """Publish the robot state and the perception inputs, stamped now."""
+        stamp = self.get_clock().now().to_msg()
+        if self.franka:
+            self._publish_franka(stamp)
+        else:
+            self._publish_quadrotor(stamp)
+        self._last_publish = self.now()
+
+    # ---------------------------------------------------------------- episodes
+    def reset_episode(self, seed: int | None = None) -> int:
+        """Reset the env with ``seed`` (default: the next seed) and publish its first state. Returns the seed."""
+        seed = self.next_seed if seed is None else seed
+        self.next_seed = seed + 1
+        self._obs, _ = self.env.reset(seed=seed)
+        self.seed, self.steps, self.total_return, self.done, self.success = seed, 0, 0.0, False, False
+        self._pending = None
+        if self.franka:
+            self._targets.target = None
+            width = float(self.unwrapped.robot_state()["gripper_width"][0])
+            self._gripper_action = float(np.clip(width / self._finger_open - 1.0, -1.0, 1.0))
+        self._event_pub.publish(
+            String(data=json.dumps({"source": "sim", "event": "start", "env_id": self.env_id, "seed": seed}))
+        )
+        self.publish_state()
+        self._publish_info(crash=None)
+        return seed
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        seed = self.reset_episode()
+        response.success, response.message = True, json.dumps({"seed": seed})
+        return response
+
+    def close(self) -> None:
+        """Release the env."""
+        self.env.close()
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ros2 run robot_rl_ros sim_bridge --ros-args -p env_id:=robot_rl/PandaPush-v0``."""
+    rclpy.init(args=args)
+    node = SimBridge()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        executor.shutdown()
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()

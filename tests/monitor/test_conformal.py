@@ -1,0 +1,125 @@
+"""Conformal thresholds, windowed scores and the alarm rules on hand-made numbers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from robot_rl.monitor.conformal import (
+    WindowedScore,
+    calibrate_detectors,
+    conformal_threshold,
+    episode_statistic,
+    exceeds,
+    first_alarm,
+    joint_thresholds,
+    min_calibration_size,
+    windowed_mean,
+)
+
+
+class TestConformalThreshold:
+    def test_hand_computed_quantile(self):
+        # n = 10, alpha = 0.1: k = ceil(11 * 0.9) = ceil(9.9) = 10 -> the largest score.
+        scores = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.0, 6.0, 5.5, 3.5]
+        assert conformal_threshold(scores, 0.1) == 9.0
+        # alpha = 0.2: k = ceil(11 * 0.8) = ceil(8.8) = 9 -> the 9th smallest (6.0).
+        assert conformal_threshold(scores, 0.2) == 6.0
+        # alpha = 0.5: k = ceil(5.5) = 6 -> 4.0.
+        assert conformal_threshold(scores, 0.5) == 4.0
+
+    def test_exact_products_are_not_rounded_up(self):
+        # n = 9, alpha = 0.1: (n + 1)(1 - alpha) = 9 exactly (9.000000000000002 in floats) -> k = 9, not 10.
+        assert conformal_threshold(np.arange(1.0, 10.0), 0.1) == 9.0
+
+    def test_too_few_scores_give_inf(self):
+        assert min_calibration_size(0.1) == 9
+        assert min_calibration_size(0.2) == 4
+        assert conformal_threshold(np.arange(8.0), 0.1) == math.inf
+        assert math.isfinite(conformal_threshold(np.arange(9.0), 0.1))
+
+    def test_coverage_on_exchangeable_scores(self):
+        rng = np.random.default_rng(0)
+        alpha, n = 0.2, 30
+        misses = [rng.standard_normal() > conformal_threshold(rng.standard_normal(n), alpha) for _ in range(4000)]
+        # P(miss) = 1 - ceil(31 * 0.8) / 31 = 1 - 25 / 31 = 0.194 <= alpha.
+        assert abs(np.mean(misses) - 6 / 31) < 0.02
+
+    @pytest.mark.parametrize("alpha", [0.0, 1.0, -0.1])
+    def test_bad_alpha(self, alpha):
+        with pytest.raises(ValueError, match="alpha"):
+            conformal_threshold([1.0, 2.0], alpha)
+
+    def test_refuses_empty_or_nan(self):
+        with pytest.raises(ValueError):
+            conformal_threshold([], 0.1)
+        with pytest.raises(ValueError):
+            conformal_threshold([1.0, math.nan], 0.1)
+
+
+class TestWindows:
+    def test_trailing_mean_by_hand(self):
+        np.testing.assert_allclose(windowed_mean([1.0, 3.0, 5.0, 7.0], 2), [1.0, 2.0, 4.0, 6.0])
+        np.testing.assert_allclose(windowed_mean([1.0, 3.0, 5.0, 7.0], 3), [1.0, 2.0, 3.0, 5.0])
+        assert episode_statistic([1.0, 3.0, 5.0, 7.0], 3) == 5.0
+
+    def test_streaming_matches_offline_exactly(self):
+        values = np.random.default_rng(1).standard_normal(20)
+        stream = WindowedScore(3)
+        online = [stream.push(v) for v in values]
+        assert online == windowed_mean(values, 3).tolist()
+
+
+class TestRules:
+    THRESHOLDS = {"rnd": 1.0, "entropy": 0.0}
+
+    def test_both_needs_the_two_signals_at_the_same_chunk(self):
+        # rnd exceeds at chunks 1 and 3, entropy at chunks 2 and 3: FIPER fires first at chunk 3.
+        scores = {"rnd": [0.5, 2.0, 0.5, 2.0], "entropy": [-1.0, -1.0, 1.0, 1.0]}
+        assert first_alarm(scores, self.THRESHOLDS, 1, "both") == 3
+        assert first_alarm(scores, self.THRESHOLDS, 1, "rnd") == 1
+        assert first_alarm(scores, self.THRESHOLDS, 1, "entropy") == 2
+        assert first_alarm(scores, self.THRESHOLDS, 1, "either") == 1
+
+    def test_window_smooths_a_single_spike(self):
+        scores = {"rnd": [0.0, 3.0, 0.0, 0.0], "entropy": [1.0, 1.0, 1.0, 1.0]}
+        assert first_alarm(scores, self.THRESHOLDS, 1, "both") == 1
+        # window 4: means 0, 1.5, 1.0, 0.75 -> above 1.0 only at chunk 1.
+        assert first_alarm(scores, self.THRESHOLDS, 4, "both") == 1
+        scores["rnd"] = [0.0, 1.8, 0.0, 0.0]  # window-2 means 0, 0.9, 0.9, 0: never above 1.0
+        assert first_alarm(scores, self.THRESHOLDS, 2, "both") is None
+
+    def test_no_alarm_and_nan(self):
+        quiet = {"rnd": [0.0, 0.1], "entropy": [-1.0, -2.0]}
+        assert first_alarm(quiet, self.THRESHOLDS, 2, "both") is None
+        assert exceeds({"rnd": math.nan, "entropy": 5.0}, self.THRESHOLDS, "both")
+
+    def test_unknown_rule(self):
+        with pytest.raises(ValueError, match="rule"):
+            exceeds({"rnd": 0.0, "entropy": 0.0}, self.THRESHOLDS, "all")
+
+
+class TestCalibrateDetectors:
+    def episodes(self, n=40, seed=0):
+        rng = np.random.default_rng(seed)
+        return [{"rnd": rng.exponential(size=7), "entropy": rng.standard_normal(7)} for _ in range(n)]
+
+    def test_single_signal_detectors_use_the_marginal_quantile(self):
+        episodes = self.episodes()
+        thresholds = calibrate_detectors(episodes, 0.1, 2)
+        expected = conformal_threshold([episode_statistic(e["rnd"], 2) for e in episodes], 0.1)
+        assert thresholds["rnd"] == {"rnd": expected, "entropy": math.inf}
+        assert thresholds["fiper_marginal"]["rnd"] == expected
+        assert thresholds["entropy"]["rnd"] == math.inf
+
+    def test_joint_thresholds_keep_the_calibration_alarms_within_alpha(self):
+        episodes = self.episodes(60)
+        alpha = 0.2
+        joint = joint_thresholds(episodes, alpha, 2)
+        marginal = calibrate_detectors(episodes, alpha, 2)["fiper_marginal"]
+        # Both rules at the same alpha: the joint thresholds are lower (the AND rule is stricter).
+        assert joint["rnd"] <= marginal["rnd"] and joint["entropy"] <= marginal["entropy"]
+        alarms = [first_alarm(e, joint, 2, "both") is not None for e in episodes]
+        assert np.mean(alarms) <= alpha
+        fresh = [first_alarm(e, joint, 2, "both") is not None for e in self.episodes(2000, seed=1)]
+        assert abs(np.mean(fresh) - alpha) < 0.08
