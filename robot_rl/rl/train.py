@@ -162,9 +162,8 @@ def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_
             if self.warming and steps >= config.learning_starts + config.actor_warmup:
                 self.model.actor.requires_grad_(True)
                 self.warming = False
-            if self.bar is not None:
-                self.bar.n = min(steps, config.steps)
-                self.bar.refresh()
+            if self.bar is not None and steps > self.bar.n:
+                self.bar.update(min(steps, config.steps) - self.bar.n)  # redraws at tqdm's own pace
             if steps >= self.next_eval:
                 self.next_eval += config.eval_every
                 self._evaluate(steps)
