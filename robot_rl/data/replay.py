@@ -26,6 +26,17 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b))) if np.size(b) else 0.0
 
 
+def _check_states(demo: Demo) -> None:
+    """Refuse a demo without simulator states (recorded on a robot or converted from a ROS bag)."""
+    states = demo.states
+    if states.ndim != 2 or states.shape[1] == 0:
+        raise ValueError(
+            f"{demo.name} has no simulator states (states of shape {tuple(states.shape)}; demos recorded on a "
+            "robot or converted with `robot-rl data from-bag` have none): replay and render need demos recorded "
+            "in simulation. Training uses them as they are."
+        )
+
+
 def replay_demo(env: Any, demo: Demo) -> dict[str, Any]:
     """Re-simulate one demo on ``env`` and compare with what was saved.
 
@@ -41,6 +52,7 @@ def replay_demo(env: Any, demo: Demo) -> dict[str, Any]:
         deviation), ``saved_success``, ``replayed_success``, ``ended_early`` (the env ended the
         episode before the demo did).
     """
+    _check_states(demo)
     env.reset(seed=demo.seed)
     reset_deviation = _max_abs(mujoco_state(env), demo.states[0])
     _set_state(env, demo.states[0])
@@ -187,6 +199,7 @@ def render(
             with imageio.get_writer(out, fps=rate, macro_block_size=8) as writer:
                 for name in names:
                     demo = ds[name]
+                    _check_states(demo)
                     env.reset(seed=demo.seed)  # goal marker and randomized model parameters
                     for state in demo.states[::stride]:
                         _set_state(env, state)
