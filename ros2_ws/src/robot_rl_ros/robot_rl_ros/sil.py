@@ -66,7 +66,8 @@ class SilDriver:
             self.executor.spin_once(timeout_sec=0.005)
         return bool(done())
 
-    def _call(self, client: Any, request: Any, timeout: float = 10.0) -> Any:
+    def _call(self, client: Any, request: Any, timeout: float = 30.0) -> Any:
+        # 30 s: on a cold, loaded CI machine discovery of a just-started node can lag its first services.
         if not client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"service {client.srv_name} did not appear within {timeout} s")
         future = client.call_async(request)
