@@ -216,8 +216,10 @@ def markdown(result: dict, task: str) -> str:
         f"{result['base']} --steps {result['steps']} --eval-every {result['eval_every']}` "
         f"(SAC options {result['sac_options']}).",
         "",
-        f"Success on {result['eval_episodes']} held-out seeds (900000..) against env steps "
-        "(deterministic policies; step 0 is the base alone for the residual methods):",
+        f"Success on {result['eval_episodes']} held-out seeds (900000..) against env steps (deterministic policies). "
+        "Step 0 is the freshly initialized agent: for sac and ppo the base plus a near-zero correction (about "
+        "0.002 of the action range, enough to flip some episodes of this sensitive task), for dsrl the base sampled "
+        "from all-zero noise (deterministic), for her an untrained policy.",
         "",
         "| env steps | " + " | ".join(methods) + " |",
         "|---:|" + "---:|" * len(methods),
