@@ -43,7 +43,6 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import Bool, Float64MultiArray, String
@@ -53,6 +52,7 @@ from robot_rl.data.bag import EPISODE_TOPIC, STEP_TOPIC
 from robot_rl_ros import conversions as conv
 from robot_rl_ros.adapters import ADAPTERS, RobotAdapter
 from robot_rl_ros.control import LoopStats, Runtime, RuntimeConfig, build_runtime
+from robot_rl_ros.spin import spin_node
 
 EVENT_QOS = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 """Episode events: kept for late joiners (a recorder started after the node)."""
@@ -355,16 +355,10 @@ def main(args: list[str] | None = None) -> None:
     """``ros2 run robot_rl_ros policy_node --ros-args -p policy:=policies/NAME [-p autostart:=true]``."""
     rclpy.init(args=args)
     node = PolicyNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
+
+    def autostart() -> None:
         if node.get_parameter("autostart").value:
             node.trigger_configure()
             node.trigger_activate()
-        executor.spin()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+
+    spin_node(node, start=autostart)

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_srvs.srv import Trigger
 
 from robot_rl.data.bag import EPISODE_TOPIC, STEP_TOPIC
+from robot_rl_ros.spin import spin_node
 
 DEFAULT_TOPICS = [STEP_TOPIC, EPISODE_TOPIC, "/robot_rl/intervention", "/diagnostics"]
 """What ``robot-rl data from-bag`` and a review of a run need."""
@@ -132,14 +132,4 @@ def main(args: list[str] | None = None) -> None:
     """``ros2 run robot_rl_ros bag_recorder --ros-args -p output:=runs/bag1``; Ctrl-C finalizes the bag."""
     rclpy.init(args=args)
     node = BagRecorder()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(node, close=node.close)

@@ -50,7 +50,6 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PointStamped, PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
@@ -62,6 +61,7 @@ from robot_rl.data.bag import EPISODE_TOPIC
 from robot_rl_ros import conversions as conv
 from robot_rl_ros.crazyflie import WORLD_FRAME, LegacyConfig, QuadrotorMeasurement, legacy_to_ctbr
 from robot_rl_ros.fr3 import BASE_FRAME, Fr3Measurement
+from robot_rl_ros.spin import spin_node
 
 STATE_QOS = QoSProfile(depth=1)
 EVENT_QOS = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -380,14 +380,4 @@ def main(args: list[str] | None = None) -> None:
     """``ros2 run robot_rl_ros sim_bridge --ros-args -p env_id:=robot_rl/PandaPush-v0``."""
     rclpy.init(args=args)
     node = SimBridge()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        executor.shutdown()
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(node, close=node.close)

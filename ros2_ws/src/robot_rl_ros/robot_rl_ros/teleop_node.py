@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool, Float64MultiArray, String
@@ -35,6 +34,7 @@ from robot_rl_ros import conversions as conv
 from robot_rl_ros.adapters import ADAPTERS
 from robot_rl_ros.control import ROBOT_OF_FAMILY, load_safety
 from robot_rl_ros.policy_node import EVENT_QOS
+from robot_rl_ros.spin import spin_node
 
 
 class JoyDevice:
@@ -234,14 +234,4 @@ def main(args: list[str] | None = None) -> None:
     """``ros2 run robot_rl_ros teleop_node --ros-args -p env_id:=robot_rl/PandaPush-v0 -p device:=joy``."""
     rclpy.init(args=args)
     node = TeleopNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(node, close=node.close)
