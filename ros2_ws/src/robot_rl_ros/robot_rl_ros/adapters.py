@@ -47,7 +47,13 @@ from std_srvs.srv import Empty
 from trajectory_msgs.msg import JointTrajectory
 
 from robot_rl_ros import conversions as conv
-from robot_rl_ros.crazyflie import LegacyConfig, PoseDifferentiator, QuadrotorObserver, ctbr_to_legacy, quat_to_rotation
+from robot_rl_ros.crazyflie import (
+    PoseDifferentiator,
+    QuadrotorObserver,
+    ctbr_to_legacy,
+    legacy_config,
+    quat_to_rotation,
+)
 from robot_rl_ros.fr3 import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Fr3Kinematics, Fr3Measurement
 
 PublisherFactory = Callable[[Any, str, Any], Any]
@@ -310,15 +316,7 @@ class CrazyflieAdapter(RobotAdapter):
         if self.state_source not in ("odom", "pose"):
             raise ValueError(f"`state_source` must be 'odom' or 'pose'. Got {self.state_source!r}.")
         self.twist_frame = str(self._param("odom_twist_frame", "body"))
-        self.legacy = LegacyConfig(
-            mode=str(self._param("legacy_mode", "rate")),  # type: ignore[arg-type]
-            max_thrust=float(self._param("max_thrust", 0.596)),
-            thrust_full_scale=float(self._param("thrust_full_scale", 65535.0)),
-            thrust_limit=float(self._param("thrust_limit", 60000.0)),
-            attitude_lookahead=float(self._param("attitude_lookahead", 0.05)),
-            pitch_sign=float(self._param("pitch_sign", -1.0)),
-            yaw_sign=float(self._param("yaw_sign", 1.0)),
-        )
+        self.legacy = legacy_config(self._param)
         self.estop_emergency = bool(self._param("estop_emergency", False))
         self.land_on_stop = bool(self._param("land_on_deactivate", False))
         base = f"/{self.name}"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -68,6 +69,19 @@ class LegacyConfig:
         for name in ("pitch_sign", "yaw_sign"):
             if getattr(self, name) not in (-1.0, 1.0):
                 raise ValueError(f"`{name}` must be 1 or -1. Got {getattr(self, name)}.")
+
+
+def legacy_config(param: Callable[[str, Any], Any]) -> LegacyConfig:
+    """The ``cmd_vel_legacy`` mapping from node parameters (``param(name, default)``), shared by adapter and bridge."""
+    return LegacyConfig(
+        mode=str(param("legacy_mode", "rate")),  # type: ignore[arg-type]
+        max_thrust=float(param("max_thrust", 0.596)),
+        thrust_full_scale=float(param("thrust_full_scale", 65535.0)),
+        thrust_limit=float(param("thrust_limit", 60000.0)),
+        attitude_lookahead=float(param("attitude_lookahead", 0.05)),
+        pitch_sign=float(param("pitch_sign", -1.0)),
+        yaw_sign=float(param("yaw_sign", 1.0)),
+    )
 
 
 def quat_to_rotation(w: float, x: float, y: float, z: float) -> np.ndarray:

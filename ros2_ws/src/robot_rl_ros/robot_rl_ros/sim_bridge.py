@@ -59,7 +59,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from robot_rl.data.bag import EPISODE_TOPIC
 from robot_rl_ros import conversions as conv
-from robot_rl_ros.crazyflie import WORLD_FRAME, LegacyConfig, QuadrotorMeasurement, legacy_to_ctbr
+from robot_rl_ros.crazyflie import WORLD_FRAME, QuadrotorMeasurement, legacy_config, legacy_to_ctbr
 from robot_rl_ros.fr3 import BASE_FRAME, Fr3Measurement
 from robot_rl_ros.spin import spin_node
 
@@ -226,15 +226,7 @@ class SimBridge(Node):
     # -------------------------------------------------------------- quadrotor
     def _setup_quadrotor(self) -> None:
         self.robot_name = str(self._param("robot_name", "cf231"))
-        self.legacy = LegacyConfig(
-            mode=str(self._param("legacy_mode", "rate")),  # type: ignore[arg-type]
-            max_thrust=float(self._param("max_thrust", 0.596)),
-            thrust_full_scale=float(self._param("thrust_full_scale", 65535.0)),
-            thrust_limit=float(self._param("thrust_limit", 60000.0)),
-            attitude_lookahead=float(self._param("attitude_lookahead", 0.05)),
-            pitch_sign=float(self._param("pitch_sign", -1.0)),
-            yaw_sign=float(self._param("yaw_sign", 1.0)),
-        )
+        self.legacy = legacy_config(self._param)
         base = f"/{self.robot_name}"
         self.create_subscription(Twist, f"{base}/cmd_vel_legacy", self._on_legacy, 10)
         self.create_service(Empty, f"{base}/emergency", self._on_emergency)
