@@ -192,11 +192,24 @@ MonitorCommand = (
 
 Command = (
     Annotated[Envs, tyro.conf.subcommand("envs")]
-    | Annotated[EvalConfig, tyro.conf.subcommand("eval")]
+    | Annotated[
+        EvalConfig,
+        tyro.conf.subcommand(
+            "eval", description="Evaluate a policy (expert, random, a run, an exported policy) on held-out seeds."
+        ),
+    ]
     | Annotated[Bench, tyro.conf.subcommand("bench")]
     | Annotated[Collect, tyro.conf.subcommand("collect")]
-    | Annotated[DataCommand, tyro.conf.subcommand("data")]
-    | Annotated[TrainCommand, tyro.conf.subcommand("train")]
+    | Annotated[
+        DataCommand,
+        tyro.conf.subcommand("data", description="Demo files: info | replay | render | merge | split | from-bag."),
+    ]
+    | Annotated[
+        TrainCommand,
+        tyro.conf.subcommand(
+            "train", description="Train a base policy (bc | diffusion) or a residual on a frozen base."
+        ),
+    ]
     | Annotated[Pipeline, tyro.conf.subcommand("pipeline")]
     | Annotated[Export, tyro.conf.subcommand("export")]
     | Annotated[
