@@ -243,6 +243,18 @@ def _print_report(report: dict) -> None:
             f"| {report['success_rate']:.3f} | [{low:.3f}, {high:.3f}] | {report['mean_return']:.2f} | "
             f"{report['mean_episode_length']:.1f} | {report['wall_time_s']:.1f} s |"
         )
+    if report.get("mean_final_distance") is not None:
+        print(f"final distance to the goal: mean {report['mean_final_distance']:.3f} m")
+    if "base_alone" in report:
+        base = report["base_alone"]
+        low, high = base["success_ci95"]
+        line = (
+            f"base alone ({base['policy']}), same seeds: success {base['success_rate']:.3f} [{low:.3f}, {high:.3f}], "
+            f"mean return {base['mean_return']:.2f}"
+        )
+        if base.get("mean_final_distance") is not None:
+            line += f", final distance {base['mean_final_distance']:.3f} m"
+        print(line)
     if "safety_violations" in report:
         by = report.get("safety_violations_by_constraint") or {}
         detail = f" ({', '.join(f'{k}: {v}' for k, v in sorted(by.items()))})" if by else ""

@@ -201,6 +201,16 @@ def _residual_actor(run_dir: str, env: Any) -> tuple[Policy, Callable[[int], Non
     return actor, actor.reset
 
 
+def mean_final_distance(episodes: list[dict[str, Any]]) -> float | None:
+    """Mean over episodes of the env's ``info["distance"]`` at the last step [m].
+
+    Quadrotor tasks report the vehicle's distance to its goal or reference; None when the env does not.
+    """
+    if not episodes or any("distance" not in e for e in episodes):
+        return None
+    return float(np.mean([e["distance"] for e in episodes]))
+
+
 def _base_alone(run_dir: str, env: Any, seeds: list[int]) -> dict[str, Any]:
     """The residual run's base, without its residual, on the same seeds."""
     from robot_rl.evaluation.rollout import run_episodes
@@ -218,7 +228,8 @@ def _base_alone(run_dir: str, env: Any, seeds: list[int]) -> dict[str, Any]:
         "success_rate": successes / len(episodes),
         "success_ci95": list(wilson_interval(successes, len(episodes))),
         "mean_return": float(np.mean([e["return"] for e in episodes])),
-        "per_episode": [{k: e[k] for k in ("seed", "success", "return")} for e in episodes],
+        "mean_final_distance": mean_final_distance(episodes),
+        "per_episode": [{k: e[k] for k in ("seed", "success", "return", "distance") if k in e} for e in episodes],
     }
 
 
@@ -455,6 +466,7 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
         "success_ci95": list(wilson_interval(successes, n)),
         "mean_return": float(np.mean([e["return"] for e in per_episode])) if n else None,
         "mean_episode_length": float(np.mean([e["length"] for e in per_episode])) if n else None,
+        "mean_final_distance": mean_final_distance(per_episode),
         "safety": config.safety,
         "safety_interventions": guard.interventions if guard.chain is not None else None,
         "safety_fallbacks": guard.fallbacks if guard.chain is not None else None,

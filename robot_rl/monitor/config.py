@@ -36,9 +36,10 @@ class MonitorCalibrate:
     """Chunks in the windowed mean of each score."""
     samples: int = 4
     """K: chunks sampled per history (one batched ONNX call) for the action-chunk entropy."""
-    reuse_policy_chunk: bool = False
+    reuse_policy_chunk: bool = True
     """Count the chunk the controller just computed for the history as one of the K (the monitor's ONNX call
-    then draws K - 1): less latency, same statistics."""
+    then draws K - 1): a draw from the same distribution, so the same statistic for less latency
+    (bench/results/monitor.md). ``--no-reuse-policy-chunk`` draws all K."""
     seed: int = CALIBRATION_SEED
     """First calibration seed (episode k uses seed + k); must avoid the demos' seeds."""
     data: Path | None = None

@@ -144,6 +144,10 @@ class TestQuadrotorEval:
         report = json.loads(report_path.read_text())
         assert report["success_rate"] == 1.0
         assert report["per_episode"][0]["crash"] is None
+        distances = [e["distance"] for e in report["per_episode"]]
+        assert report["mean_final_distance"] == pytest.approx(sum(distances) / len(distances))
+        assert max(distances) <= 0.1  # the expert holds the waypoint
+        assert "final distance to the goal" in out.stdout
 
     def test_a_franka_key_on_a_quadrotor_is_refused_with_its_keys(self, tmp_path: Path):
         bad = tmp_path / "franka.yaml"
