@@ -280,6 +280,28 @@ class TestCrashTermination:
         assert not terminated
         assert info["crash"] is None
 
+    @pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
+    def test_a_crash_costs_the_worst_reward_of_every_step_left(self, make_env, dense):
+        env = make_env(HOVER.replace("Hover", "HoverDense") if dense else HOVER)
+        env.reset(seed=0)
+        place_level_and_still(env)
+        steps = 0
+        while True:
+            _, reward, terminated, _, info = env.step(np.array([-1.0, 0.0, 0.0, 0.0]))
+            steps += 1
+            if terminated:
+                break
+        assert info["crash"] == "floor"
+        worst = math.dist(env.geofence_low, env.geofence_high) if dense else 1.0
+        step_reward = -info["distance"] if dense else -1.0
+        # As if the vehicle flew on to the time limit at the worst per-step reward: staying in the air
+        # never returns less than crashing.
+        assert reward == pytest.approx(step_reward - worst * (250 - steps))
+
+    def test_episode_steps_match_the_registered_time_limits(self, make_env):
+        for env_id in QUADROTOR_IDS:
+            assert make_env(env_id).episode_steps == ENV_SPECS[env_id].max_episode_steps
+
     def test_reset_clears_the_crash(self, make_env):
         env = make_env(HOVER)
         env.reset(seed=0)

@@ -69,8 +69,8 @@ class PushExpert:
         if dist < 0.02:
             self._arrived = True
         if self._arrived and dist < 0.035:
-            # Arrived: hold still (lifting a little) so the cube is not disturbed.
-            return _move(grip, np.array([grip[0], grip[1], grip[2] + 0.005]), -1.0)
+            # Arrived: hold still, so the cube is not disturbed.
+            return np.array([0.0, 0.0, 0.0, -1.0])
         self._arrived = False
         direction = to_goal / dist
         behind = cube[:2] - self.standoff * direction

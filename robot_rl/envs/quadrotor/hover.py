@@ -34,6 +34,8 @@ class QuadrotorHoverEnv(QuadrotorEnv):
     ## Rewards
     Sparse (default): -1 per step while farther than 0.1 m from the goal, else 0. Dense
     (``QuadrotorHoverDense-v0``): minus the distance [m].
+    A crash also costs the worst per-step reward (-1 sparse, minus the geofence diagonal dense)
+    for every step left, so crashing early never pays (``crash_penalty``).
 
     ## Episode End
     Terminates on a crash: floor contact or below 0.03 m, tilt past 80 degrees, or leaving the

@@ -98,6 +98,8 @@ class QuadrotorEnv(MujocoGoalEnv):
     """Largest angle between body z and world z before the episode ends as a crash [rad]."""
     hold_time: ClassVar[float] = 1.0
     """Time the vehicle must stay within ``distance_threshold`` of the goal to succeed [s]."""
+    episode_steps: ClassVar[int] = 250
+    """Control periods per episode (the registered time limit; the crash penalty charges what is left)."""
 
     def __init__(
         self,
@@ -218,6 +220,8 @@ class QuadrotorEnv(MujocoGoalEnv):
             reward = 0.0 if within else -1.0
         else:
             reward = -distance
+        if terminated:
+            reward -= self.crash_penalty()
         info = {
             "is_success": float(self._is_success()),
             "distance": distance,
@@ -248,6 +252,18 @@ class QuadrotorEnv(MujocoGoalEnv):
             ctrl[:] = mixer.rotor_thrusts(thrust, rate_ctl.torque(rates_des, (p, q, r)))
             force[0:3] = (gx - drag * vx, gy - drag * vy, gz - drag * vz)
             mujoco.mj_step(model, data)
+
+    def crash_penalty(self) -> float:
+        """What a crash costs on top of the step's reward: the worst per-step reward for every period left.
+
+        A crash ends the episode, and every per-step reward is <= 0, so without it an agent maximizing the
+        return would learn to crash early (measured: a residual trained on the dense reward did). The worst
+        per-step reward is -1 (sparse) or minus the geofence's diagonal (dense: no distance inside the
+        fence is larger), so any crash returns less than any flight that lasts the episode.
+        ``compute_reward`` (goal relabelling) gives the per-step reward only.
+        """
+        worst = 1.0 if self.reward_type == "sparse" else float(np.linalg.norm(self.geofence_high - self.geofence_low))
+        return worst * max(self.episode_steps - self._t, 0)
 
     def _crash_reason(self) -> str | None:
         x, y, z = self._qpos[0:3].tolist()

@@ -35,6 +35,8 @@ class QuadrotorTrackEnv(QuadrotorEnv):
     ## Rewards
     Sparse (default): -1 per step while farther than 0.1 m from the current reference point, else
     0. Dense (``QuadrotorTrackDense-v0``): minus that distance [m].
+    A crash also costs the worst per-step reward (-1 sparse, minus the geofence diagonal dense)
+    for every step left, so crashing early never pays (``crash_penalty``).
 
     ## Episode End
     Terminates on a crash (floor, tilt past 80 degrees, geofence). Truncated after 500 steps
@@ -58,6 +60,8 @@ class QuadrotorTrackEnv(QuadrotorEnv):
     """Spacing of the upcoming reference points [s]."""
     rmse_threshold = 0.1
     """Tracking RMSE for success [m]."""
+    episode_steps = 500
+    """Control periods per episode (10 s)."""
 
     def reference(self, t: float) -> np.ndarray:
         """Reference position at episode time ``t`` [s]. Shape: (3,)."""

@@ -27,6 +27,8 @@ class QuadrotorWaypointEnv(QuadrotorEnv):
     ## Rewards
     Sparse (default): -1 per step while farther than 0.1 m from the goal, else 0. Dense
     (``QuadrotorWaypointDense-v0``): minus the distance [m].
+    A crash also costs the worst per-step reward (-1 sparse, minus the geofence diagonal dense)
+    for every step left, so crashing early never pays (``crash_penalty``).
 
     ## Episode End
     Terminates on a crash (floor, tilt past 80 degrees, geofence). Truncated after 250 steps
