@@ -55,8 +55,19 @@ class BCConfig(ChunkConfig):
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionConfig(ChunkConfig):
-    """Diffusion policy over action chunks (DDPM training, DDIM sampling)."""
+    """Diffusion policy over action chunks (DDPM training, DDIM sampling).
 
+    Defaults measured on 100 expert demos (bench/results/policy_push_diffusion.md): one observation,
+    8-action chunks, 4 executed (0.16 s at 25 Hz) beat two observations and 16/8 chunks on PandaPush
+    (0.82 vs 0.70) and PandaPickAndPlace (0.78 vs 0.62) over 200 held-out seeds.
+    """
+
+    n_obs_steps: int = 1
+    """Observations the policy conditions on (1: the current one)."""
+    horizon: int = 8
+    """Actions predicted per chunk."""
+    n_action_steps: int = 4
+    """Actions executed per chunk before re-planning."""
     denoiser: Literal["unet", "mlp"] = "mlp"
     """Temporal 1-D U-Net (FiLM-conditioned) or residual MLP denoiser."""
     embed_dim: int = 128

@@ -31,7 +31,9 @@ def runs(tmp_path_factory):
     common = {"data": demos, "steps": 40, "eval_every": 40, "eval_episodes": 0, "warmup_steps": 5}
     common |= {"batch_size": 32, "progress": False, "threads": 1}
     train(TrainBC(out=root / "bc", policy=BCConfig(hidden=(32, 32)), **common))
-    diffusion = DiffusionConfig(mlp_hidden=32, embed_dim=16, horizon=8, n_action_steps=4, inference_steps=4)
+    diffusion = DiffusionConfig(
+        n_obs_steps=2, mlp_hidden=32, embed_dim=16, horizon=8, n_action_steps=4, inference_steps=4
+    )
     train(TrainDiffusion(out=root / "diffusion", policy=diffusion, **common))
     return {"bc": root / "bc", "diffusion": root / "diffusion"}
 
@@ -71,7 +73,10 @@ class TestParity:
     @pytest.mark.parametrize(
         ("kind", "config"),
         [
-            ("diffusion", DiffusionConfig(denoiser="unet", unet_dims=(8, 16), horizon=8, prediction="epsilon")),
+            (
+                "diffusion",
+                DiffusionConfig(denoiser="unet", n_obs_steps=2, unet_dims=(8, 16), horizon=8, prediction="epsilon"),
+            ),
             ("bc", BCConfig(hidden=(16,), head="gaussian", dropout=0.1)),
         ],
     )

@@ -59,7 +59,9 @@ def test_ddim_trailing_timesteps():
 
 @pytest.mark.parametrize("denoiser", ["mlp", "unet"])
 def test_diffusion_sample_is_deterministic_given_noise(denoiser):
-    config = DiffusionConfig(denoiser=denoiser, horizon=8, n_action_steps=4, unet_dims=(16, 32), mlp_hidden=64)
+    config = DiffusionConfig(
+        denoiser=denoiser, n_obs_steps=2, horizon=8, n_action_steps=4, unet_dims=(16, 32), mlp_hidden=64
+    )
     policy = DiffusionPolicy(config, LAYOUT, 4).eval()
     obs = torch.randn(3, 2, 8)
     noise = torch.randn(3, 8, 4)
@@ -142,7 +144,7 @@ def test_bc_training_run_layout_and_reload(reach_demos, tmp_path):
 
 def test_training_reduces_loss_and_resume_continues(reach_demos, tmp_path):
     out = tmp_path / "diff"
-    config = DiffusionConfig(mlp_hidden=64, embed_dim=32, horizon=8, n_action_steps=4)
+    config = DiffusionConfig(n_obs_steps=2, mlp_hidden=64, embed_dim=32, horizon=8, n_action_steps=4)
     first = _train(TrainDiffusion, reach_demos, out, policy=config, eval_episodes=0)
     with pytest.raises(RunError, match="already holds a run"):
         _train(TrainDiffusion, reach_demos, out, policy=config, eval_episodes=0)
