@@ -39,6 +39,16 @@ def git_commit(repo: Path = REPO_ROOT) -> str | None:
     return None
 
 
+def scheduler_name() -> str:
+    """This process's Linux scheduling policy, e.g. ``SCHED_OTHER`` or ``SCHED_FIFO priority 20``."""
+    policy = os.sched_getscheduler(0)
+    names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}
+    name = names.get(policy, f"policy {policy}")
+    if policy in (os.SCHED_FIFO, os.SCHED_RR):
+        name += f" priority {os.sched_getparam(0).sched_priority}"
+    return name
+
+
 def machine_info(packages: Iterable[str]) -> dict[str, Any]:
     """CPU, pinned cores, Python, platform, the versions of ``packages``, git commit and UTC date."""
     versions = {}
@@ -49,6 +59,8 @@ def machine_info(packages: Iterable[str]) -> dict[str, Any]:
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "pinned_cpus": sorted(os.sched_getaffinity(0)),
+        "scheduler": scheduler_name(),
+        "load_average_1min": os.getloadavg()[0],
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,
