@@ -43,7 +43,8 @@ class Pipeline:
     residual_steps: int = 100_000
     """Residual RL env steps (0 skips the stage). SAC on PandaPush dips below the base while its critic learns
     (10k-50k steps) and passes it from about 60k (bench/results/residual_pandapush.md); the deployed residual is
-    the best training evaluation, so a short budget gives the base back, never worse."""
+    the final agent (see TrainResidual.keep_best), so a budget inside the dip deploys a residual worse than the
+    base: the report shows both on the same seeds."""
     residual_algo: str = "sac"
     """sac, ppo or dsrl."""
     episodes: int = 100

@@ -8,7 +8,9 @@ A residual run directory::
 
     RUN_DIR/
       config.json      resolved options, the base (path, type, its env and demo seeds), the env
-      model.zip        the stable-baselines3 agent deployed: best evaluation so far (resume, eval)
+      model.zip        the stable-baselines3 agent deployed (eval, export): the latest evaluated, or with
+                       ``keep_best`` the best evaluation so far
+      best.zip         the agent of the best evaluation so far
       last.zip         the agent at the end of training
       metrics.jsonl    one line per evaluation: env steps, success rate, mean return, wall time
       tb/              TensorBoard (stable-baselines3's scalars and ours)
@@ -187,10 +189,14 @@ def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_
                 self.logger.dump(self.num_timesteps)
                 if self.bar is not None:
                     self.bar.set_postfix(success=f"{result['success_rate']:.2f}")
-            deploy = self.best is None or metrics.get("success_rate", 0.0) >= self.best
-            if deploy:
+            best = self.best is None or metrics.get("success_rate", 0.0) >= self.best
+            if best:
                 self.best = metrics.get("success_rate", 0.0)
+                self.model.save(out / "best.zip")
+            deploy = best or not config.keep_best
+            if deploy:
                 self.model.save(out / "model.zip")
+            metrics["best"] = best
             metrics["deployed"] = deploy
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
