@@ -7,7 +7,8 @@ Three parts, in ONE process, onnxruntime on ONE intra-op and ONE inter-op thread
    steps where a new chunk takes effect, replayed over the observations of recorded closed-loop
    episodes; p50 and p99 for K = 2, 4, 8, beside its parts and the policy's own chunk (batch 1).
 2. The CLI's evaluation: ``robot-rl monitor calibrate`` with its defaults (50 rollouts, alpha 0.1,
-   window 2, K 4; writes ``policies/panda_push_diffusion/monitor/``), then ``robot-rl monitor eval``
+   window 2, K 3 with the policy's chunk; writes ``policies/panda_push_diffusion/monitor/``), then
+   ``robot-rl monitor eval``
    with ``--episodes`` rollouts per condition. Its table is the headline.
 3. Sensitivity, offline: a pool of ``--pool`` extra nominal calibration rollouts and the eval rollouts
    are replayed with the histories and 8 sampled chunks recorded at every chunk (the rollouts are the
@@ -75,7 +76,9 @@ CALIBRATION_EPISODES = 50
 POOL_SEED = 2_100_000
 """First seed of the sensitivity pool (after the CLI calibration's 2000000...)."""
 K_MAX = 8
-LATENCY_CONFIGS = ((2, False), (4, False), (8, False), (2, True), (3, True), (4, True))
+DEFAULT_K = MonitorCalibrate(policy=POLICY).samples
+"""K of `robot-rl monitor calibrate` (the sensitivity's reference rows use it)."""
+LATENCY_CONFIGS = ((2, False), (3, False), (4, False), (8, False), (2, True), (3, True), (4, True))
 """(K, reuse the policy's chunk) pairs timed."""
 DEFAULT_RND = "128, clip 3"
 LEARNED = ("fiper", "fiper_marginal", "rnd", "entropy")
@@ -300,12 +303,12 @@ def sensitivity(policy_dir: Path, episodes: int, pool_size: int, draws: int) -> 
     cache: dict = {}
     for alpha in (0.05, 0.1, 0.15, 0.2, 0.3):
         for window in (1, 2, 3):
-            add(alpha, window, 4, DEFAULT_RND, cache)
-    for k in (2, 8):
+            add(alpha, window, DEFAULT_K, DEFAULT_RND, cache)
+    for k in sorted({2, 3, 4, 8} - {DEFAULT_K}):
         add(0.1, 2, k, DEFAULT_RND, cache)
     for rnd in rnds:
         if rnd != DEFAULT_RND:
-            add(0.1, 2, 4, rnd, cache)
+            add(0.1, 2, DEFAULT_K, rnd, cache)
     pool_success = float(np.mean([e["success"] for e in pool]))
     return {"pool": pool_size, "pool_success_rate": pool_success, "draws": draws, "rows": rows}
 
@@ -327,7 +330,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             points = sorted(
                 (r["metrics"][detector][f"fa_{scope}"], r["metrics"][detector][f"det_{scope}"], r["alpha"])
                 for r in rows
-                if r["window"] == 2 and r["samples"] == 4 and r["rnd"] == DEFAULT_RND
+                if r["window"] == 2 and r["samples"] == DEFAULT_K and r["rnd"] == DEFAULT_RND
             )
             ax.plot([p[0] for p in points], [p[1] for p in points], style, label=detector)
         ax.plot([0, 1], [0, 1], color="0.8", lw=0.8)
@@ -340,7 +343,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("detection rate (failed rollouts)")
     axes[0].legend(loc="lower right")
-    fig.suptitle("PandaPush failure monitor: alpha 0.05-0.3, window 2, K 4 (mean over calibration draws)")
+    fig.suptitle(f"PandaPush failure monitor: alpha 0.05-0.3, window 2, K {DEFAULT_K} (mean over calibration draws)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -351,7 +354,7 @@ def detection_at(rows: list[dict[str, Any]], detector: str, scope: str, false_al
     points = sorted(
         (r["metrics"][detector][f"fa_{scope}"], r["metrics"][detector][f"det_{scope}"])
         for r in rows
-        if r["window"] == 2 and r["samples"] == 4 and r["rnd"] == DEFAULT_RND
+        if r["window"] == 2 and r["samples"] == DEFAULT_K and r["rnd"] == DEFAULT_RND
     )
     fa, det = np.array([p[0] for p in points]), np.array([p[1] for p in points])
     if false_alarms > fa.max():
@@ -364,13 +367,16 @@ def reading(
 ) -> list[str]:
     """Comparisons spelled out from the numbers above, and the design notes."""
     dim = card["n_obs_steps"] * card["obs_dim"]
-    default = next(r for r in rows if (r["alpha"], r["window"], r["samples"], r["rnd"]) == (0.1, 2, 4, DEFAULT_RND))
+    default = next(
+        r for r in rows if (r["alpha"], r["window"], r["samples"], r["rnd"]) == (0.1, 2, DEFAULT_K, DEFAULT_RND)
+    )
     m = default["metrics"]
     nominal = report["conditions"]["nominal"]["detectors"]
     lines = ["", "## 5. Reading", ""]
     best_single = max(("rnd", "entropy"), key=lambda d: m[d]["det_all"])
     lines.append(
-        f"- Same alpha (0.1, window 2, K 4; mean over draws): FIPER (joint) detects {fmt(m['fiper']['det_all'])} of "
+        f"- Same alpha (0.1, window 2, K {DEFAULT_K}; mean over draws): FIPER (joint) detects "
+        f"{fmt(m['fiper']['det_all'])} of "
         f"all failures at {fmt(m['fiper']['fa_nominal'])} nominal / {fmt(m['fiper']['fa_all'])} pooled false alarms; "
         f"RND alone {fmt(m['rnd']['det_all'])} at {fmt(m['rnd']['fa_nominal'])} / {fmt(m['rnd']['fa_all'])}; entropy "
         f"alone {fmt(m['entropy']['det_all'])} at {fmt(m['entropy']['fa_nominal'])} / {fmt(m['entropy']['fa_all'])}; "
@@ -596,7 +602,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         )
 
     for r in rows:
-        if r["samples"] == 4 and r["rnd"] == DEFAULT_RND:
+        if r["samples"] == DEFAULT_K and r["rnd"] == DEFAULT_RND:
             lines.append(
                 f"| {r['alpha']} | {r['window']} | " + " | ".join(cell(r["metrics"][d]) for d in LEARNED) + " |"
             )

@@ -34,8 +34,10 @@ class MonitorCalibrate:
     """Conformal level: the largest acceptable false-alarm probability on a successful episode."""
     window: int = 2
     """Chunks in the windowed mean of each score."""
-    samples: int = 4
-    """K: chunks sampled per history (one batched ONNX call) for the action-chunk entropy."""
+    samples: int = 3
+    """K: chunks per history for the action-chunk entropy (one batched ONNX call draws them). 3 with the
+    policy's own chunk keeps the monitor under 2 ms p99 per chunk; K = 2, 4 and 8 predict alike
+    (bench/results/monitor.md, section 4)."""
     reuse_policy_chunk: bool = True
     """Count the chunk the controller just computed for the history as one of the K (the monitor's ONNX call
     then draws K - 1): a draw from the same distribution, so the same statistic for less latency
