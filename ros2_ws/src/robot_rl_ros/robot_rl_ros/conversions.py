@@ -11,6 +11,8 @@ Units and frames are the ROS ones (REP 103): metres, radians, seconds; ``fr3_lin
 
 from __future__ import annotations
 
+import array
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -227,10 +229,22 @@ def twist_to_legacy(msg: Twist) -> tuple[float, float, float, float]:
 # ------------------------------------------------------------- arm commands
 def joint_command(q: np.ndarray) -> Float64MultiArray:
     """A forward_command_controller command: joint positions [rad], fr3_joint1..7 in order."""
+    values = _float64_array(q)
     msg = Float64MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label="fr3_joint1..7", size=len(q), stride=len(q))]
-    msg.data = [float(v) for v in q]
+    msg.layout.dim = [_dimension("fr3_joint1..7", len(values))]
+    msg.data = values
     return msg
+
+
+def _float64_array(values: np.ndarray | Sequence[float]) -> array.array:
+    """``values`` as the ``array.array('d')`` a float64[] field holds (the message's setter takes it as is)."""
+    return array.array("d", np.ascontiguousarray(values, dtype=np.float64).ravel().tobytes())
+
+
+@functools.lru_cache(maxsize=64)
+def _dimension(label: str, size: int) -> MultiArrayDimension:
+    """A layout dimension (shared between messages: never modify one)."""
+    return MultiArrayDimension(label=label, size=size, stride=size)
 
 
 def joint_command_to_array(msg: Float64MultiArray, size: int = 7) -> np.ndarray:
@@ -281,15 +295,10 @@ def step_record(fields: Mapping[str, np.ndarray | float]) -> Float64MultiArray:
     ``layout.dim[i]`` names segment i (``label``) and its length (``size``), so a reader needs no
     other schema; ``robot-rl data from-bag`` converts these into demonstrations.
     """
+    segments = [np.asarray(fields[name], dtype=np.float64).ravel() for name in STEP_FIELDS]
     msg = Float64MultiArray()
-    data: list[float] = []
-    dims = []
-    for name in STEP_FIELDS:
-        values = np.atleast_1d(np.asarray(fields[name], dtype=np.float64)).ravel().tolist()
-        dims.append(MultiArrayDimension(label=name, size=len(values), stride=len(values)))
-        data.extend(values)
-    msg.layout.dim = dims
-    msg.data = data
+    msg.layout.dim = [_dimension(name, segment.size) for name, segment in zip(STEP_FIELDS, segments, strict=True)]
+    msg.data = _float64_array(np.concatenate(segments))
     return msg
 
 

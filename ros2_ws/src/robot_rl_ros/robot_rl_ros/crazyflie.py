@@ -156,7 +156,7 @@ def ctbr_to_legacy(
     Returns:
         ``(linear.x, linear.y, linear.z, angular.z)`` of the Twist.
     """
-    a0, a1, a2, a3 = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0).tolist()
+    a0, a1, a2, a3 = (min(max(v, -1.0), 1.0) for v in np.asarray(action, dtype=np.float64).tolist())
     thrust = 0.5 * (a0 + 1.0) * env_max_thrust
     units = min(max(thrust / config.max_thrust * config.thrust_full_scale, 0.0), config.thrust_limit)
     p, q, r = a1 * MAX_RATES[0], a2 * MAX_RATES[1], a3 * MAX_RATES[2]

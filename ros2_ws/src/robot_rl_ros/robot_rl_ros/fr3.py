@@ -68,7 +68,7 @@ class Fr3Kinematics:
 
     def __init__(self, env: Any) -> None:
         from robot_rl.envs.franka.controller import CartesianController
-        from robot_rl.envs.franka.panda_env import FINGER_OPEN, PandaEnv
+        from robot_rl.envs.franka.panda_env import FINGER_OPEN, PandaEnv, _quat_to_euler
 
         unwrapped = env.unwrapped
         if not isinstance(unwrapped, PandaEnv):
@@ -94,18 +94,28 @@ class Fr3Kinematics:
         self._jacp = np.zeros((3, m.nv))
         self._tcp_vel = np.zeros(3)
         self._measured = False
+        # Hot path (once per control tick): views into the MjData buffers made once (each `data.qpos`
+        # access builds a new array), the Euler conversion looked up once.
+        self._quat_to_euler = _quat_to_euler
+        self._arm_qpos = self.data.qpos[:7]
+        self._arm_qvel = self.data.qvel[:7]
+        self._qpos = self.data.qpos
+        self._arm_jacp = self._jacp[:, :7]
+        self._tcp_pos = self.data.site_xpos[self._site]
 
     # ---------------------------------------------------------------- measurement
     def _set_measured(self, meas: Fr3Measurement) -> None:
-        d = self.data
-        d.qpos[:7] = meas.joint_pos
-        d.qvel[:7] = meas.joint_vel
-        d.qpos[self._finger_qadr[0]] = meas.finger_pos[0]
-        d.qpos[self._finger_qadr[1]] = meas.finger_pos[1]
-        mujoco.mj_kinematics(self.model, d)
-        mujoco.mj_comPos(self.model, d)
-        mujoco.mj_jacSite(self.model, d, self._jacp, None, self._site)
-        np.matmul(self._jacp[:, :7], meas.joint_vel, out=self._tcp_vel)
+        d, m = self.data, self.model
+        self._arm_qpos[:] = meas.joint_pos
+        self._arm_qvel[:] = meas.joint_vel
+        f1, f2 = meas.finger_pos.tolist()
+        qpos, (a1, a2) = self._qpos, self._finger_qadr
+        qpos[a1] = f1
+        qpos[a2] = f2
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_comPos(m, d)
+        mujoco.mj_jacSite(m, d, self._jacp, None, self._site)
+        np.matmul(self._arm_jacp, meas.joint_vel, out=self._tcp_vel)
         self._measured = True
 
     def observe(self, meas: Fr3Measurement, goal: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -123,10 +133,8 @@ class Fr3Kinematics:
         Raises:
             ValueError: the task has an object and ``meas`` has no object pose.
         """
-        from robot_rl.envs.franka.panda_env import _quat_to_euler
-
         self._set_measured(meas)
-        gx, gy, gz = self.data.site_xpos[self._site].tolist()
+        gx, gy, gz = self._tcp_pos.tolist()
         vx, vy, vz = self._tcp_vel.tolist()
         f1, f2 = meas.finger_pos.tolist()
         fv1, fv2 = meas.finger_vel.tolist()
@@ -138,7 +146,7 @@ class Fr3Kinematics:
             if meas.object_pos is None or meas.object_quat is None:
                 raise ValueError("this task observes an object: the measurement needs the object pose.")
             ox, oy, oz = meas.object_pos.tolist()
-            roll, pitch, yaw = _quat_to_euler(*meas.object_quat.tolist())
+            roll, pitch, yaw = self._quat_to_euler(*meas.object_quat.tolist())
             lin = meas.object_lin_vel if meas.object_lin_vel is not None else np.zeros(3)
             ang = meas.object_ang_vel if meas.object_ang_vel is not None else np.zeros(3)
             lx, ly, lz = lin.tolist()
@@ -189,8 +197,8 @@ class Fr3Kinematics:
         """
         if not self._measured:
             raise RuntimeError("no joint measurement yet: call observe() before joint_targets().")
-        ax, ay, az, grip = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0).tolist()
-        mx, my, mz = self.data.site_xpos[self._site].tolist()
+        ax, ay, az, grip = _clip_unit(action)
+        mx, my, mz = self._tcp_pos.tolist()
         cx, cy, cz = self.controller.commanded_tcp.tolist()
         scale = self.max_displacement
         displacement = ((mx - cx) + scale * ax, (my - cy) + scale * ay, (mz - cz) + scale * az)
@@ -202,3 +210,8 @@ class Fr3Kinematics:
         """The action that holds the TCP where it is and keeps the finger opening. Shape: (4,)."""
         width = 0.0 if meas is None else float(np.mean(meas.finger_pos))
         return np.array([0.0, 0.0, 0.0, 2.0 * width / self.finger_open - 1.0])
+
+
+def _clip_unit(action: np.ndarray) -> list[float]:
+    """``np.clip(action, -1, 1)`` as Python floats (the same values, NaN included, without numpy's per-call cost)."""
+    return [min(max(v, -1.0), 1.0) for v in np.asarray(action, dtype=np.float64).tolist()]

@@ -24,7 +24,11 @@ Parameters: ``policy`` (folder or shipped name), ``blend``, ``n_action_steps``, 
 ``diagnostics_period`` [s], ``publish_steps``, ``autostart`` (``main``: configure and activate at
 start-up), ``follow_episodes`` (a sim bridge's ``start`` event on ``/robot_rl/episode`` starts a new
 episode with that seed: for the bridge's ``autoreset``), ``stats_window`` (latency samples kept for
-the percentiles), and the robot adapter's (:mod:`robot_rl_ros.adapters`).
+the percentiles), the real-time setup of the control loop (:class:`robot_rl_ros.control.RealtimeLoop`,
+in force while active): ``realtime_priority`` (SCHED_FIFO priority of the thread running the timer,
+1..99; 0: off; refused by the OS: a warning, and the loop runs as before), ``lock_memory``
+(``mlockall``), ``manage_gc`` (objects frozen at activation, collections run after the command is
+out instead of inside the tick), and the robot adapter's (:mod:`robot_rl_ros.adapters`).
 
 Services: ``~/estop`` and ``~/reset`` (std_srvs/Trigger). The e-stop latches: the fallback
 command is sent every tick until ``~/reset``, which releases it and starts a new episode.
@@ -51,7 +55,7 @@ from std_srvs.srv import Trigger
 from robot_rl.data.bag import EPISODE_TOPIC, STEP_TOPIC
 from robot_rl_ros import conversions as conv
 from robot_rl_ros.adapters import ADAPTERS, RobotAdapter
-from robot_rl_ros.control import LoopStats, Runtime, RuntimeConfig, build_runtime
+from robot_rl_ros.control import LoopStats, RealtimeLoop, Runtime, RuntimeConfig, build_runtime
 from robot_rl_ros.spin import spin_node
 
 EVENT_QOS = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -84,9 +88,13 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("autostart", False)  # main(): configure and activate at start-up
         self.declare_parameter("follow_episodes", False)
         self.declare_parameter("stats_window", 2000)
+        self.declare_parameter("realtime_priority", 0)  # SCHED_FIFO priority of the control thread; 0: off
+        self.declare_parameter("lock_memory", False)
+        self.declare_parameter("manage_gc", True)
         self.runtime: Runtime | None = None
         self.adapter: RobotAdapter | None = None
         self.stats: LoopStats | None = None
+        self.realtime: RealtimeLoop | None = None
         self._timer: Any = None
         self._diag_timer: Any = None
         self._estop_reason = ""
@@ -124,6 +132,12 @@ class PolicyNode(LifecycleNode):
                 monitor=bool(p("monitor").value),
                 chunk_check=bool(p("chunk_check").value),
             )
+            realtime = RealtimeLoop(
+                int(p("realtime_priority").value),
+                lock_memory=bool(p("lock_memory").value),
+                manage_gc=bool(p("manage_gc").value),
+                warn=self.get_logger().warning,
+            )
             self.runtime = runtime = build_runtime(config)
             from robot_rl.envs.registry import make
 
@@ -138,6 +152,7 @@ class PolicyNode(LifecycleNode):
         if self._estop_reason and runtime.chain is not None:
             runtime.chain.estop.trigger(self._estop_reason)  # an e-stop from before configure still holds
         self.stats = LoopStats(runtime.ctrl_dt, window=int(p("stats_window").value))
+        self.realtime = realtime
         self._publish_steps = bool(p("publish_steps").value)
         self._steps_pub = self.create_lifecycle_publisher(Float64MultiArray, STEP_TOPIC, 10)
         self._episode_pub = self.create_publisher(String, EPISODE_TOPIC, EVENT_QOS)
@@ -151,14 +166,17 @@ class PolicyNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start an episode and the control timer."""
-        assert self.runtime is not None and self.stats is not None
+        assert self.runtime is not None and self.stats is not None and self.realtime is not None
         self._new_episode()
+        self.realtime.start()  # the scheduler changes at the first tick, in the timer's thread
         self._timer = self.create_timer(self.runtime.ctrl_dt, self.tick)
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop the control timer and the command stream."""
         self._stop_timer()
+        if self.realtime is not None:
+            self.realtime.release()
         if self.adapter is not None:
             self.adapter.stop()
         self._publish_event({"event": "end"})
@@ -174,6 +192,12 @@ class PolicyNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def destroy_node(self) -> None:
+        """Undo the real-time setup (the process lives on), then destroy the node."""
+        if self.realtime is not None:
+            self.realtime.release()
+        super().destroy_node()
+
     def _stop_timer(self) -> None:
         if self._timer is not None:
             self.destroy_timer(self._timer)
@@ -181,6 +205,9 @@ class PolicyNode(LifecycleNode):
 
     def _release(self) -> None:
         self._stop_timer()
+        if self.realtime is not None:
+            self.realtime.release()
+            self.realtime = None
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
@@ -213,6 +240,17 @@ class PolicyNode(LifecycleNode):
     # ------------------------------------------------------------------- tick
     def tick(self) -> None:
         """One control period: cached messages -> observation -> Controller.step -> command."""
+        realtime = self.realtime
+        if realtime is None:
+            self._control_step()
+            return
+        realtime.enter_thread()
+        try:
+            self._control_step()
+        finally:
+            realtime.collect()  # after the command is out
+
+    def _control_step(self) -> None:
         start = time.perf_counter()
         runtime, adapter, stats = self.runtime, self.adapter, self.stats
         if runtime is None or adapter is None or stats is None:
@@ -239,8 +277,11 @@ class PolicyNode(LifecycleNode):
             action, fallback, changed = adapter.hold_action(), f"estop: {self._estop_reason}", True
         adapter.publish(action)
         latency = time.perf_counter() - start
-        stats.step(latency, now - observation["stamp"], changed, fallback, output.status.alarm)
-        self._alarm = output.status.alarm
+        status = output.status
+        stats.step(
+            latency, now - observation["stamp"], changed, fallback, status.alarm, status.computed_chunk or status.waited
+        )
+        self._alarm = status.alarm
         if self._publish_steps:
             self._steps_pub.publish(
                 conv.step_record(
@@ -325,6 +366,7 @@ class PolicyNode(LifecycleNode):
             "notes": "; ".join(runtime.notes),
             "waiting_for": ",".join(adapter.waiting_for()),
             **stats.summary(),
+            **(self.realtime.summary() if self.realtime is not None else {}),
         }
         for name, count in adapter.rejected.items():
             values[f"rejected_{name}"] = count
