@@ -25,11 +25,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from robot_rl.export.metadata import BASE_ACTION_INPUT, RESIDUAL_OBS_INPUT
 from robot_rl.policies import checkpoint as ckpt
+from robot_rl.rl.wrappers import resolve_scale
 
 
 @dataclasses.dataclass
@@ -42,7 +44,8 @@ class ResidualRun:
     """The base's training run (torch weights)."""
     agent: Any
     """The stable-baselines3 agent (SAC or PPO)."""
-    scale: float
+    scale: Any
+    """One number or one per action dimension (the run's ``--scale``)."""
     noise_bound: float
     provenance: dict[str, Any]
 
@@ -122,9 +125,11 @@ def _actor(run: ResidualRun) -> nn.Module:
 class _ResidualGraph(nn.Module):
     """Base chunk path and per-step residual path in one graph (module docstring)."""
 
-    def __init__(self, base_graph: nn.Module, actor: nn.Module, scale: float, low: Any, high: Any) -> None:
+    def __init__(self, base_graph: nn.Module, actor: nn.Module, scale: Any, low: Any, high: Any) -> None:
         super().__init__()
-        self.base, self.actor, self.scale = base_graph, actor, float(scale)
+        self.base, self.actor = base_graph, actor
+        per_dim = resolve_scale(scale, int(np.prod(np.shape(low))))
+        self.register_buffer("scale", torch.as_tensor(per_dim, dtype=torch.float32))
         self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
         self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
 

@@ -9,6 +9,9 @@ from typing import Literal
 MAX_STEPS = 10_000_000
 """Largest --steps accepted."""
 
+SCALE_RANGE = (0.0, 2.0)
+"""Valid residual scales (exclusive of 0): the correction's reach relative to the action range."""
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainResidual:
@@ -25,8 +28,10 @@ class TrainResidual:
     """Environment id (default: the base's env)."""
     steps: int = 100_000
     """Env steps of interaction (control periods; for dsrl each RL step counts its executed actions)."""
-    scale: float = 0.2
-    """sac/ppo: the correction's reach, applied = base + scale * correction, in (0, 2]."""
+    scale: tuple[float, ...] = (0.2,)
+    """sac/ppo: the correction's reach, applied = base + scale * correction: one number in (0, 2] for every
+    action dimension, or one per dimension in [0, 2] (0 leaves that dimension to the base), e.g.
+    ``--scale 0.5 0 0 0`` corrects only a quadrotor's thrust."""
     noise_bound: float = 1.5
     """dsrl: largest magnitude of each noise entry, in (0, 3]."""
     randomize: str = "nominal"
@@ -80,8 +85,20 @@ class TrainResidual:
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"`steps` must be in [1, {MAX_STEPS}]. Got {self.steps}.")
-        if not 0.0 < self.scale <= 2.0:
-            raise ValueError(f"`scale` must be in (0, 2]. Got {self.scale}.")
+        if isinstance(self.scale, int | float):
+            object.__setattr__(self, "scale", (float(self.scale),))
+        values = tuple(float(v) for v in self.scale)
+        low, high = SCALE_RANGE
+        if not values:
+            raise ValueError("`scale` needs at least one value.")
+        if len(values) == 1 and not low < values[0] <= high:
+            raise ValueError(f"`scale` must be in ({low}, {high}]. Got {values[0]}.")
+        if len(values) > 1 and (min(values) < low or max(values) > high or max(values) <= low):
+            raise ValueError(
+                f"Per-dimension `scale` entries must be in [{low}, {high}] (0 leaves a dimension to the base), at "
+                f"least one above 0. Got {list(values)}."
+            )
+        object.__setattr__(self, "scale", values)
         if self.actor_warmup < 0:
             raise ValueError(f"`actor_warmup` must be >= 0. Got {self.actor_warmup}.")
         if self.ent_coef != "auto" and not self.ent_coef.startswith("auto_"):

@@ -3,7 +3,7 @@
 Each demo is walked with the frozen base (reset with the demo's seed, so a diffusion base draws
 the noise it would draw in the env): at every step the base proposes an action for the recorded
 observation, and the demo's action becomes the correction that would have produced it,
-``clip((demo - base) / scale, -1, 1)``. The transitions carry the demo's sparse rewards.
+``clip((demo - base) / scale, -1, 1)`` (0 on dimensions whose scale is 0). The transitions carry the demo's sparse rewards.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ import numpy as np
 
 from robot_rl.data.dataset import DemoDataset
 from robot_rl.policies.layout import ChunkedActor
+from robot_rl.rl.wrappers import resolve_scale
 
 
-def demo_transitions(path: str | os.PathLike[str], base: Any, scale: float) -> list[tuple[np.ndarray, ...]]:
+def demo_transitions(path: str | os.PathLike[str], base: Any, scale: Any) -> list[tuple[np.ndarray, ...]]:
     """(obs, next_obs, correction, reward, done) for every step of every successful demo in ``path``."""
+    scale = resolve_scale(scale, base.action_dim)
+    reach = np.where(scale > 0, scale, 1.0)
     out = []
     with DemoDataset(path) as ds:
         for demo in ds:
@@ -36,12 +39,13 @@ def demo_transitions(path: str | os.PathLike[str], base: Any, scale: float) -> l
                 base_actions.append(action)
                 features.append(np.concatenate([base.layout.flatten(obs), action]).astype(np.float32))
             for t in range(steps):
-                correction = np.clip((demo.actions[t] - base_actions[t]) / scale, -1.0, 1.0).astype(np.float32)
+                correction = np.where(scale > 0, np.clip((demo.actions[t] - base_actions[t]) / reach, -1.0, 1.0), 0.0)
+                correction = correction.astype(np.float32)
                 out.append((features[t], features[t + 1], correction, float(demo.rewards[t]), bool(demo.dones[t])))
     return out
 
 
-def add_demos_to_buffer(model: Any, path: str | os.PathLike[str], base: Any, scale: float) -> int:
+def add_demos_to_buffer(model: Any, path: str | os.PathLike[str], base: Any, scale: Any) -> int:
     """Add the demos' transitions to a stable-baselines3 off-policy model's replay buffer; returns the count."""
     transitions = demo_transitions(path, base, scale)
     for obs, next_obs, action, reward, done in transitions:

@@ -222,6 +222,10 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
     overlap = set(range(config.eval_seed, config.eval_seed + config.eval_episodes)) & set(info["seeds"])
     if overlap:
         raise ValueError(f"evaluation seeds overlap the base's demo seeds (e.g. {sorted(overlap)[:3]}).")
+    if config.algo != "dsrl":
+        from robot_rl.rl.wrappers import resolve_scale
+
+        resolve_scale(config.scale, base.action_dim)
     out = config.out
     if (out / "config.json").exists():
         raise ValueError(f"{out} already holds a run; choose a new --out.")

@@ -19,15 +19,43 @@ noise with ``s`` so evaluations are reproducible.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from robot_rl.policies.layout import ChunkedActor, check_layout
+from robot_rl.rl.config import SCALE_RANGE
 
-SCALE_RANGE = (0.0, 2.0)
-"""Valid residual scales (exclusive of 0): the correction's reach relative to the action range."""
+
+
+def resolve_scale(scale: float | Sequence[float], action_dim: int) -> np.ndarray:
+    """The per-dimension correction scale: one number for every dimension, or one per dimension.
+
+    A per-dimension entry of 0 leaves that dimension to the base (the residual cannot touch it).
+
+    Raises:
+        ValueError: a single scale outside (0, 2], an entry outside [0, 2], all entries 0, or a count
+            that is neither 1 nor ``action_dim``.
+    """
+    values = np.atleast_1d(np.asarray(scale, dtype=np.float64))
+    low, high = SCALE_RANGE
+    if values.ndim != 1 or values.size not in (1, action_dim):
+        raise ValueError(
+            f"`scale` takes 1 value (every action dimension) or {action_dim} (one per dimension). "
+            f"Got {values.size}: {values.tolist()}."
+        )
+    if values.size == 1:
+        if not low < values[0] <= high:
+            raise ValueError(f"`scale` must be in ({low}, {high}]. Got {values[0]}.")
+        return np.full(action_dim, values[0])
+    if np.any(values < low) or np.any(values > high) or not np.any(values > low):
+        raise ValueError(
+            f"Per-dimension `scale` entries must be in [{low}, {high}] (0 leaves a dimension to the base), at "
+            f"least one above 0. Got {values.tolist()}."
+        )
+    return values
 
 
 def _check_base(base: Any, env: gym.Env) -> None:
@@ -40,7 +68,8 @@ class ResidualEnv(gym.Wrapper):
     Args:
         env: A robot_rl env (gym.make'd).
         base: A frozen policy with the Policy protocol (a trained run or an exported ONNX policy).
-        scale: The correction's magnitude: the applied action is ``base + scale * correction``.
+        scale: The correction's magnitude: the applied action is ``base + scale * correction``; one
+            number, or one per action dimension (see :func:`resolve_scale`).
         base_seed: Seed of the base's sampling noise when reset without a seed.
 
     Raises:
@@ -48,13 +77,11 @@ class ResidualEnv(gym.Wrapper):
             is out of range.
     """
 
-    def __init__(self, env: gym.Env, base: Any, scale: float = 0.2, base_seed: int = 0) -> None:
+    def __init__(self, env: gym.Env, base: Any, scale: float | Sequence[float] = 0.2, base_seed: int = 0) -> None:
         super().__init__(env)
-        if not SCALE_RANGE[0] < scale <= SCALE_RANGE[1]:
-            raise ValueError(f"`scale` must be in ({SCALE_RANGE[0]}, {SCALE_RANGE[1]}]. Got {scale}.")
+        self.scale = resolve_scale(scale, int(np.prod(env.action_space.shape)))
         _check_base(base, env)
         self.base = base
-        self.scale = float(scale)
         self.actor = ChunkedActor(base, seed=base_seed)
         self._episode_seed = base_seed
         space = env.action_space
@@ -154,12 +181,13 @@ class ResidualActor:
     Args:
         agent: The stable-baselines3 agent (``predict(features, deterministic=True)``).
         base: The frozen base.
-        scale: The run's correction scale.
+        scale: The run's correction scale (one number or one per dimension).
         action_space: The env's action space (for the final clip).
     """
 
-    def __init__(self, agent: Any, base: Any, scale: float, action_space: Any) -> None:
-        self.agent, self.base, self.scale = agent, base, float(scale)
+    def __init__(self, agent: Any, base: Any, scale: float | Sequence[float], action_space: Any) -> None:
+        self.agent, self.base = agent, base
+        self.scale = resolve_scale(scale, int(np.prod(action_space.shape)))
         self.actor = ChunkedActor(base)
         self._low, self._high = action_space.low, action_space.high
 

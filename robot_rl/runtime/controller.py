@@ -25,7 +25,10 @@ the actions for steps ``s, s + 1, ..., s + horizon - 1``; the action of step ``t
 
 The step never sleeps; it blocks on inference only when a chunk is computed in the call (no
 prefetch, or the first chunk of an episode) or, with prefetch, when the background chunk is still
-missing after every action of the previous one has been used (``status.waited``).
+missing after every action of the previous one has been used (``status.waited``). With prefetch, a
+caller that sees the episode's first observation before its first control period (a ROS node, on
+the first state message after a reset) can start the first chunk in the background too:
+:meth:`Controller.prime`.
 
 Needs numpy only (and onnxruntime for :meth:`Controller.load`); never torch.
 """
@@ -292,6 +295,30 @@ class Controller:
         if seed is not None:
             self.rng = np.random.default_rng(seed)
 
+    def prime(self, observation: Mapping[str, np.ndarray]) -> bool:
+        """With prefetch: start the episode's first chunk from ``observation`` before the first step.
+
+        For a caller that receives the episode's first observation ahead of its first control period
+        (the ROS node, on the first state message after a reset): the first step then takes up this
+        chunk (waiting for it if still running) instead of computing one inside the period. The chunk
+        is step 0's, computed from this observation, as a prefetched chunk is computed from an earlier
+        one; the history the steps keep is untouched (step 0 starts it as usual). It draws the same
+        noise as the chunk the first step would compute.
+
+        Returns:
+            True when a chunk was started; False without prefetch, after the first step of the
+            episode, with a chunk already started, or for an observation that is not finite.
+        """
+        if not self.config.prefetch or self._t != 0 or self._chunks or self._job is not None:
+            return False
+        layout = self.policy.layout
+        layout.check(observation)
+        flat = layout.flatten(observation)
+        if not math.isfinite(float(flat.sum())):
+            return False
+        self._job = self._submit(0, np.stack([flat] * self.policy.n_obs_steps))
+        return True
+
     def step(self, observation: Mapping[str, np.ndarray], now: float) -> ControlOutput:
         """One control step.
 
@@ -320,7 +347,7 @@ class Controller:
         arrived: _Chunk | None = None
         if not self._chunks or t >= self._due:
             if self._job is not None:
-                if self._job.done() or not self._covers(self._chunks[-1], t):
+                if not self._chunks or self._job.done() or not self._covers(self._chunks[-1], t):
                     waited = not self._job.done()
                     chunk, self._job = self._job.result(), None
                     if self._take(chunk, t):
@@ -441,19 +468,22 @@ class Controller:
         actions = np.asarray(self.policy.predict(np.stack(self._history), self.rng), dtype=np.float64)
         return _Chunk(actions, origin, index=-1, inference_s=time.perf_counter() - start)
 
-    def _submit(self, t: int) -> Future[_Chunk]:
+    def _submit(self, t: int, history: np.ndarray | None = None) -> Future[_Chunk]:
         """Start the next chunk from the history now (in the thread, or here with ``prefetch_sync``).
 
         One chunk at most is on the way and only it uses ``self.rng``, so the noise sequence is the
-        same in the thread and in sync mode.
+        same in the thread and in sync mode. ``history``: the observations to use instead of the
+        kept history (:meth:`prime`).
         """
+        history = np.stack(self._history) if history is None else history
         if self.config.prefetch_sync:
+            start = time.perf_counter()
+            actions = np.asarray(self.policy.predict(history, self.rng), dtype=np.float64)
             job: Future[_Chunk] = Future()
-            job.set_result(self._compute(t))
+            job.set_result(_Chunk(actions, t, index=-1, inference_s=time.perf_counter() - start))
             return job
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robot_rl-prefetch")
-        history = np.stack(self._history)
 
         def run() -> _Chunk:
             start = time.perf_counter()

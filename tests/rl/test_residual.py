@@ -33,7 +33,7 @@ def bases(tmp_path_factory):
     )
     bc = root / "bc"
     train(TrainBC(out=bc, policy=BCConfig(hidden=(32,)), **common))
-    return {"diffusion": diffusion, "bc": bc}
+    return {"diffusion": diffusion, "bc": bc, "demos": demos}
 
 
 def test_zero_correction_reproduces_the_base_exactly(bases):
@@ -65,6 +65,57 @@ def test_correction_is_scaled_and_clipped(bases):
     unclipped = np.abs(info["applied_action"]) < 1.0
     np.testing.assert_allclose(delta[:3][unclipped[:3]], np.array([0.25, -0.25, 0.0])[unclipped[:3]], atol=1e-12)
     assert np.all(np.abs(info["applied_action"]) <= 1.0)
+
+
+def test_a_per_dimension_scale_leaves_zero_dimensions_to_the_base(bases):
+    env = ResidualEnv(gym.make(REACH), load_policy(bases["bc"]), scale=(0.5, 0.0, 0.25, 0.0))
+    env.reset(seed=1)
+    for _ in range(5):
+        _, _, _, _, info = env.step(np.ones(4))
+        base = np.clip(info["base_action"], -1, 1)
+        np.testing.assert_allclose(info["applied_action"], np.clip(base + np.array([0.5, 0.0, 0.25, 0.0]), -1, 1))
+        np.testing.assert_array_equal(info["applied_action"][[1, 3]], base[[1, 3]])
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [
+        ((0.1, 0.2), r"takes 1 value \(every action dimension\) or 4"),
+        ((0.5, -0.1, 0.0, 0.0), r"entries must be in \[0.0, 2.0\]"),
+        ((0.0, 0.0, 0.0, 0.0), "at least one above 0"),
+        ((0.0,), r"`scale` must be in \(0.0, 2.0\]"),
+    ],
+)
+def test_bad_per_dimension_scales_are_refused(bases, scale, message):
+    with pytest.raises(ValueError, match=message):
+        ResidualEnv(gym.make(REACH), load_policy(bases["bc"]), scale=scale)
+    if len(scale) != 2:  # the count is checked against the env once the base is known
+        with pytest.raises(ValueError, match=message):
+            TrainResidual(base=bases["bc"], out=bases["bc"] / "x", scale=scale)
+    else:
+        with pytest.raises(ValueError, match=message):
+            train_residual(TrainResidual(base=bases["bc"], out=bases["bc"] / "x", scale=scale, progress=False))
+        assert not (bases["bc"] / "x").exists()
+
+
+@pytest.mark.parametrize("scale", [0.5, (0.5, 0.0, 0.25, 0.0)])
+def test_demo_transitions_hold_the_corrections_that_give_the_demo_actions(bases, scale):
+    from robot_rl.data.dataset import DemoDataset
+    from robot_rl.rl.demos import demo_transitions
+
+    base = load_policy(bases["bc"])
+    transitions = demo_transitions(bases["demos"], base, scale)
+    with DemoDataset(bases["demos"]) as ds:
+        demos = [demo for demo in ds if demo.success]
+    assert len(transitions) == sum(demo.num_samples for demo in demos) > 0
+    reach = np.broadcast_to(np.asarray(scale, dtype=np.float64), (4,))
+    actions = np.concatenate([demo.actions for demo in demos])
+    for (obs, next_obs, correction, _, _), action in zip(transitions, actions, strict=True):
+        assert obs.shape == next_obs.shape == (base.layout.dim + 4,)
+        base_action = obs[-4:].astype(np.float64)
+        assert np.all(np.abs(correction) <= 1.0) and np.all(correction[reach == 0] == 0)
+        exact = (np.abs(correction) < 1.0) & (reach > 0)
+        np.testing.assert_allclose((base_action + reach * correction)[exact], action[exact], atol=1e-5)
 
 
 def test_bad_scale_and_mismatched_env_are_refused(bases):
@@ -110,15 +161,17 @@ def test_short_training_runs_write_a_loadable_run(bases, tmp_path, algo):
     assert 0.0 <= report["base_alone"]["success_rate"] <= 1.0
 
 
-@pytest.mark.parametrize("algo", ["sac", "ppo", "dsrl"])
-def test_a_residual_run_exports_into_one_graph_that_matches_torch(bases, tmp_path, algo):
+@pytest.mark.parametrize(
+    ("algo", "scale"), [("sac", (0.2,)), ("sac", (0.5, 0.0, 0.25, 0.0)), ("ppo", (0.2,)), ("dsrl", (0.2,))]
+)
+def test_a_residual_run_exports_into_one_graph_that_matches_torch(bases, tmp_path, algo, scale):
     from robot_rl.export.onnx_export import export_run
     from robot_rl.runtime import Controller, OnnxPolicy
 
     out = tmp_path / algo
     train_residual(
         TrainResidual(
-            base=bases["diffusion"], out=out, algo=algo, steps=100, eval_every=100, eval_episodes=1,
+            base=bases["diffusion"], out=out, algo=algo, steps=100, eval_every=100, eval_episodes=1, scale=scale,
             learning_starts=20, n_envs=2, n_steps=16, batch_size=16, net=(16, 16), progress=False, threads=1,
         )
     )  # fmt: skip

@@ -124,6 +124,26 @@ class TestEpisode:
         assert np.linalg.norm(position - goal) < 0.7 * np.linalg.norm(start - goal)
         assert policy.adapter.last_command is not None and 0.0 < policy.adapter.last_command.linear.z <= 60000.0
 
+    def test_with_prefetch_no_tick_computes_an_episode_s_first_chunk(self, ros_context, executor):
+        # The first complete state after an episode starts (activation, or the sim's start event) primes the
+        # first chunk in the background; the first tick takes it up.
+        bridge = SimBridge(context=ros_context, parameter_overrides=params(seed=EVAL_SEED))
+        policy = make_policy(ros_context, seed=EVAL_SEED, safety=False, prefetch=True, follow_episodes=True)
+        executor.add_node(bridge)
+        executor.add_node(policy)
+        tap = Tap(ros_context, executor)
+        policy.trigger_configure()
+        policy.trigger_activate()
+        calls = record_steps(policy)
+        assert spin_until(executor, lambda: len(calls) >= 6, timeout=5.0)
+        assert tap.call(executor, "/sim/reset_episode").success
+        count = len(calls)
+        assert spin_until(executor, lambda: len(calls) >= count + 6, timeout=5.0)
+        firsts = [output.status for *_, output in calls if output.status.step == 0]
+        assert len(firsts) == 2
+        assert all(status.new_chunk and not status.computed_chunk for status in firsts)
+        assert policy.stats.inference_steps == sum(output.status.waited for *_, output in calls)
+
 
 @pytest.mark.usefixtures("safety_chain_available")
 class TestSafety:

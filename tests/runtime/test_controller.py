@@ -231,6 +231,55 @@ class TestPrefetch:
         assert output.status.waited and output.status.new_chunk and output.action[0] == 16
         controller.close()
 
+    def test_prime_starts_the_first_chunk_before_the_first_step(self):
+        # The primed chunk is step 0's, computed from the priming observation (padded to a full history).
+        policy = FakePolicy()
+        controller = Controller(policy, ControllerConfig(prefetch=True, lead=2, ctrl_dt=0.02))
+        assert controller.prime(obs(-5))
+        assert not controller.prime(obs(-6))  # one chunk at most on the way
+        controller.sync()
+        outputs = []
+        for t in range(5):
+            outputs.append(controller.step(obs(t), 0.02 * t))
+            controller.sync()  # the thread finishes before the chunk is due
+        actions, status = [o.action[0] for o in outputs], [o.status for o in outputs]
+        assert actions == [0, 1, 2, 3, 12]
+        assert status[0].new_chunk and not status[0].computed_chunk and not status[0].waited
+        assert [h[:, 0].tolist() for h in policy.histories[:2]] == [[-5, -5], [1, 2]]
+        assert not controller.prime(obs(0))  # past the episode's first step
+        controller.reset()
+        assert controller.prime(obs(3))  # a new episode primes again
+        controller.close()
+
+    def test_the_first_step_waits_for_a_primed_chunk_still_running(self):
+        gate = threading.Event()
+        policy = FakePolicy(gate=gate)
+        controller = Controller(policy, ControllerConfig(prefetch=True, lead=2, ctrl_dt=0.02))
+        controller.step(obs(0), 0.0)
+        controller.reset()
+        assert controller.prime(obs(1))  # the policy's second call: held by the gate
+        threading.Timer(0.05, gate.set).start()
+        output = controller.step(obs(1), 0.0)
+        assert output.status.waited and output.status.new_chunk and output.action[0] == 10
+        controller.close()
+
+    def test_prime_draws_the_noise_the_first_step_would(self):
+        policy = OnnxPolicy(PUSH)
+        env = make(policy.metadata.env_id)
+        observation, _ = env.reset(seed=1_000_000)
+        env.close()
+        plain = Controller(policy)
+        plain.reset(1_000_000)
+        with Controller(policy, ControllerConfig(prefetch=True)) as primed:
+            primed.reset(1_000_000)
+            assert primed.prime(observation)
+            np.testing.assert_array_equal(primed.step(observation, 0.0).action, plain.step(observation, 0.0).action)
+
+    def test_prime_needs_prefetch(self):
+        controller = Controller(FakePolicy(), ControllerConfig(ctrl_dt=0.02))
+        assert not controller.prime(obs(0))
+        assert controller.step(obs(0), 0.0).status.computed_chunk
+
 
 class TestHooks:
     def test_filters_run_in_order_and_their_reports_are_in_the_status(self):

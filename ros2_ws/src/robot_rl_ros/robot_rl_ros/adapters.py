@@ -76,16 +76,21 @@ class _Input:
         self.rejected = 0
         self.last_error = ""
 
-    def store(self, msg: Any, now: float) -> None:
-        """Convert ``msg`` (received at ``now``); a refused one is counted and leaves the last valid value."""
+    def store(self, msg: Any, now: float) -> bool:
+        """Convert ``msg`` (received at ``now``); a refused one is counted and leaves the last valid value.
+
+        Returns:
+            Whether the message was accepted.
+        """
         try:
             value = self.convert(msg)
         except ValueError as err:
             self.rejected += 1
             self.last_error = f"{self.name}: {err}"
-            return
+            return False
         self.value, self.received = value, now
         self.accepted += 1
+        return True
 
     def clear(self) -> None:
         """Forget the value (a new episode needs fresh messages)."""
@@ -116,6 +121,8 @@ class RobotAdapter:
         """Inputs whose receipt time bounds ``stamp`` (a silent one makes the state stale)."""
         self.last_command: Any = None
         """The last command message published."""
+        self.on_input: Callable[[str], None] | None = None
+        """Called with the input's name after each accepted message (the policy node primes a chunk with it)."""
         self._entities: list[Any] = []
         self._factory = publisher_factory
 
@@ -148,7 +155,8 @@ class RobotAdapter:
         entry = self.inputs[name] = _Input(name, convert)
 
         def callback(msg: Any) -> None:
-            entry.store(msg, self.clock())
+            if entry.store(msg, self.clock()) and self.on_input is not None:
+                self.on_input(name)
 
         self._entities.append(self.node.create_subscription(msg_type, topic, callback, qos))
 

@@ -16,7 +16,10 @@ callbacks checked and converted each message on arrival, refusing and counting m
 build the observation, ``Controller.step(observation, now)`` with ``stamp`` = receipt time of the
 newest state, publish the command. While no complete state has arrived since activation nothing
 is published. The chain's watchdog turns a silent state topic into the fallback command (hold /
-hover) at the first tick past its deadline.
+hover) at the first tick past its deadline. With ``prefetch`` the next chunk is computed in a
+background thread ahead of the tick that needs it; the episode's first chunk too: the first complete
+state after an episode starts (a state callback, between ticks) starts it (``Controller.prime``), so
+no tick runs the policy's inference unless the thread is late.
 
 Parameters: ``policy`` (folder or shipped name), ``blend``, ``n_action_steps``, ``prefetch``,
 ``threads`` (the Controller and onnxruntime), ``safety``, ``require_safety``, ``hardware_dir``,
@@ -107,7 +110,8 @@ class PolicyNode(LifecycleNode):
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_subscription(Bool, "/robot_rl/intervention", self._on_intervention, 10)
         self.create_subscription(String, EPISODE_TOPIC, self._on_episode_event, EVENT_QOS)
-        self._pending_episode: int | None = None
+        self._prime = False
+        """With prefetch: the episode's first chunk is still to start (on the first complete state)."""
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     # ------------------------------------------------------------------ clock
@@ -143,6 +147,7 @@ class PolicyNode(LifecycleNode):
 
             env = make(runtime.env_id)
             self.adapter = ADAPTERS[runtime.robot](self, env, self.create_lifecycle_publisher, self.now)
+            self.adapter.on_input = self._on_input
         except (ValueError, RuntimeError, OSError) as err:
             self.get_logger().error(f"configure failed: {err}")
             self.runtime = self.adapter = None
@@ -231,6 +236,7 @@ class PolicyNode(LifecycleNode):
         self.stats.restart()
         self._episode += 1
         self._step = 0
+        self._prime = runtime.controller.config.prefetch
         self._publish_event({"event": "start", "env_id": runtime.env_id, "seed": seed if seed >= 0 else None})
 
     def _publish_event(self, event: dict[str, Any]) -> None:
@@ -255,9 +261,6 @@ class PolicyNode(LifecycleNode):
         runtime, adapter, stats = self.runtime, self.adapter, self.stats
         if runtime is None or adapter is None or stats is None:
             return
-        if self._pending_episode is not None:
-            seed, self._pending_episode = self._pending_episode, None
-            self._new_episode(seed)
         now = self.now()
         stats.tick(now)
         if self._intervening:
@@ -332,8 +335,24 @@ class PolicyNode(LifecycleNode):
         except json.JSONDecodeError:
             return
         if event.get("source") == "sim" and event.get("event") == "start":
+            # Started here, not at the next tick: the new episode's first state (published right after the
+            # event) then primes the first chunk before the first tick needs it.
             seed = event.get("seed")
-            self._pending_episode = int(seed) if isinstance(seed, int) else -1
+            self._new_episode(int(seed) if isinstance(seed, int) else -1)
+
+    def _on_input(self, name: str) -> None:
+        """A state message was stored: with prefetch, the episode's first complete state starts its first chunk.
+
+        Runs in the executor's thread (as the tick does), between ticks: the first tick of the episode then
+        takes the chunk up instead of computing it inside the period.
+        """
+        if not self._prime or self._intervening or self.runtime is None or self.adapter is None:
+            return
+        observation = self.adapter.observation()
+        if observation is None:
+            return
+        self._prime = False
+        self.runtime.controller.prime(observation)
 
     def _on_intervention(self, msg: Bool) -> None:
         if self._intervening and not msg.data and self.runtime is not None:
