@@ -3,7 +3,8 @@
 Each demo is walked with the frozen base (reset with the demo's seed, so a diffusion base draws
 the noise it would draw in the env): at every step the base proposes an action for the recorded
 observation, and the demo's action becomes the correction that would have produced it,
-``clip((demo - base) / scale, -1, 1)`` (0 on dimensions whose scale is 0). The transitions carry the demo's sparse rewards.
+``clip((demo - base) / scale, -1, 1)`` (0 on dimensions whose scale is 0). The transitions carry the
+demo's sparse rewards.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from robot_rl.policies.layout import ChunkedActor, check_layout
 from robot_rl.rl.config import SCALE_RANGE
 
 
-
 def resolve_scale(scale: float | Sequence[float], action_dim: int) -> np.ndarray:
     """The per-dimension correction scale: one number for every dimension, or one per dimension.
 
