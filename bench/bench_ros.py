@@ -5,7 +5,8 @@ ROS_DOMAIN_ID of their own (the bench process drives them through services and t
 
 * SIL success: ``--episodes`` PandaPush episodes (seeds from 1000000, the policy card's) of
   ``policies/panda_push_diffusion`` through the topics (bridge in lockstep: one env step per
-  command, at the policy node's 25 Hz timer), against ``robot-rl eval`` on the same seeds with the
+  command, at the policy node's 25 Hz timer), with the node's defaults and with the timed runs'
+  deployment setting (prefetch, real-time), against ``robot-rl eval`` on the same seeds with the
   same safety setting. Target: success rates within 5 points.
 * latency in the node: per control tick, the wall time from reading the cached inputs to the
   command published (observation in, command out), p50/p99/max over every tick of the runs below;
@@ -108,51 +109,80 @@ def numbers(values: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def sil_success(driver: Driver, episodes: int, safety: bool, logs: Path) -> dict[str, Any]:
-    from robot_rl.evaluation.evaluate import EvalConfig, evaluate, wilson_interval
+SIL_RUNS: dict[str, dict[str, Any]] = {
+    "policy node (defaults)": {},
+    "policy node, prefetch, realtime": {"prefetch": True, "realtime_priority": 50},
+}
+"""SIL configurations: name -> extra policy node parameters (the second is the timed runs' deployment setting; each
+is compared with ``robot-rl eval`` under the same chunk timing: ``--prefetch-lead`` = the node's ``prefetch_lead``)."""
+PREFETCH_LEAD = 1
+"""The policy node's default ``prefetch_lead``."""
 
-    bridge = start("sim_bridge", {"env_id": "robot_rl/PandaPush-v0", "seed": FIRST_SEED}, logs / "sil_bridge.log")
-    policy = start(
-        "policy_node",
-        {"policy": PUSH, "safety": safety, "require_safety": safety, "monitor": False, "diagnostics_period": 0.5,
-         "stats_window": 100000},
-        logs / "sil_policy.log",
-    )  # fmt: skip
+
+def sil_episodes(driver: Driver, episodes: int, safety: bool, params: dict[str, Any], logs: Path,
+                 name: str) -> dict[str, Any]:  # fmt: skip
+    """``episodes`` PandaPush episodes through the topics with the policy node under ``params``."""
+    from robot_rl.evaluation.evaluate import wilson_interval
+
+    tag = label(name)
+    bridge_params = {"env_id": "robot_rl/PandaPush-v0", "seed": FIRST_SEED}
+    bridge = start("sim_bridge", bridge_params, logs / f"sil_{tag}_bridge.log")
+    node_params = {"policy": PUSH, "safety": safety, "require_safety": safety, "monitor": False,
+                   "diagnostics_period": 0.5, "stats_window": 100000, **params}  # fmt: skip
+    policy = start("policy_node", node_params, logs / f"sil_{tag}_policy.log")
     per_episode = []
     start_time = time.perf_counter()
     try:
+        driver.sil.diagnostics = {}
         driver.sil.wait_ready(timeout=120.0)
         if not driver.sil.configure():
-            raise RuntimeError(f"the policy node did not configure; see {logs / 'sil_policy.log'}")
+            raise RuntimeError(f"the policy node did not configure; see {logs / f'sil_{tag}_policy.log'}")
         for k in range(episodes):
             info = driver.sil.run_episode(timeout=60.0)
             per_episode.append({"seed": info["seed"], "success": info["success"], "return": info["return"]})
-            print(f"  SIL episode {k + 1}/{episodes}: seed {info['seed']} success {info['success']}", flush=True)
+            print(f"  SIL ({name}) episode {k + 1}/{episodes}: seed {info['seed']} success {info['success']}",
+                  flush=True)  # fmt: skip
         driver.sil.spin_until(lambda: driver.sil.diagnostics.get("active") == "False", 3.0)
         diagnostics = numbers(driver.sil.diagnostics)
     finally:
         stop(policy, bridge)
-    wall = time.perf_counter() - start_time
-    report = evaluate(
-        EvalConfig(policy=PUSH, episodes=episodes, seed=FIRST_SEED, safety="on" if safety else "off", progress=False)
-    )
-    sil_successes = sum(e["success"] for e in per_episode)
-    same = sum(a["success"] == b["success"] for a, b in zip(per_episode, report["per_episode"], strict=True))
+    successes = sum(e["success"] for e in per_episode)
     return {
-        "episodes": episodes,
-        "safety": safety,
-        "sil_success_rate": sil_successes / episodes,
-        "sil_ci95": list(wilson_interval(sil_successes, episodes)),
-        "eval_success_rate": report["success_rate"],
-        "eval_ci95": report["success_ci95"],
-        "difference_points": 100.0 * (sil_successes / episodes - report["success_rate"]),
-        "same_outcome_episodes": same,
-        "sil_mean_return": sum(e["return"] for e in per_episode) / episodes,
-        "eval_mean_return": report["mean_return"],
-        "wall_time_s": wall,
+        "params": node_params,
+        "success_rate": successes / episodes,
+        "ci95": list(wilson_interval(successes, episodes)),
+        "mean_return": sum(e["return"] for e in per_episode) / episodes,
+        "wall_time_s": time.perf_counter() - start_time,
         "node": diagnostics,
         "per_episode": per_episode,
     }
+
+
+def sil_success(driver: Driver, episodes: int, safety: bool, logs: Path) -> dict[str, Any]:
+    """Every SIL configuration against ``robot-rl eval`` with the same chunk timing, seeds and safety setting."""
+    from robot_rl.evaluation.evaluate import EvalConfig, evaluate
+
+    runs, evals = {}, {}
+    for name, params in SIL_RUNS.items():
+        run = runs[name] = sil_episodes(driver, episodes, safety, params, logs, name)
+        lead = int(params.get("prefetch_lead", PREFETCH_LEAD)) if params.get("prefetch") else 0
+        if lead not in evals:
+            evals[lead] = evaluate(
+                EvalConfig(policy=PUSH, episodes=episodes, seed=FIRST_SEED, safety="on" if safety else "off",
+                           prefetch_lead=lead, progress=False)
+            )  # fmt: skip
+        report = evals[lead]
+        run["eval"] = {
+            "prefetch_lead": lead,
+            "success_rate": report["success_rate"],
+            "ci95": report["success_ci95"],
+            "mean_return": report["mean_return"],
+        }
+        run["difference_points"] = 100.0 * (run["success_rate"] - report["success_rate"])
+        run["same_outcome_episodes"] = sum(
+            a["success"] == b["success"] for a, b in zip(run["per_episode"], report["per_episode"], strict=True)
+        )
+    return {"episodes": episodes, "safety": safety, "runs": runs}
 
 
 def timed_run(driver: Driver, name: str, env_id: str, policy: str, duration: float, params: dict[str, Any],
@@ -236,25 +266,35 @@ def write(results: dict[str, Any], out: Path) -> None:
         "",
     ]
     if sil:
-        verdict = "PASS" if abs(sil["difference_points"]) <= 5.0 else "FAIL"
+        on = "on" if sil["safety"] else "off"
         lines += [
             "## SIL success against `robot-rl eval` (PandaPush, panda_push_diffusion)",
             "",
             f"{sil['episodes']} episodes on seeds {FIRST_SEED}..{FIRST_SEED + sil['episodes'] - 1}, safety chain "
-            f"{'on' if sil['safety'] else 'off'} in both, monitor off. Target: within 5 points.",
+            f"{on} in both, monitor off. Target: within 5 points.",
             "",
-            "| run | success | 95% CI | mean return |",
-            "|---|---:|---|---:|",
-            f"| sim bridge + policy node (ROS 2) | {sil['sil_success_rate']:.2f} | "
-            f"[{sil['sil_ci95'][0]:.2f}, {sil['sil_ci95'][1]:.2f}] | {sil['sil_mean_return']:.2f} |",
-            f"| `robot-rl eval --safety {'on' if sil['safety'] else 'off'}` | {sil['eval_success_rate']:.2f} | "
-            f"[{sil['eval_ci95'][0]:.2f}, {sil['eval_ci95'][1]:.2f}] | {sil['eval_mean_return']:.2f} |",
+            "| run | success | 95% CI | mean return | `robot-rl eval` with the same chunk timing | difference [points] "
+            "| same outcome | verdict |",
+            "|---|---:|---|---:|---|---:|---:|---|",
+        ]
+        for name, run in sil["runs"].items():
+            verdict = "PASS" if abs(run["difference_points"]) <= 5.0 else "FAIL"
+            ev = run["eval"]
+            flag = f" --prefetch-lead {ev['prefetch_lead']}" if ev["prefetch_lead"] else ""
+            lines.append(
+                f"| sim bridge + {name} (ROS 2) | {run['success_rate']:.2f} | [{run['ci95'][0]:.2f}, "
+                f"{run['ci95'][1]:.2f}] | {run['mean_return']:.2f} | `--safety {on}{flag}`: {ev['success_rate']:.2f} "
+                f"[{ev['ci95'][0]:.2f}, {ev['ci95'][1]:.2f}], return {ev['mean_return']:.2f} | "
+                f"{run['difference_points']:+.1f} | {run['same_outcome_episodes']}/{sil['episodes']} | **{verdict}** |"
+            )
+        lines += [
             "",
-            f"Difference {sil['difference_points']:+.1f} points: **{verdict}**. Same outcome on "
-            f"{sil['same_outcome_episodes']}/{sil['episodes']} seeds. The episodes differ from eval's only in "
-            "the observation: the node computes the TCP by forward kinematics of the published joint angles, while "
-            "the env reads it from MuJoCo's last forward pass (one 2 ms physics step older); the noise seeds and "
-            "the control code are the same.",
+            "With the node's defaults the episodes differ from eval's only in the observation: the node computes the "
+            "TCP by forward kinematics of the published joint angles, while the env reads it from MuJoCo's last "
+            "forward pass (one 2 ms physics step older); the noise seeds and the control code are the same. With "
+            "`prefetch` each chunk is computed `prefetch_lead` steps before it is due, from the observation then, in a "
+            "background thread (the episode's first chunk from its first state); eval's `--prefetch-lead` computes the "
+            "same chunks in step (what the thread gives when it finishes in time).",
             "",
         ]
     lines += [
@@ -291,8 +331,8 @@ def write(results: dict[str, Any], out: Path) -> None:
         "",
         "Ticks with inference: steps whose `Controller.step` ran the policy inside the tick (a chunk computed there, "
         "or a prefetched one waited for); without `prefetch` the first step of every chunk (one in the policy's "
-        "`n_action_steps`), with it the first step of each episode (PandaPush episodes are 50 steps long: 2% of the "
-        "Franka ticks, so the p99 falls among them). "
+        "`n_action_steps`); with it, the ticks whose background chunk was not ready in time (the episode's first "
+        "chunk is started by its first state message, between ticks: `Controller.prime`). "
         "`realtime` runs: the control thread under SCHED_FIFO 50, Fast DDS's threads at 49 (otherwise one of them, "
         "preempted by an ordinary process while holding a lock the control thread waits on, can delay the tick by "
         "a scheduler time slice or more). Every run freezes the objects alive at "
@@ -308,7 +348,8 @@ def write(results: dict[str, Any], out: Path) -> None:
         "",
         "Without `prefetch` a tick that starts a new action chunk runs the diffusion policy's inference inside the "
         "tick (one tick per chunk): those ticks set the p99. With `prefetch` the chunk is computed in a background "
-        "thread from an observation two steps older (bench/results/runtime.md measures its cost in success). The "
+        "thread from the observation `prefetch_lead` steps (default 1) before it is due (the SIL table measures its "
+        "cost in success). The "
         "failure monitor (when the policy folder is calibrated) scores each new chunk inside the tick with extra "
         "samples of the policy. Late ticks make the safety chain's watchdog send its fallback for that tick "
         "(`missed_period`), counted under safety fallbacks.",

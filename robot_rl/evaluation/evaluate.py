@@ -48,6 +48,10 @@ class EvalConfig:
     blend: Literal["none", "ensemble", "crossfade"] = "none"
     """Exported policies: transitions between action chunks in the runtime controller (``none``: receding
     horizon; ``ensemble``: ACT-style temporal ensembling; ``crossfade``: linear cross-fade; see README, Runtime)."""
+    prefetch_lead: int = 0
+    """Exported policies: 0 computes each chunk when it is due; N > 0 computes it N steps earlier, from the
+    observation then, as the ROS policy node does with ``prefetch`` (there in a background thread; here in step,
+    giving the chunks the thread gives when it finishes in time). Measures what prefetch costs in success."""
     threads: int = 1
     """torch CPU threads for a trained policy (one avoids fighting other jobs for the cores)."""
     plot: Path | None = None
@@ -103,6 +107,16 @@ class EvalConfig:
                 raise ValueError(
                     f"`blend` applies to exported policies (`robot-rl export ... --out DIR`); {self.policy!r} is not "
                     "one. Use --blend none."
+                )
+        if self.prefetch_lead < 0:
+            raise ValueError(f"`prefetch_lead` must be >= 0 (0: off). Got {self.prefetch_lead}.")
+        if self.prefetch_lead:
+            from robot_rl.export.metadata import is_policy_dir
+
+            if not is_policy_dir(self.policy):
+                raise ValueError(
+                    f"`prefetch_lead` applies to exported policies (`robot-rl export ... --out DIR`); {self.policy!r} "
+                    "is not one. Use --prefetch-lead 0."
                 )
         if self.blend == "ensemble" and self.n_action_steps is not None:
             raise ValueError(
@@ -310,7 +324,14 @@ def _exported_actor(config: EvalConfig, env: Any, guard: Guard) -> tuple[Policy,
     chain = guard.chain
     controller = Controller(
         policy,
-        ControllerConfig(blend=config.blend, n_action_steps=config.n_action_steps, ctrl_dt=ctrl_dt),
+        ControllerConfig(
+            blend=config.blend,
+            n_action_steps=config.n_action_steps,
+            ctrl_dt=ctrl_dt,
+            prefetch=config.prefetch_lead > 0,
+            lead=max(config.prefetch_lead, 1),
+            prefetch_sync=True,
+        ),
         filters=[chain] if chain is not None else [],
         monitors=monitors,
         fallback=chain.fallback if chain is not None else None,
@@ -342,6 +363,7 @@ def _exported_report(meta: PolicyMetadata, config: EvalConfig) -> dict[str, Any]
     """``policy_run`` of the report for an exported policy: the run's keys plus where the graph came from."""
     options = dict(meta.base.options)
     options["blend"] = config.blend
+    options["prefetch_lead"] = config.prefetch_lead
     if config.n_action_steps is not None:
         options["n_action_steps"] = config.n_action_steps
     return {

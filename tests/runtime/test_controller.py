@@ -389,6 +389,29 @@ class TestEval:
         with pytest.raises(ValueError, match="`blend` applies to exported policies"):
             EvalConfig(policy="expert", blend="ensemble")
 
+    def test_eval_prefetch_lead_gives_the_background_thread_s_episodes(self):
+        # What the ROS node runs with prefetch (a thread that finishes in time), replayed in step by eval.
+        report = evaluate(EvalConfig(policy=str(PUSH), episodes=2, progress=False, prefetch_lead=1))
+        assert report["policy_run"]["options"]["prefetch_lead"] == 1
+        policy = OnnxPolicy(PUSH)
+        env = make(policy.metadata.env_id)
+        with Controller(policy, ControllerConfig(prefetch=True, lead=1)) as controller:
+            for episode in report["per_episode"]:
+                observation, _ = env.reset(seed=episode["seed"])
+                controller.reset(episode["seed"])
+                total, done, t = 0.0, False, 0
+                while not done:
+                    output = controller.step(observation, t * controller.ctrl_dt)
+                    controller.sync()
+                    observation, reward, terminated, truncated, _ = env.step(output.action)
+                    total, done, t = total + reward, terminated or truncated, t + 1
+                assert total == pytest.approx(episode["return"])
+        env.close()
+        with pytest.raises(ValueError, match="`prefetch_lead` applies to exported policies"):
+            EvalConfig(policy="expert", prefetch_lead=1)
+        with pytest.raises(ValueError, match=r"`prefetch_lead` must be >= 0"):
+            EvalConfig(policy=str(PUSH), prefetch_lead=-1)
+
 
 def test_the_controller_does_not_import_torch():
     code = (

@@ -46,6 +46,9 @@ class RuntimeConfig:
     """Actions executed per chunk (0: the policy's)."""
     prefetch: bool = False
     """Compute the next chunk in a background thread (steadier step latency; changes the chunks' timing)."""
+    prefetch_lead: int = 1
+    """With ``prefetch``: steps before it is due that the next chunk is started (from the observation then);
+    ``robot-rl eval --prefetch-lead N`` measures the same setting's success in simulation."""
     threads: int = 1
     """onnxruntime intra-op threads."""
     safety: bool = True
@@ -69,6 +72,8 @@ class RuntimeConfig:
             raise ValueError(f"`n_action_steps` must be >= 0 (0: the policy's). Got {self.n_action_steps}.")
         if self.threads < 1:
             raise ValueError(f"`threads` must be >= 1. Got {self.threads}.")
+        if self.prefetch_lead < 1:
+            raise ValueError(f"`prefetch_lead` must be >= 1. Got {self.prefetch_lead}.")
 
 
 HARDWARE_FILES: dict[Robot, str] = {"fr3": "fr3.yaml", "crazyflie": "crazyflie.yaml"}
@@ -220,7 +225,12 @@ def build_runtime(config: RuntimeConfig) -> Runtime:
         monitors.insert(0, chain.monitor)
     controller = Controller(
         policy,
-        ControllerConfig(blend=config.blend, n_action_steps=config.n_action_steps or None, prefetch=config.prefetch),
+        ControllerConfig(
+            blend=config.blend,
+            n_action_steps=config.n_action_steps or None,
+            prefetch=config.prefetch,
+            lead=config.prefetch_lead,
+        ),
         filters=[chain] if chain is not None else [],
         monitors=monitors,
         fallback=chain.fallback.command if chain is not None else None,

@@ -21,7 +21,7 @@ background thread ahead of the tick that needs it; the episode's first chunk too
 state after an episode starts (a state callback, between ticks) starts it (``Controller.prime``), so
 no tick runs the policy's inference unless the thread is late.
 
-Parameters: ``policy`` (folder or shipped name), ``blend``, ``n_action_steps``, ``prefetch``,
+Parameters: ``policy`` (folder or shipped name), ``blend``, ``n_action_steps``, ``prefetch``, ``prefetch_lead``,
 ``threads`` (the Controller and onnxruntime), ``safety``, ``require_safety``, ``hardware_dir``,
 ``chunk_check`` (the chain), ``monitor``, ``seed`` (noise seed of the next episode; -1 none),
 ``diagnostics_period`` [s], ``publish_steps``, ``autostart`` (``main``: configure and activate at
@@ -79,6 +79,7 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("blend", "none")
         self.declare_parameter("n_action_steps", 0)
         self.declare_parameter("prefetch", False)
+        self.declare_parameter("prefetch_lead", 1)
         self.declare_parameter("threads", 1)
         self.declare_parameter("safety", True)
         self.declare_parameter("require_safety", True)
@@ -129,6 +130,7 @@ class PolicyNode(LifecycleNode):
                 blend=str(p("blend").value),  # type: ignore[arg-type]
                 n_action_steps=int(p("n_action_steps").value),
                 prefetch=bool(p("prefetch").value),
+                prefetch_lead=int(p("prefetch_lead").value),
                 threads=int(p("threads").value),
                 safety=bool(p("safety").value),
                 require_safety=bool(p("require_safety").value),
