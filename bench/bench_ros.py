@@ -110,8 +110,8 @@ def numbers(values: dict[str, str]) -> dict[str, Any]:
 
 
 SIL_RUNS: dict[str, dict[str, Any]] = {
-    "policy node (defaults)": {},
-    "policy node, prefetch, realtime": {"prefetch": True, "realtime_priority": 50},
+    "defaults": {},
+    "prefetch, realtime": {"prefetch": True, "realtime_priority": 50},
 }
 """SIL configurations: name -> extra policy node parameters (the second is the timed runs' deployment setting; each
 is compared with ``robot-rl eval`` under the same chunk timing: ``--prefetch-lead`` = the node's ``prefetch_lead``)."""
@@ -282,7 +282,7 @@ def write(results: dict[str, Any], out: Path) -> None:
             ev = run["eval"]
             flag = f" --prefetch-lead {ev['prefetch_lead']}" if ev["prefetch_lead"] else ""
             lines.append(
-                f"| sim bridge + {name} (ROS 2) | {run['success_rate']:.2f} | [{run['ci95'][0]:.2f}, "
+                f"| sim bridge + policy node, {name} (ROS 2) | {run['success_rate']:.2f} | [{run['ci95'][0]:.2f}, "
                 f"{run['ci95'][1]:.2f}] | {run['mean_return']:.2f} | `--safety {on}{flag}`: {ev['success_rate']:.2f} "
                 f"[{ev['ci95'][0]:.2f}, {ev['ci95'][1]:.2f}], return {ev['mean_return']:.2f} | "
                 f"{run['difference_points']:+.1f} | {run['same_outcome_episodes']}/{sil['episodes']} | **{verdict}** |"

@@ -211,7 +211,8 @@ def _residual_actor(run_dir: str, env: Any) -> tuple[Policy, Callable[[int], Non
     if run["algo"] == "dsrl":
         actor: Any = NoiseActor(agent, base)
     else:
-        actor = ResidualActor(agent, base, run["options"]["scale"], env.action_space)
+        options = run["options"]
+        actor = ResidualActor(agent, base, options["scale"], env.action_space, options.get("feedback", False))
     return actor, actor.reset
 
 

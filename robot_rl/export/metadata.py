@@ -46,6 +46,10 @@ RESIDUAL_OBS_INPUT = "residual_obs"
 """Graph input (per-step residual only): raw flattened current observation, float32 (rows, obs_dim)."""
 BASE_ACTION_INPUT = "base_action"
 """Graph input (per-step residual only): the base's raw action for the step, float32 (rows, action_dim)."""
+PREVIOUS_ACTION_INPUT = "previous_action"
+"""Graph input (per-step residual trained with ``--feedback`` only): the previous step's raw corrected action
+(``residual_action`` of the previous step, before any safety filter; the step's own ``base_action`` at an
+episode's first step), float32 (rows, action_dim). Graphs without feedback have no such input."""
 RESIDUAL_ACTION_OUTPUT = "residual_action"
 """Graph output (per-step residual only): base action plus the bounded correction, float32 (rows, action_dim)."""
 RESIDUAL_ROWS_AXIS = "rows"
@@ -207,7 +211,8 @@ class PolicyMetadata:
     normalization: Normalization
     base: BaseProvenance
     residual: dict[str, Any] | None
-    """The residual folded into the graph (algo, run, scale or noise bound, model sha256); None without one."""
+    """The residual folded into the graph (algo, run, scale or noise bound, feedback, model sha256); None without
+    one."""
     training_data: TrainingData
     onnx: OnnxSpec
     export_check: dict[str, Any]

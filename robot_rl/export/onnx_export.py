@@ -42,6 +42,7 @@ from robot_rl.export.metadata import (
     OBS_INPUT,
     ONNX_FILE,
     ONNX_METADATA_KEY,
+    PREVIOUS_ACTION_INPUT,
     README_FILE,
     RESIDUAL_ACTION_OUTPUT,
     RESIDUAL_OBS_INPUT,
@@ -127,7 +128,7 @@ def export_onnx(
 ) -> bytes:
     """Trace ``graph`` on ``example`` inputs into a serialized ONNX model with a dynamic batch axis."""
     buffer = io.BytesIO()
-    rows = {RESIDUAL_OBS_INPUT, BASE_ACTION_INPUT, RESIDUAL_ACTION_OUTPUT}
+    rows = {RESIDUAL_OBS_INPUT, BASE_ACTION_INPUT, PREVIOUS_ACTION_INPUT, RESIDUAL_ACTION_OUTPUT}
     axes = {name: {0: RESIDUAL_ROWS_AXIS if name in rows else BATCH_AXIS} for name in (*names, *outputs)}
     with warnings.catch_warnings(), torch.no_grad():
         # "You are using the legacy TorchScript-based ONNX export": chosen on purpose (module docstring).
@@ -381,7 +382,10 @@ def export_run(
         current = norm.obs_mean + norm.obs_std * torch.randn(rows, policy.obs_dim, generator=gen)
         low, high = norm.action_low, norm.action_high
         base_action = low + (high - low) * torch.rand(rows, policy.action_dim, generator=gen)
-        return (*inputs, current, base_action)
+        if PREVIOUS_ACTION_INPUT not in names:
+            return (*inputs, current, base_action)
+        previous = low + (high - low) * torch.rand(rows, policy.action_dim, generator=gen)
+        return (*inputs, current, base_action, previous)
 
     # Traced at batch 2, not 1, so that no batch-size-1 broadcast can be baked into the graph.
     model_bytes = export_onnx(graph, example(2, seed=0), names, opset, outputs)
@@ -394,6 +398,7 @@ def export_run(
         NOISE_INPUT: [BATCH_AXIS, policy.horizon, policy.action_dim],
         RESIDUAL_OBS_INPUT: [RESIDUAL_ROWS_AXIS, policy.obs_dim],
         BASE_ACTION_INPUT: [RESIDUAL_ROWS_AXIS, policy.action_dim],
+        PREVIOUS_ACTION_INPUT: [RESIDUAL_ROWS_AXIS, policy.action_dim],
         ACTIONS_OUTPUT: [BATCH_AXIS, policy.horizon, policy.action_dim],
         RESIDUAL_ACTION_OUTPUT: [RESIDUAL_ROWS_AXIS, policy.action_dim],
     }

@@ -11,6 +11,9 @@ every node of a graph on each call, but a node on a batch of 0 costs next to not
   (the raw base action for the step) -> ``residual_action (R, A)`` =
   ``clip(base_action + scale * clip(actor(residual_obs, base_action), -1, 1), low, high)``, the
   arithmetic of :class:`robot_rl.rl.wrappers.ResidualActor`; ``obs_history`` and ``noise`` with batch 0.
+  A run trained with ``--feedback`` takes a third residual input, ``previous_action (R, A)`` (the previous
+  step's ``residual_action``; the step's own base action at an episode's first step), and its actor reads
+  ``[residual_obs, base_action, previous_action]``; without feedback the graph has no such input.
 
 A noise-space run (``dsrl``) needs no second path: the agent maps the flattened history to the
 initial noise inside the graph, so the graph is ``obs_history -> actions`` and deterministic.
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robot_rl.export.metadata import BASE_ACTION_INPUT, RESIDUAL_OBS_INPUT
+from robot_rl.export.metadata import BASE_ACTION_INPUT, PREVIOUS_ACTION_INPUT, RESIDUAL_OBS_INPUT
 from robot_rl.policies import checkpoint as ckpt
 from robot_rl.rl.wrappers import resolve_scale
 
@@ -48,6 +51,8 @@ class ResidualRun:
     """One number or one per action dimension (the run's ``--scale``)."""
     noise_bound: float
     provenance: dict[str, Any]
+    feedback: bool = False
+    """The agent also observes the previous applied action (the run's ``--feedback``)."""
 
 
 def load_residual_run(run_dir: Path) -> ResidualRun:
@@ -78,6 +83,7 @@ def load_residual_run(run_dir: Path) -> ResidualRun:
     cls = PPO if config["algo"] == "ppo" else SAC
     agent = cls.load(model, device="cpu")
     options = config["options"]
+    feedback = bool(options.get("feedback", False))  # runs from before the option have none
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     provenance = {
         "algo": config["algo"],
@@ -85,11 +91,14 @@ def load_residual_run(run_dir: Path) -> ResidualRun:
         "steps": options["steps"],
         "scale": options["scale"] if config["algo"] != "dsrl" else None,
         "noise_bound": options["noise_bound"] if config["algo"] == "dsrl" else None,
+        "feedback": feedback,
         "net": options["net"],
         "model_sha256": sha256_file(model),
         "last_train_eval": metrics[-1] if metrics else None,
     }
-    return ResidualRun(run_dir, config["algo"], base_dir, agent, options["scale"], options["noise_bound"], provenance)
+    return ResidualRun(
+        run_dir, config["algo"], base_dir, agent, options["scale"], options["noise_bound"], provenance, feedback
+    )
 
 
 class _SquashedActor(nn.Module):
@@ -125,19 +134,22 @@ def _actor(run: ResidualRun) -> nn.Module:
 class _ResidualGraph(nn.Module):
     """Base chunk path and per-step residual path in one graph (module docstring)."""
 
-    def __init__(self, base_graph: nn.Module, actor: nn.Module, scale: Any, low: Any, high: Any) -> None:
+    def __init__(
+        self, base_graph: nn.Module, actor: nn.Module, scale: Any, low: Any, high: Any, feedback: bool = False
+    ) -> None:
         super().__init__()
-        self.base, self.actor = base_graph, actor
+        self.base, self.actor, self.feedback = base_graph, actor, feedback
         per_dim = resolve_scale(scale, int(np.prod(np.shape(low))))
         self.register_buffer("scale", torch.as_tensor(per_dim, dtype=torch.float32))
         self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
         self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(*base inputs, residual_obs, base_action) -> (actions, residual_action)``."""
-        *base_inputs, residual_obs, base_action = inputs
+        """``(*base inputs, residual_obs, base_action[, previous_action]) -> (actions, residual_action)``."""
+        residual_inputs = 3 if self.feedback else 2
+        base_inputs, (residual_obs, base_action, *previous) = inputs[:-residual_inputs], inputs[-residual_inputs:]
         actions = self.base(*base_inputs)
-        correction = self.actor(torch.cat([residual_obs, base_action], dim=-1)).clamp(-1.0, 1.0)
+        correction = self.actor(torch.cat([residual_obs, base_action, *previous], dim=-1)).clamp(-1.0, 1.0)
         corrected = torch.minimum(torch.maximum(base_action + self.scale * correction, self.low), self.high)
         return actions, corrected
 
@@ -167,5 +179,8 @@ def residual_graph(
     if run.algo == "dsrl":
         graph = _NoiseGraph(policy, actor, run.noise_bound, base_graph.steps).eval()
         return graph, (OBS_INPUT,), (ACTIONS_OUTPUT,)
-    graph = _ResidualGraph(base_graph, actor, run.scale, low, high).eval()
-    return graph, (*base_names, RESIDUAL_OBS_INPUT, BASE_ACTION_INPUT), (ACTIONS_OUTPUT, RESIDUAL_ACTION_OUTPUT)
+    graph = _ResidualGraph(base_graph, actor, run.scale, low, high, run.feedback).eval()
+    names = (*base_names, RESIDUAL_OBS_INPUT, BASE_ACTION_INPUT)
+    if run.feedback:
+        names = (*names, PREVIOUS_ACTION_INPUT)
+    return graph, names, (ACTIONS_OUTPUT, RESIDUAL_ACTION_OUTPUT)

@@ -200,11 +200,13 @@ class ChunkedActor:
         self._queue: deque[np.ndarray] = deque()
         self.chunks = 0
         """Chunks predicted since construction."""
+        self._previous: np.ndarray | None = None
 
     def reset(self, seed: int | None = None) -> None:
         """New episode: forget history and queued actions (and reseed the noise when given)."""
         self._history.clear()
         self._queue.clear()
+        self._previous = None
         if seed is not None:
             self.rng = np.random.default_rng(seed)
 
@@ -220,8 +222,14 @@ class ChunkedActor:
             self._queue.extend(chunk[: self.n_action_steps])
             self.chunks += 1
         action = self._queue.popleft()
-        if getattr(self.policy, "has_residual", False):
-            action = self.policy.correct(flat, action)  # an exported policy with a per-step residual
+        if getattr(self.policy, "has_residual", False):  # an exported policy with a per-step residual
+            if getattr(self.policy, "residual_feedback", False):
+                # It also reads the previous corrected action (the base action at the episode's first step).
+                previous = action if self._previous is None else self._previous
+                action = self.policy.correct(flat, action, previous)
+                self._previous = np.array(action, dtype=np.float64)
+            else:
+                action = self.policy.correct(flat, action)
         return action
 
 

@@ -32,6 +32,11 @@ class TrainResidual:
     """sac/ppo: the correction's reach, applied = base + scale * correction: one number in (0, 2] for every
     action dimension, or one per dimension in [0, 2] (0 leaves that dimension to the base), e.g.
     ``--scale 0.5 0 0 0`` corrects only a quadrotor's thrust."""
+    feedback: bool = False
+    """sac/ppo: the residual also observes the previous step's applied action (base + scale * correction, after
+    the clip; the current base action at an episode's first step), so it knows what it added last step and can
+    integrate an error, e.g. cancel the steady offset of an unobserved mass. The exported graph then takes a third
+    residual input, ``previous_action``. Not for dsrl (its agent outputs noise, not actions)."""
     noise_bound: float = 1.5
     """dsrl: largest magnitude of each noise entry, in (0, 3]."""
     randomize: str = "nominal"
@@ -108,6 +113,11 @@ class TrainResidual:
                 raise ValueError(
                     f"`ent_coef` must be 'auto', 'auto_X' or a number (e.g. 0.01). Got {self.ent_coef!r}."
                 ) from None
+        if self.feedback and self.algo == "dsrl":
+            raise ValueError(
+                "`feedback` (the previous applied action in the residual's observation) is for the per-step residuals "
+                "sac and ppo; dsrl's agent picks the sampler's noise per chunk. Got algo='dsrl' with feedback=True."
+            )
         if not 0.0 < self.noise_bound <= 3.0:
             raise ValueError(f"`noise_bound` must be in (0, 3]. Got {self.noise_bound}.")
         for name in ("batch_size", "gradient_steps", "train_freq", "buffer_size", "n_envs", "n_steps", "threads"):

@@ -4,7 +4,9 @@ Each demo is walked with the frozen base (reset with the demo's seed, so a diffu
 the noise it would draw in the env): at every step the base proposes an action for the recorded
 observation, and the demo's action becomes the correction that would have produced it,
 ``clip((demo - base) / scale, -1, 1)`` (0 on dimensions whose scale is 0). The transitions carry the
-demo's sparse rewards.
+demo's sparse rewards. With ``feedback`` the features at step ``t`` also hold the previous applied
+action, the demo's action at ``t - 1`` (the base action at ``t = 0``, as :class:`ResidualEnv` after a
+reset), and the next features the demo's action at ``t``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ from robot_rl.policies.layout import ChunkedActor
 from robot_rl.rl.wrappers import resolve_scale
 
 
-def demo_transitions(path: str | os.PathLike[str], base: Any, scale: Any) -> list[tuple[np.ndarray, ...]]:
-    """(obs, next_obs, correction, reward, done) for every step of every successful demo in ``path``."""
+def demo_transitions(
+    path: str | os.PathLike[str], base: Any, scale: Any, feedback: bool = False
+) -> list[tuple[np.ndarray, ...]]:
+    """(obs, next_obs, correction, reward, done) for every step of every successful demo in ``path``.
+
+    The observations are the residual's features (:class:`robot_rl.rl.wrappers.ResidualEnv`): flattened
+    observation and base action, and with ``feedback`` the previous applied action.
+    """
     scale = resolve_scale(scale, base.action_dim)
     reach = np.where(scale > 0, scale, 1.0)
     out = []
@@ -35,10 +43,13 @@ def demo_transitions(path: str | os.PathLike[str], base: Any, scale: Any) -> lis
             last = {k: v[-1] for k, v in demo.next_obs.items()}
             features = []
             base_actions = []
-            for obs in [*obs_t, last]:
+            for t, obs in enumerate([*obs_t, last]):
                 action = np.asarray(actor(obs), dtype=np.float64)
                 base_actions.append(action)
-                features.append(np.concatenate([base.layout.flatten(obs), action]).astype(np.float32))
+                parts = [base.layout.flatten(obs), action]
+                if feedback:
+                    parts.append(action if t == 0 else np.asarray(demo.actions[t - 1], dtype=np.float64))
+                features.append(np.concatenate(parts).astype(np.float32))
             for t in range(steps):
                 correction = np.where(scale > 0, np.clip((demo.actions[t] - base_actions[t]) / reach, -1.0, 1.0), 0.0)
                 correction = correction.astype(np.float32)
@@ -46,9 +57,12 @@ def demo_transitions(path: str | os.PathLike[str], base: Any, scale: Any) -> lis
     return out
 
 
-def add_demos_to_buffer(model: Any, path: str | os.PathLike[str], base: Any, scale: Any) -> int:
-    """Add the demos' transitions to a stable-baselines3 off-policy model's replay buffer; returns the count."""
-    transitions = demo_transitions(path, base, scale)
+def add_demos_to_buffer(model: Any, path: str | os.PathLike[str], base: Any, scale: Any, feedback: bool = False) -> int:
+    """Add the demos' transitions to a stable-baselines3 off-policy model's replay buffer; returns the count.
+
+    ``feedback``: the model observes the previous applied action too (:func:`demo_transitions`).
+    """
+    transitions = demo_transitions(path, base, scale, feedback)
     for obs, next_obs, action, reward, done in transitions:
         model.replay_buffer.add(
             obs[None],

@@ -91,7 +91,7 @@ def make_env(config: TrainResidual, base: Any, env_id: str, seed_offset: int = 0
     if config.algo == "dsrl":
         wrapped: Any = NoiseEnv(env, base, config.noise_bound)
     else:
-        wrapped = ResidualEnv(env, base, config.scale, base_seed=config.seed + seed_offset)
+        wrapped = ResidualEnv(env, base, config.scale, base_seed=config.seed + seed_offset, feedback=config.feedback)
     return Monitor(wrapped, info_keywords=("is_success",))
 
 
@@ -281,7 +281,7 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
             raise ValueError("--demos seeds the replay buffer of the off-policy residual; use it with --algo sac.")
         from robot_rl.rl.demos import add_demos_to_buffer
 
-        add_demos_to_buffer(model, config.demos, base, config.scale)
+        add_demos_to_buffer(model, config.demos, base, config.scale, feedback=config.feedback)
     eval_env = make_env(config, base, env_id, seed_offset=999)
     callback = _callback(config, eval_env, out, env_steps_per_rl_step)
     total = max(1, config.steps // env_steps_per_rl_step)
@@ -292,11 +292,16 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
 
 
 def load_residual(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, Any]]:
-    """(agent, base, config) of a residual run, for evaluation."""
+    """(agent, base, config) of a residual run, for evaluation.
+
+    ``config["options"]["feedback"]`` is set (False for runs from before the option existed), so callers
+    can build :class:`robot_rl.rl.wrappers.ResidualActor` from it.
+    """
     from stable_baselines3 import PPO, SAC
 
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
+    config["options"]["feedback"] = bool(config["options"].get("feedback", False))
     base, _ = load_base(config["base"]["path"])
     cls = PPO if config["algo"] == "ppo" else SAC
     return cls.load(run_dir / "model.zip", device="cpu"), base, config

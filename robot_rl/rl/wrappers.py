@@ -5,7 +5,9 @@
 step); the RL agent sees the flattened observation together with the base action and outputs a
 correction in [-1, 1]^A; the env applies ``clip(base + scale * correction)``. A zero correction
 reproduces the base exactly, so training starts at the base's performance when the agent's
-output starts near zero.
+output starts near zero. With ``feedback`` the agent also sees the previous step's applied action
+(the current base action at an episode's first step): since ``previous applied - base`` is what it
+added last step, it can integrate an error (cancel a steady offset from an unobserved parameter).
 
 :class:`NoiseEnv` (DSRL style): the RL action is the diffusion sampler's initial noise, bounded
 in magnitude; one RL step samples a chunk from that noise (DDIM, deterministic given the noise)
@@ -70,37 +72,52 @@ class ResidualEnv(gym.Wrapper):
         scale: The correction's magnitude: the applied action is ``base + scale * correction``; one
             number, or one per action dimension (see :func:`resolve_scale`).
         base_seed: Seed of the base's sampling noise when reset without a seed.
+        feedback: Append the previous step's applied action to the observation (the current base
+            action at an episode's first step), so the agent can integrate.
 
     Raises:
         ValueError: the base's observation or action layout does not match the env, or ``scale``
             is out of range.
     """
 
-    def __init__(self, env: gym.Env, base: Any, scale: float | Sequence[float] = 0.2, base_seed: int = 0) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        base: Any,
+        scale: float | Sequence[float] = 0.2,
+        base_seed: int = 0,
+        feedback: bool = False,
+    ) -> None:
         super().__init__(env)
         self.scale = resolve_scale(scale, int(np.prod(env.action_space.shape)))
         _check_base(base, env)
         self.base = base
+        self.feedback = bool(feedback)
         self.actor = ChunkedActor(base, seed=base_seed)
         self._episode_seed = base_seed
         space = env.action_space
         self._low, self._high = space.low, space.high
-        dim = base.layout.dim + base.action_dim
+        dim = base.layout.dim + base.action_dim * (2 if self.feedback else 1)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
         self._base_action = np.zeros(space.shape)
+        self._previous: np.ndarray | None = None
         self._obs: dict[str, np.ndarray] | None = None
 
     def _observe(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         self._obs = obs
         self._base_action = np.asarray(self.actor(obs), dtype=np.float64)
-        return np.concatenate([self.base.layout.flatten(obs), self._base_action]).astype(np.float32)
+        parts = [self.base.layout.flatten(obs), self._base_action]
+        if self.feedback:
+            parts.append(self._base_action if self._previous is None else self._previous)
+        return np.concatenate(parts).astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Reset the env and the base (its noise reseeded with ``seed``)."""
         obs, info = self.env.reset(seed=seed, options=options)
         self._episode_seed = seed if seed is not None else self._episode_seed + 1
         self.actor.reset(self._episode_seed)
+        self._previous = None
         return self._observe(obs), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -111,6 +128,7 @@ class ResidualEnv(gym.Wrapper):
         info = dict(info)
         info["base_action"] = self._base_action
         info["applied_action"] = applied
+        self._previous = applied
         return self._observe(obs), float(reward), terminated, truncated, info
 
 
@@ -182,24 +200,44 @@ class ResidualActor:
         base: The frozen base.
         scale: The run's correction scale (one number or one per dimension).
         action_space: The env's action space (for the final clip).
+        feedback: The run's agent also observes the previous applied action (``--feedback``).
     """
 
-    def __init__(self, agent: Any, base: Any, scale: float | Sequence[float], action_space: Any) -> None:
+    def __init__(
+        self, agent: Any, base: Any, scale: float | Sequence[float], action_space: Any, feedback: bool = False
+    ) -> None:
         self.agent, self.base = agent, base
         self.scale = resolve_scale(scale, int(np.prod(action_space.shape)))
         self.actor = ChunkedActor(base)
+        self.feedback = bool(feedback)
+        self._previous: np.ndarray | None = None
         self._low, self._high = action_space.low, action_space.high
+        expected = base.layout.dim + base.action_dim * (2 if self.feedback else 1)
+        space = getattr(agent, "observation_space", None)
+        if space is not None and tuple(space.shape) != (expected,):
+            raise ValueError(
+                f"the agent observes {tuple(space.shape)} features; with feedback={self.feedback} the residual's "
+                f"observation has ({expected},) (observation {base.layout.dim} + base action {base.action_dim}"
+                f"{f' + previous action {base.action_dim}' if self.feedback else ''}). Was the run trained with "
+                "another --feedback setting?"
+            )
 
     def reset(self, seed: int) -> None:
-        """New episode: the base's noise reseeded with the episode seed."""
+        """New episode: the base's noise reseeded with the episode seed, no previous action."""
         self.actor.reset(seed)
+        self._previous = None
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Base action plus the agent's deterministic correction."""
         base_action = np.asarray(self.actor(obs), dtype=np.float64)
-        features = np.concatenate([self.base.layout.flatten(obs), base_action]).astype(np.float32)
+        parts = [self.base.layout.flatten(obs), base_action]
+        if self.feedback:
+            parts.append(base_action if self._previous is None else self._previous)
+        features = np.concatenate(parts).astype(np.float32)
         correction = np.clip(np.asarray(self.agent.predict(features, deterministic=True)[0], dtype=np.float64), -1, 1)
-        return np.clip(base_action + self.scale * correction, self._low, self._high)
+        applied = np.clip(base_action + self.scale * correction, self._low, self._high)
+        self._previous = applied.copy()
+        return applied
 
 
 class NoiseActor:

@@ -267,8 +267,12 @@ class Controller:
         self._last_command: np.ndarray | None = None
         family = getattr(getattr(metadata, "action", None), "family", None)
         self._hold_dims = [3] if family == "franka" else []
-        self._residual = bool(getattr(policy, "has_residual", False))
         """Dims the default fallback keeps at their last command (the Franka gripper)."""
+        self._residual = bool(getattr(policy, "has_residual", False))
+        self._feedback = self._residual and bool(getattr(policy, "residual_feedback", False))
+        """The residual reads the previous corrected action (its ``previous_action`` input)."""
+        self._previous_action: np.ndarray | None = None
+        """With feedback: the episode's last corrected policy action (before the filters); None before its first."""
 
     @classmethod
     def load(
@@ -295,6 +299,7 @@ class Controller:
         self._t = self._due = self._taken = 0
         self._last_now = None
         self._last_command = None
+        self._previous_action = None
         if seed is not None:
             self.rng = np.random.default_rng(seed)
 
@@ -366,7 +371,14 @@ class Controller:
         action, weight, active = self._blend(t)
         if self._residual:
             # A per-step residual corrects the executed (blended) base action from this step's observation.
-            action = np.asarray(self.policy.correct(flat, action), dtype=np.float64)
+            if self._feedback:
+                # It also reads the previous corrected action (the base action at the episode's first step);
+                # the safety filters come after, as in training, where the env applied the corrected action.
+                previous = action if self._previous_action is None else self._previous_action
+                action = np.asarray(self.policy.correct(flat, action, previous), dtype=np.float64)
+                self._previous_action = action.copy()
+            else:
+                action = np.asarray(self.policy.correct(flat, action), dtype=np.float64)
         newest = self._chunks[-1]
         if self.config.prefetch and self._job is None and t >= self._due - self.config.lead:
             self._job = self._submit(t)

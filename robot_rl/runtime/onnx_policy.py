@@ -27,6 +27,7 @@ from robot_rl.export.metadata import (
     OBS_INPUT,
     ONNX_FILE,
     ONNX_METADATA_KEY,
+    PREVIOUS_ACTION_INPUT,
     RESIDUAL_ACTION_OUTPUT,
     RESIDUAL_OBS_INPUT,
     PolicyMetadata,
@@ -106,6 +107,8 @@ class OnnxPolicy:
         self._diffusion = NOISE_INPUT in inputs
         self.has_residual = RESIDUAL_OBS_INPUT in inputs
         """The graph holds a per-step residual: call :meth:`correct` on every executed action."""
+        self.residual_feedback = PREVIOUS_ACTION_INPUT in inputs
+        """The residual also reads the previous step's corrected action: pass ``previous_action`` to :meth:`correct`."""
         if self.has_residual:
             # The other path's inputs on each call: an empty batch (module docstring of residual_export).
             self._no_chunk = {OBS_INPUT: np.zeros((0, self.n_obs_steps, self.obs_dim), np.float32)}
@@ -115,6 +118,8 @@ class OnnxPolicy:
                 RESIDUAL_OBS_INPUT: np.zeros((0, self.obs_dim), np.float32),
                 BASE_ACTION_INPUT: np.zeros((0, self.action_dim), np.float32),
             }
+            if self.residual_feedback:
+                self._no_rows[PREVIOUS_ACTION_INPUT] = np.zeros((0, self.action_dim), np.float32)
 
     def _check_session(self) -> None:
         """The graph's inputs and outputs and its embedded card agree with metadata.json."""
@@ -186,15 +191,21 @@ class OnnxPolicy:
         (actions,) = self.session.run([ACTIONS_OUTPUT], feeds)
         return actions.astype(np.float64)
 
-    def correct(self, observation: np.ndarray, base_action: np.ndarray) -> np.ndarray:
+    def correct(
+        self, observation: np.ndarray, base_action: np.ndarray, previous_action: np.ndarray | None = None
+    ) -> np.ndarray:
         """The residual's action for one step: the base action plus its bounded correction. Shape: (A,).
 
         Args:
             observation: The raw flattened current observation. Shape: (obs_dim,).
             base_action: The base's action for this step. Shape: (action_dim,).
+            previous_action: With :attr:`residual_feedback` (required then): the previous step's result of
+                this method in the episode, before any safety filter; at an episode's first step,
+                ``base_action``. Shape: (action_dim,). Without feedback: ignored.
 
         Raises:
-            ValueError: the policy has no residual.
+            ValueError: the policy has no residual, or its residual has feedback and ``previous_action``
+                is None.
         """
         if not self.has_residual:
             raise ValueError(f"{self.policy_dir} has no residual in its graph; its actions need no correction.")
@@ -203,10 +214,18 @@ class OnnxPolicy:
             BASE_ACTION_INPUT: np.asarray(base_action, dtype=np.float32).reshape(1, self.action_dim),
             **self._no_chunk,
         }
+        if self.residual_feedback:
+            if previous_action is None:
+                raise ValueError(
+                    f"{self.policy_dir}'s residual was trained with feedback: `correct` needs `previous_action` (the "
+                    "previous step's corrected action; at an episode's first step, the base action). Got None."
+                )
+            feeds[PREVIOUS_ACTION_INPUT] = np.asarray(previous_action, dtype=np.float32).reshape(1, self.action_dim)
         (action,) = self.session.run([RESIDUAL_ACTION_OUTPUT], feeds)
         return action[0].astype(np.float64)
 
     def __repr__(self) -> str:
         steps = f", {self.inference_steps} DDIM steps" if self.inference_steps is not None else ""
         residual = f" + {self.metadata.residual['algo']} residual" if self.metadata.residual else ""
+        residual += " with feedback" if self.residual_feedback else ""
         return f"OnnxPolicy({str(self.policy_dir)!r}: {self.kind}{residual} for {self.metadata.env_id}{steps})"

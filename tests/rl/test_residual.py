@@ -14,7 +14,7 @@ from robot_rl.policies.config import BCConfig, DiffusionConfig, TrainBC, TrainDi
 from robot_rl.policies.train import train
 from robot_rl.rl.config import TrainResidual
 from robot_rl.rl.train import load_residual, train_residual
-from robot_rl.rl.wrappers import NoiseEnv, ResidualEnv
+from robot_rl.rl.wrappers import NoiseEnv, ResidualActor, ResidualEnv
 
 REACH = "robot_rl/PandaReach-v0"
 
@@ -55,6 +55,35 @@ def test_zero_correction_reproduces_the_base_exactly(bases):
         expected.append(action)
         o, *_ = reference_env.step(action)
     np.testing.assert_array_equal(np.array(applied), np.clip(np.array(expected), -1, 1))
+
+
+def test_feedback_observes_the_previous_applied_action(bases):
+    base = load_policy(bases["diffusion"])
+    env = ResidualEnv(gym.make(REACH), base, scale=0.5, feedback=True)
+    plain = ResidualEnv(gym.make(REACH), base, scale=0.5)
+    assert env.observation_space.shape == (base.layout.dim + 8,)
+    obs, _ = env.reset(seed=7)
+    plain_obs, _ = plain.reset(seed=7)
+    np.testing.assert_array_equal(obs[:-4], plain_obs)
+    np.testing.assert_array_equal(obs[-4:], obs[-8:-4])  # no correction yet: the base action
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        obs, _, _, _, info = env.step(rng.uniform(-1, 1, 4))
+        np.testing.assert_array_equal(obs[-4:], info["applied_action"].astype(np.float32))
+    # A zero correction still reproduces the base exactly (the feedback only adds inputs).
+    obs, _ = env.reset(seed=7)
+    plain.reset(seed=7)
+    for _ in range(10):
+        obs, _, _, _, info = env.step(np.zeros(4))
+        _, _, _, _, plain_info = plain.step(np.zeros(4))
+        np.testing.assert_array_equal(info["applied_action"], plain_info["applied_action"])
+        np.testing.assert_array_equal(info["applied_action"], np.clip(info["base_action"], -1, 1))
+        np.testing.assert_array_equal(obs[-4:], info["applied_action"].astype(np.float32))
+
+
+def test_feedback_is_refused_with_dsrl(bases):
+    with pytest.raises(ValueError, match="`feedback`.*dsrl"):
+        TrainResidual(base=bases["diffusion"], out=bases["diffusion"] / "x", algo="dsrl", feedback=True)
 
 
 def test_correction_is_scaled_and_clipped(bases):
@@ -98,24 +127,33 @@ def test_bad_per_dimension_scales_are_refused(bases, scale, message):
         assert not (bases["bc"] / "x").exists()
 
 
-@pytest.mark.parametrize("scale", [0.5, (0.5, 0.0, 0.25, 0.0)])
-def test_demo_transitions_hold_the_corrections_that_give_the_demo_actions(bases, scale):
+@pytest.mark.parametrize(
+    ("scale", "feedback"), [(0.5, False), ((0.5, 0.0, 0.25, 0.0), False), ((0.5, 0.0, 0.25, 0.0), True)]
+)
+def test_demo_transitions_hold_the_corrections_that_give_the_demo_actions(bases, scale, feedback):
     from robot_rl.data.dataset import DemoDataset
     from robot_rl.rl.demos import demo_transitions
 
     base = load_policy(bases["bc"])
-    transitions = demo_transitions(bases["demos"], base, scale)
+    transitions = demo_transitions(bases["demos"], base, scale, feedback=feedback)
     with DemoDataset(bases["demos"]) as ds:
         demos = [demo for demo in ds if demo.success]
     assert len(transitions) == sum(demo.num_samples for demo in demos) > 0
     reach = np.broadcast_to(np.asarray(scale, dtype=np.float64), (4,))
     actions = np.concatenate([demo.actions for demo in demos])
-    for (obs, next_obs, correction, _, _), action in zip(transitions, actions, strict=True):
-        assert obs.shape == next_obs.shape == (base.layout.dim + 4,)
-        base_action = obs[-4:].astype(np.float64)
+    first = np.concatenate([np.arange(demo.num_samples) == 0 for demo in demos])
+    extra = 4 if feedback else 0
+    for i, ((obs, next_obs, correction, _, _), action) in enumerate(zip(transitions, actions, strict=True)):
+        assert obs.shape == next_obs.shape == (base.layout.dim + 4 + extra,)
+        base_action = obs[base.layout.dim : base.layout.dim + 4].astype(np.float64)
         assert np.all(np.abs(correction) <= 1.0) and np.all(correction[reach == 0] == 0)
         exact = (np.abs(correction) < 1.0) & (reach > 0)
         np.testing.assert_allclose((base_action + reach * correction)[exact], action[exact], atol=1e-5)
+        if feedback:
+            # The previous applied action: the previous demo action (the base action at a demo's first step).
+            previous = base_action if first[i] else actions[i - 1]
+            np.testing.assert_array_equal(obs[-4:], previous.astype(np.float32))
+            np.testing.assert_array_equal(next_obs[-4:], action.astype(np.float32))
 
 
 def test_bad_scale_and_mismatched_env_are_refused(bases):
@@ -140,13 +178,14 @@ def test_noise_env_runs_a_chunk_per_step_and_needs_diffusion(bases):
         NoiseEnv(gym.make(REACH), load_policy(bases["bc"]))
 
 
-@pytest.mark.parametrize("algo", ["sac", "ppo", "dsrl"])
-def test_short_training_runs_write_a_loadable_run(bases, tmp_path, algo):
+@pytest.mark.parametrize(("algo", "feedback"), [("sac", False), ("ppo", False), ("dsrl", False), ("sac", True)])
+def test_short_training_runs_write_a_loadable_run(bases, tmp_path, algo, feedback):
     out = tmp_path / algo
     metrics = train_residual(
         TrainResidual(
             base=bases["diffusion"], out=out, algo=algo, steps=200, eval_every=100, eval_episodes=2,
             learning_starts=50, n_envs=2, n_steps=32, batch_size=32, net=(32, 32), progress=False, threads=1,
+            feedback=feedback, demos=bases["demos"] if feedback else None,
         )
     )  # fmt: skip
     assert 0.0 <= metrics["success_rate"] <= 1.0
@@ -154,7 +193,24 @@ def test_short_training_runs_write_a_loadable_run(bases, tmp_path, algo):
     assert lines[0]["env_steps"] == 0 and lines[-1]["env_steps"] >= 200
     agent, base, config = load_residual(out)
     assert config["algo"] == algo and config["base"]["policy_type"] == "diffusion"
+    assert config["options"]["feedback"] is feedback
     assert agent.action_space.shape[0] == (32 if algo == "dsrl" else 4)
+    if algo != "dsrl":
+        assert agent.observation_space.shape == (base.layout.dim + (8 if feedback else 4),)
+        # ResidualActor (evaluation) repeats ResidualEnv's (training) arithmetic, feedback included.
+        scale = config["options"]["scale"]
+        env, plain = ResidualEnv(gym.make(REACH), base, scale, feedback=feedback), gym.make(REACH)
+        actor = ResidualActor(agent, base, scale, env.action_space, feedback)
+        features, _ = env.reset(seed=11)
+        obs, _ = plain.reset(seed=11)
+        actor.reset(11)
+        for _ in range(6):
+            features, _, _, _, info = env.step(agent.predict(features, deterministic=True)[0])
+            action = actor(obs)
+            np.testing.assert_allclose(action, info["applied_action"], atol=1e-6)
+            obs, *_ = plain.step(action)
+        with pytest.raises(ValueError, match="another --feedback setting"):
+            ResidualActor(agent, base, scale, env.action_space, not feedback)
     report = evaluate(EvalConfig(policy=str(out), episodes=2, progress=False))
     assert report["env"] == REACH and report["policy_run"]["algo"] == algo
     assert [e["seed"] for e in report["base_alone"]["per_episode"]] == [e["seed"] for e in report["per_episode"]]
@@ -162,9 +218,17 @@ def test_short_training_runs_write_a_loadable_run(bases, tmp_path, algo):
 
 
 @pytest.mark.parametrize(
-    ("algo", "scale"), [("sac", (0.2,)), ("sac", (0.5, 0.0, 0.25, 0.0)), ("ppo", (0.2,)), ("dsrl", (0.2,))]
+    ("algo", "scale", "feedback"),
+    [
+        ("sac", (0.2,), False),
+        ("sac", (0.5, 0.0, 0.25, 0.0), False),
+        ("ppo", (0.2,), False),
+        ("dsrl", (0.2,), False),
+        ("sac", (0.5, 0.0, 0.25, 0.0), True),
+    ],
 )
-def test_a_residual_run_exports_into_one_graph_that_matches_torch(bases, tmp_path, algo, scale):
+def test_a_residual_run_exports_into_one_graph_that_matches_torch(bases, tmp_path, algo, scale, feedback):
+    from robot_rl.export.metadata import BASE_ACTION_INPUT, PREVIOUS_ACTION_INPUT, RESIDUAL_OBS_INPUT
     from robot_rl.export.onnx_export import export_run
     from robot_rl.runtime import Controller, OnnxPolicy
 
@@ -173,11 +237,19 @@ def test_a_residual_run_exports_into_one_graph_that_matches_torch(bases, tmp_pat
         TrainResidual(
             base=bases["diffusion"], out=out, algo=algo, steps=100, eval_every=100, eval_episodes=1, scale=scale,
             learning_starts=20, n_envs=2, n_steps=16, batch_size=16, net=(16, 16), progress=False, threads=1,
+            feedback=feedback,
         )
     )  # fmt: skip
     meta = export_run(out, tmp_path / "policy")
     assert meta.residual["algo"] == algo and meta.residual["run_dir"] == str(out)
+    assert meta.residual["feedback"] is feedback
+    inputs = [spec.name for spec in meta.onnx.inputs]
+    if algo != "dsrl":
+        residual_inputs = [RESIDUAL_OBS_INPUT, BASE_ACTION_INPUT, *([PREVIOUS_ACTION_INPUT] if feedback else [])]
+        assert inputs[-len(residual_inputs) :] == residual_inputs
+    assert (PREVIOUS_ACTION_INPUT in inputs) is feedback
     policy = OnnxPolicy(tmp_path / "policy")
+    assert policy.residual_feedback is feedback
     agent, base, config = load_residual(out)
     rng = np.random.default_rng(0)
     env = gym.make(REACH)
@@ -194,16 +266,62 @@ def test_a_residual_run_exports_into_one_graph_that_matches_torch(bases, tmp_pat
         scale = config["options"]["scale"]
         for _ in range(20):
             base_action = rng.uniform(-1, 1, 4)
-            features = np.concatenate([flat, base_action]).astype(np.float32)
+            previous = [rng.uniform(-1, 1, 4)] if feedback else []
+            features = np.concatenate([flat, base_action, *previous]).astype(np.float32)
             correction = np.clip(agent.predict(features, deterministic=True)[0], -1, 1)
             expected = np.clip(base_action + scale * correction, -1, 1)
-            np.testing.assert_allclose(policy.correct(flat, base_action), expected, atol=1e-5)
-        # The controller applies the residual to each executed action.
+            np.testing.assert_allclose(policy.correct(flat, base_action, *previous), expected, atol=1e-5)
+        if feedback:
+            with pytest.raises(ValueError, match="previous_action"):
+                policy.correct(flat, base_action)
+        # The controller applies the residual to each executed action (with feedback: from the previous
+        # corrected action, the base action at the first step).
         controller = Controller(policy)
         controller.reset(0)
         output = controller.step(obs, 0.0)
-        np.testing.assert_allclose(output.policy_action, policy.correct(flat, policy.predict(
-            np.stack([flat] * base.n_obs_steps), np.random.default_rng(0))[0]), atol=1e-6)  # fmt: skip
+        first_base = policy.predict(np.stack([flat] * base.n_obs_steps), np.random.default_rng(0))[0]
+        first = policy.correct(flat, first_base, *([first_base] if feedback else []))
+        np.testing.assert_allclose(output.policy_action, first, atol=1e-6)
+        # A whole episode through the controller (a non-finite observation midway takes the fallback step); with
+        # feedback each correction reads the previous corrected action, the base action at the episode's start.
+        calls, correct = [], policy.correct
+
+        def spy(observation, base_action, previous_action=None):
+            result = correct(observation, base_action, previous_action)
+            calls.append((np.array(base_action), previous_action is not None and np.array(previous_action), result))
+            return result
+
+        policy.correct = spy
+        for episode in range(2):
+            controller.reset(5 + episode)
+            o, _ = env.reset(seed=5 + episode)
+            calls.clear()
+            done, steps, actions = False, 0, []
+            while not done:
+                if steps == 3:
+                    bad = {k: np.full_like(v, np.nan) for k, v in o.items()}
+                    assert controller.step(bad, steps * 0.04).status.fallback
+                output = controller.step(o, steps * 0.04)
+                actions.append(output.policy_action)
+                o, _, terminated, truncated, _ = env.step(output.action)
+                done, steps = terminated or truncated, steps + 1
+            assert steps > 3 and len(calls) == steps
+            for k, (base_action, previous, result) in enumerate(calls):
+                np.testing.assert_array_equal(result, actions[k])
+                if feedback:
+                    np.testing.assert_array_equal(previous, base_action if k == 0 else calls[k - 1][2])
+                else:
+                    assert previous is False
+        # ChunkedActor runs an exported residual the same way.
+        calls.clear()
+        actor = ChunkedActor(policy)
+        for _ in range(2):
+            actor.reset(0)
+            for _ in range(3):
+                actor(obs)
+            if feedback:
+                np.testing.assert_array_equal(calls[-3][1], calls[-3][0])
+                np.testing.assert_array_equal(calls[-1][1], calls[-2][2])
     env.close()
 
 
