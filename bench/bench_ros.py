@@ -20,6 +20,7 @@ Usage::
 
     python bench/bench_ros.py [--episodes 100] [--duration 300] [--safety on] [--out bench/results]
     python bench/bench_ros.py --only timed --runs franka_prefetch_realtime,quadrotor --duration 60 --out /tmp/ros
+    python bench/bench_ros.py --only sil --sil prefetch_realtime --episodes 100 --out /tmp/ros_sil
 
 Writes ``ros.md`` and ``ros.json`` to ``--out``. Needs the ``ros`` extra.
 """
@@ -158,12 +159,13 @@ def sil_episodes(driver: Driver, episodes: int, safety: bool, params: dict[str, 
     }
 
 
-def sil_success(driver: Driver, episodes: int, safety: bool, logs: Path) -> dict[str, Any]:
-    """Every SIL configuration against ``robot-rl eval`` with the same chunk timing, seeds and safety setting."""
+def sil_success(driver: Driver, episodes: int, safety: bool, logs: Path, names: list[str]) -> dict[str, Any]:
+    """The SIL configurations ``names`` against ``robot-rl eval`` with the same chunk timing, seeds and safety."""
     from robot_rl.evaluation.evaluate import EvalConfig, evaluate
 
     runs, evals = {}, {}
-    for name, params in SIL_RUNS.items():
+    for name in names:
+        params = SIL_RUNS[name]
         run = runs[name] = sil_episodes(driver, episodes, safety, params, logs, name)
         lead = int(params.get("prefetch_lead", PREFETCH_LEAD)) if params.get("prefetch") else 0
         if lead not in evals:
@@ -371,7 +373,17 @@ def main() -> None:
         default="",
         help=f"comma-separated timed runs to do (default: all): {', '.join(label(n) for n in timed_runs(300.0))}",
     )
+    parser.add_argument(
+        "--sil",
+        default="",
+        help=f"comma-separated SIL configurations to run (default: all): {', '.join(label(n) for n in SIL_RUNS)}",
+    )
     args = parser.parse_args()
+    sil_wanted = [name for name in args.sil.split(",") if name]
+    sil_unknown = sorted(set(sil_wanted) - {label(name) for name in SIL_RUNS})
+    if sil_unknown:
+        parser.error(f"unknown --sil {sil_unknown}; choose from {[label(name) for name in SIL_RUNS]}")
+    sil_names = [name for name in SIL_RUNS if not sil_wanted or label(name) in sil_wanted]
     runs = timed_runs(args.duration) if args.only != "sil" else {}
     wanted = [name for name in args.runs.split(",") if name]
     unknown = sorted(set(wanted) - {label(name) for name in runs})
@@ -396,7 +408,7 @@ def main() -> None:
         try:
             if args.episodes and args.only != "timed":
                 print(f"SIL: {args.episodes} episodes", flush=True)
-                results["sil"] = sil_success(driver, args.episodes, args.safety == "on", args.logs)
+                results["sil"] = sil_success(driver, args.episodes, args.safety == "on", args.logs, sil_names)
             safety = args.safety == "on"
             for name, (env_id, policy, params, duration) in selected.items():
                 print(f"{name}: {duration:.0f} s", flush=True)
