@@ -89,6 +89,23 @@ def her_peer(env_id: str, steps: int, eval_every: int, eval_episodes: int, out: 
     model.save(out / "model.zip")
 
 
+def check_reused(args, algo: str, run: Path) -> None:
+    """Refuse a finished run in ``--runs`` that was not trained with this command's settings."""
+    options = json.loads((run / "config.json").read_text())["options"]
+    expected = {
+        "algo": algo,
+        "base": str(args.base),
+        "steps": args.steps,
+        "eval_every": args.eval_every,
+        "eval_episodes": args.eval_episodes,
+    }
+    if algo == "sac":
+        expected |= {"demos": str(args.demos), "ent_coef": args.ent_coef, "actor_warmup": args.actor_warmup}
+    differ = {k: (options.get(k), v) for k, v in expected.items() if options.get(k) != v}
+    if differ:
+        sys.exit(f"{run} holds a finished {algo} run with other settings (run, this command): {differ}; remove it.")
+
+
 def read_curve(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
@@ -118,10 +135,15 @@ def main() -> None:
     methods = args.methods.split(",")
     args.runs.mkdir(parents=True, exist_ok=True)
     jobs = []
+    reused: dict[str, float] = {}
     for method in methods:
         out = args.runs / method
         if read_curve(out) and read_curve(out)[-1]["env_steps"] >= args.steps:
-            continue  # finished earlier
+            if method != "her":
+                check_reused(args, method, out)
+            reused[method] = read_curve(out)[-1]["wall_time_s"]
+            print(f"reuse {method}: {out} (finished earlier, {reused[method] / 60:.1f} min)", flush=True)
+            continue
         if out.exists():
             import shutil
 
@@ -134,7 +156,7 @@ def main() -> None:
             cmd = residual_command(args, method, out)
         jobs.append((method, cmd))
     running: list[tuple[str, subprocess.Popen, float]] = []
-    wall: dict[str, float] = {}
+    wall: dict[str, float] = dict(reused)
     while jobs or running:
         while jobs and len(running) < 2:
             method, cmd = jobs.pop(0)
@@ -176,6 +198,7 @@ def main() -> None:
         "curves": curves,
         "final": finals,
         "wall_s": wall,
+        "reused": sorted(reused),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"residual_{task}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -230,7 +253,7 @@ def markdown(result: dict, task: str) -> str:
             hit = [c for c in result["curves"][m] if c["env_steps"] == s]
             cells.append(f"{hit[0]['success_rate']:.2f}" if hit else "")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    lines += ["", f"Final, {result['final_episodes']} seeds from 1000000 (deployed = best training evaluation):", ""]
+    lines += ["", f"Final, {result['final_episodes']} seeds from 1000000 (the deployed agent: the final one):", ""]
     lines += ["| method | base + residual | base alone (same seeds) |", "|---|---|---|"]
     for m, f in result["final"].items():
         lo, hi = f["success_ci95"]
@@ -239,7 +262,14 @@ def markdown(result: dict, task: str) -> str:
             f"| {m} | {f['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] | {f['base_alone']:.2f} [{blo:.2f}, {bhi:.2f}] |"
         )
     wall = ", ".join(f"{m} {v / 60:.1f} min" for m, v in result["wall_s"].items())
-    lines += ["", f"Wall time (two runs at a time on 2 cores): {wall}.", "", f"![curves](residual_{task}.png)", ""]
+    lines += ["", f"Wall time (two runs at a time on 2 cores, with other jobs at times): {wall}."]
+    if result.get("reused"):
+        lines += [
+            "",
+            "Reused (finished earlier in `--runs` with the same settings, checked against its config.json; its wall "
+            f"time is its own training's): {', '.join(result['reused'])}.",
+        ]
+    lines += ["", f"![curves](residual_{task}.png)", ""]
     return "\n".join(lines)
 
 
