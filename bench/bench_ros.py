@@ -116,8 +116,8 @@ SIL_RUNS: dict[str, dict[str, Any]] = {
 }
 """SIL configurations: name -> extra policy node parameters (the second is the timed runs' deployment setting; each
 is compared with ``robot-rl eval`` under the same chunk timing: ``--prefetch-lead`` = the node's ``prefetch_lead``)."""
-PREFETCH_LEAD = 1
-"""The policy node's default ``prefetch_lead``."""
+PREFETCH_LEAD = 0
+"""The policy node's default ``prefetch_lead`` (0: each chunk started from the first state after the tick before)."""
 
 
 def sil_episodes(driver: Driver, episodes: int, safety: bool, params: dict[str, Any], logs: Path,
@@ -251,6 +251,69 @@ def label(name: str) -> str:
     return name.replace(", ", "_").replace(" ", "_")
 
 
+def latency_section(results: dict[str, Any]) -> list[str]:
+    """The markdown of the timed runs."""
+    lines: list[str] = []
+    lines += [
+        "## Latency in the node and dropped control periods",
+        "",
+        "Latency: per control tick, cached inputs read -> observation built -> `Controller.step` (policy, safety "
+        "chain, monitor) -> joint targets (FR3: differential IK) -> command published. State age: receipt of the "
+        "newest state to its command, which includes the wait for the timer (up to one period by design). Dropped: "
+        "control periods with no tick (a tick more than 1.5 periods after the previous one counts the periods it "
+        "skipped). Episodes: started by the node (the bridge resets by itself, the node follows). Target: latency "
+        "p99 <= 2 ms.",
+        "",
+        "| run | rate | duration | ticks | latency p50 [ms] | p99 [ms] | max [ms] | ticks with inference | "
+        "p99 of the others [ms] | state age p50 [ms] | late ticks | dropped periods | safety fallbacks | episodes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    nan = float("nan")
+    for name, run in results["runs"].items():
+        rate = 25 if "franka" in name else 50
+        lines.append(
+            f"| {name} | {rate} Hz | {run['duration_s']:.0f} s | {run.get('steps', 0)} | "
+            f"{run.get('latency_p50_ms', nan):.3f} | {run.get('latency_p99_ms', nan):.3f} | "
+            f"{run.get('latency_max_ms', nan):.3f} | {run.get('inference_steps', '?')} | "
+            f"{run.get('latency_p99_other_ms', nan):.3f} | {run.get('state_age_p50_ms', nan):.1f} | "
+            f"{run.get('late_ticks', 0)} | {run.get('dropped_periods', 0)} | {run.get('safety_fallbacks', 0)} | "
+            f"{run.get('episode', -1) + 1} |"
+        )
+    met = [name for name, run in results["runs"].items() if run.get("latency_p99_ms", float("inf")) <= 2.0]
+    both = [name for name in met if results["runs"][name].get("dropped_periods", 1) == 0]
+    lines += [
+        "",
+        f"Latency p99 <= 2 ms: **{len(met)}/{len(results['runs'])} runs** ({', '.join(met) or 'none'}); with no "
+        f"dropped period as well: {', '.join(both) or 'none'}.",
+        "",
+        "Ticks with inference: steps whose `Controller.step` ran the policy inside the tick (a chunk computed there, "
+        "or a prefetched one waited for); without `prefetch` the first step of every chunk (one in the policy's "
+        "`n_action_steps`); with it, the ticks whose background chunk was not ready in time. "
+        "`realtime` runs: the control thread under SCHED_FIFO 50, Fast DDS's threads at 49 (otherwise one of them, "
+        "preempted by an ordinary process while holding a lock the control thread waits on, can delay the tick by "
+        "a scheduler time slice or more). Every run freezes the objects alive at "
+        "activation and runs due collections after the command is out (`manage_gc`). The machine: two logical CPUs "
+        "of a virtual machine shared by the bridge, the node, the driver and other jobs (see the load average); a "
+        "node that sleeps 40 ms between ticks wakes with cold caches, which makes the tick several times slower "
+        "than the same code run back to back.",
+    ]
+    lines += ["", "Run settings (policy node parameters):", ""]
+    for name, run in results["runs"].items():
+        lines.append(f"- {name}: `{json.dumps(run['params'])}`")
+    lines += [
+        "",
+        "Without `prefetch` a tick that starts a new action chunk runs the diffusion policy's inference inside the "
+        "tick (one tick per chunk): those ticks set the p99. With `prefetch` the chunk is computed in a background "
+        "thread, started by the first complete state after the tick before it is due (`prefetch_lead` 0, the "
+        "default; N >= 1: by the tick N steps before, from that tick's observation). The "
+        "failure monitor (when the policy folder is calibrated) scores each new chunk inside the tick with extra "
+        "samples of the policy. Late ticks make the safety chain's watchdog send its fallback for that tick "
+        "(`missed_period`), counted under safety fallbacks.",
+        "",
+    ]
+    return lines
+
+
 def write(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "ros.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -294,69 +357,15 @@ def write(results: dict[str, Any], out: Path) -> None:
             "With the node's defaults the episodes differ from eval's only in the observation: the node computes the "
             "TCP by forward kinematics of the published joint angles, while the env reads it from MuJoCo's last "
             "forward pass (one 2 ms physics step older); the noise seeds and the control code are the same. With "
-            "`prefetch` each chunk is computed `prefetch_lead` steps before it is due, from the observation then, in a "
-            "background thread (the episode's first chunk from its first state); eval's `--prefetch-lead` computes the "
-            "same chunks in step (what the thread gives when it finishes in time).",
+            "`prefetch` and `prefetch_lead` 0 (the default) each chunk is computed in a background thread from the "
+            "first complete state after the tick before it is due (the bridge publishes it right after stepping), "
+            "which in lockstep is the state the tick then reads: the chunks of no prefetch, so it is compared with "
+            "plain eval; with `prefetch_lead` N the chunk comes from the tick N steps before, compared with eval's "
+            "`--prefetch-lead N` (the same chunks computed in step).",
             "",
         ]
-    lines += [
-        "## Latency in the node and dropped control periods",
-        "",
-        "Latency: per control tick, cached inputs read -> observation built -> `Controller.step` (policy, safety "
-        "chain, monitor) -> joint targets (FR3: differential IK) -> command published. State age: receipt of the "
-        "newest state to its command, which includes the wait for the timer (up to one period by design). Dropped: "
-        "control periods with no tick (a tick more than 1.5 periods after the previous one counts the periods it "
-        "skipped). Episodes: started by the node (the bridge resets by itself, the node follows). Target: latency "
-        "p99 <= 2 ms.",
-        "",
-        "| run | rate | duration | ticks | latency p50 [ms] | p99 [ms] | max [ms] | ticks with inference | "
-        "p99 of the others [ms] | state age p50 [ms] | late ticks | dropped periods | safety fallbacks | episodes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    nan = float("nan")
-    for name, run in results["runs"].items():
-        rate = 25 if "franka" in name else 50
-        lines.append(
-            f"| {name} | {rate} Hz | {run['duration_s']:.0f} s | {run.get('steps', 0)} | "
-            f"{run.get('latency_p50_ms', nan):.3f} | {run.get('latency_p99_ms', nan):.3f} | "
-            f"{run.get('latency_max_ms', nan):.3f} | {run.get('inference_steps', '?')} | "
-            f"{run.get('latency_p99_other_ms', nan):.3f} | {run.get('state_age_p50_ms', nan):.1f} | "
-            f"{run.get('late_ticks', 0)} | {run.get('dropped_periods', 0)} | {run.get('safety_fallbacks', 0)} | "
-            f"{run.get('episode', -1) + 1} |"
-        )
-    met = [name for name, run in results["runs"].items() if run.get("latency_p99_ms", float("inf")) <= 2.0]
-    both = [name for name in met if results["runs"][name].get("dropped_periods", 1) == 0]
-    lines += [
-        "",
-        f"Latency p99 <= 2 ms: **{len(met)}/{len(results['runs'])} runs** ({', '.join(met) or 'none'}); with no "
-        f"dropped period as well: {', '.join(both) or 'none'}.",
-        "",
-        "Ticks with inference: steps whose `Controller.step` ran the policy inside the tick (a chunk computed there, "
-        "or a prefetched one waited for); without `prefetch` the first step of every chunk (one in the policy's "
-        "`n_action_steps`); with it, the ticks whose background chunk was not ready in time (the episode's first "
-        "chunk is started by its first state message, between ticks: `Controller.prime`). "
-        "`realtime` runs: the control thread under SCHED_FIFO 50, Fast DDS's threads at 49 (otherwise one of them, "
-        "preempted by an ordinary process while holding a lock the control thread waits on, can delay the tick by "
-        "a scheduler time slice or more). Every run freezes the objects alive at "
-        "activation and runs due collections after the command is out (`manage_gc`). The machine: two logical CPUs "
-        "of a virtual machine shared by the bridge, the node, the driver and other jobs (see the load average); a "
-        "node that sleeps 40 ms between ticks wakes with cold caches, which makes the tick several times slower "
-        "than the same code run back to back.",
-    ]
-    lines += ["", "Run settings (policy node parameters):", ""]
-    for name, run in results["runs"].items():
-        lines.append(f"- {name}: `{json.dumps(run['params'])}`")
-    lines += [
-        "",
-        "Without `prefetch` a tick that starts a new action chunk runs the diffusion policy's inference inside the "
-        "tick (one tick per chunk): those ticks set the p99. With `prefetch` the chunk is computed in a background "
-        "thread from the observation `prefetch_lead` steps (default 1) before it is due (the SIL table measures its "
-        "cost in success). The "
-        "failure monitor (when the policy folder is calibrated) scores each new chunk inside the tick with extra "
-        "samples of the policy. Late ticks make the safety chain's watchdog send its fallback for that tick "
-        "(`missed_period`), counted under safety fallbacks.",
-        "",
-    ]
+    if results["runs"]:
+        lines += latency_section(results)
     (out / "ros.md").write_text("\n".join(lines) + "\n")
 
 

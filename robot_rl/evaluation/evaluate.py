@@ -49,8 +49,9 @@ class EvalConfig:
     """Exported policies: transitions between action chunks in the runtime controller (``none``: receding
     horizon; ``ensemble``: ACT-style temporal ensembling; ``crossfade``: linear cross-fade; see README, Runtime)."""
     prefetch_lead: int = 0
-    """Exported policies: 0 computes each chunk when it is due; N > 0 computes it N steps earlier, from the
-    observation then, as the ROS policy node does with ``prefetch`` (there in a background thread; here in step,
+    """Exported policies: 0 computes each chunk when it is due (also what the ROS policy node's ``prefetch`` with
+    ``prefetch_lead`` 0 gives when the state it primes from is the step's); N > 0 computes it N steps earlier, from
+    the observation then, as the node does with ``prefetch_lead`` N (there in a background thread; here in step,
     giving the chunks the thread gives when it finishes in time). Measures what prefetch costs in success."""
     threads: int = 1
     """torch CPU threads for a trained policy (one avoids fighting other jobs for the cores)."""

@@ -77,7 +77,8 @@ class ControllerConfig:
     """Compute the next chunk ``lead`` steps before it is due, from the observation then, in a background thread,
     so that steps do not wait on inference."""
     lead: int = 1
-    """With ``prefetch``: how many steps before it is due the next chunk is started. Each step of lead costs
+    """With ``prefetch``: how many steps before it is due the next chunk is started; 0: only by :meth:`Controller.prime`
+    (the caller starts each chunk from the newest observation before the step that needs it). Each step of lead costs
     success (the chunk is planned from an older observation): PandaPush 0.81 without prefetch, 0.76 with lead 1,
     0.61 with lead 2 (``robot-rl eval --policy policies/panda_push_diffusion --episodes 100 --prefetch-lead N``).
     One period is ample time for the inference at 25-50 Hz."""
@@ -94,7 +95,9 @@ class ControllerConfig:
     def __post_init__(self) -> None:
         if self.blend not in BLEND_MODES:
             raise ValueError(f"`blend` must be one of {list(BLEND_MODES)}. Got {self.blend!r}.")
-        for name in ("replan_every", "crossfade_steps", "lead"):
+        if self.lead < 0:
+            raise ValueError(f"`lead` must be >= 0 (0: chunks only from `Controller.prime`). Got {self.lead}.")
+        for name in ("replan_every", "crossfade_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1. Got {getattr(self, name)}.")
         if self.n_action_steps is not None and self.n_action_steps < 1:
@@ -303,28 +306,37 @@ class Controller:
         if seed is not None:
             self.rng = np.random.default_rng(seed)
 
-    def prime(self, observation: Mapping[str, np.ndarray]) -> bool:
-        """With prefetch: start the episode's first chunk from ``observation`` before the first step.
+    @property
+    def wants_chunk(self) -> bool:
+        """With prefetch: the next step takes up a new chunk and none is on the way (:meth:`prime` would start one)."""
+        return self.config.prefetch and self._job is None and (not self._chunks or self._t >= self._due)
 
-        For a caller that receives the episode's first observation ahead of its first control period
-        (the ROS node, on the first state message after a reset): the first step then takes up this
-        chunk (waiting for it if still running) instead of computing one inside the period. The chunk
-        is step 0's, computed from this observation, as a prefetched chunk is computed from an earlier
-        one; the history the steps keep is untouched (step 0 starts it as usual). It draws the same
-        noise as the chunk the first step would compute.
+    def prime(self, observation: Mapping[str, np.ndarray]) -> bool:
+        """With prefetch: start the chunk the next step takes up, from ``observation``, in the background.
+
+        For a caller that receives the next step's observation ahead of its control period (the ROS
+        node, on the first complete state after a tick): the next step then takes up this chunk
+        instead of computing one inside the period. The chunk is computed from the kept history with
+        ``observation`` appended, as the next step would compute it, and draws the same noise; the
+        history itself is untouched (the step appends its own observation). With ``lead`` 0 this is
+        the only prefetch (every chunk from the newest state before its step: the chunks of no
+        prefetch when the step's observation is the primed one); with ``lead`` >= 1 the steps start
+        the later chunks themselves and ``prime`` serves the episode's first.
 
         Returns:
-            True when a chunk was started; False without prefetch, after the first step of the
-            episode, with a chunk already started, or for an observation that is not finite.
+            True when a chunk was started; False when :attr:`wants_chunk` is False or the observation is
+            not finite.
         """
-        if not self.config.prefetch or self._t != 0 or self._chunks or self._job is not None:
+        if not self.wants_chunk:
             return False
         layout = self.policy.layout
         layout.check(observation)
         flat = layout.flatten(observation)
         if not math.isfinite(float(flat.sum())):
             return False
-        self._job = self._submit(0, np.stack([flat] * self.policy.n_obs_steps))
+        n = self.policy.n_obs_steps
+        history = [*self._history, flat][-n:] if self._history else [flat] * n  # what the step will hold
+        self._job = self._submit(self._t, np.stack(history))
         return True
 
     def step(self, observation: Mapping[str, np.ndarray], now: float) -> ControlOutput:
@@ -380,7 +392,7 @@ class Controller:
             else:
                 action = np.asarray(self.policy.correct(flat, action), dtype=np.float64)
         newest = self._chunks[-1]
-        if self.config.prefetch and self._job is None and t >= self._due - self.config.lead:
+        if self.config.prefetch and self.config.lead > 0 and self._job is None and t >= self._due - self.config.lead:
             self._job = self._submit(t)
             computed = computed or self.config.prefetch_sync
         self._t += 1

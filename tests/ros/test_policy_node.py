@@ -142,6 +142,9 @@ class TestEpisode:
         firsts = [output.status for *_, output in calls if output.status.step == 0]
         assert len(firsts) == 2
         assert all(status.new_chunk and not status.computed_chunk for status in firsts)
+        # prefetch_lead 0 (default): every chunk is started from the state that arrives between ticks.
+        assert not any(output.status.computed_chunk for *_, output in calls)
+        assert sum(output.status.new_chunk for *_, output in calls) >= 3
         assert policy.stats.inference_steps == sum(output.status.waited for *_, output in calls)
 
 

@@ -275,6 +275,29 @@ class TestPrefetch:
             assert primed.prime(observation)
             np.testing.assert_array_equal(primed.step(observation, 0.0).action, plain.step(observation, 0.0).action)
 
+    def test_lead_0_primes_every_chunk_from_the_step_s_observation_and_matches_no_prefetch(self):
+        # The ROS node's default: each chunk started (in the thread) from the newest state before its step.
+        policy = OnnxPolicy(PUSH)
+        env = make(policy.metadata.env_id)
+        actions = {}
+        for prefetch in (False, True):
+            with Controller(policy, ControllerConfig(prefetch=prefetch, lead=0)) as controller:
+                observation, _ = env.reset(seed=1_000_001)
+                controller.reset(1_000_001)
+                actions[prefetch], primed = [], 0
+                for t in range(40):
+                    if controller.wants_chunk:
+                        primed += controller.prime(observation)
+                        controller.sync()
+                    output = controller.step(observation, t * controller.ctrl_dt)
+                    assert not (prefetch and output.status.computed_chunk)
+                    actions[prefetch].append(output.action)
+                    observation, *_ = env.step(output.action)
+            if prefetch:
+                assert primed == 10  # 40 steps, 4 actions per chunk
+        env.close()
+        np.testing.assert_array_equal(actions[True], actions[False])
+
     def test_prime_needs_prefetch(self):
         controller = Controller(FakePolicy(), ControllerConfig(ctrl_dt=0.02))
         assert not controller.prime(obs(0))

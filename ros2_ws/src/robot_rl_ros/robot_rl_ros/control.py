@@ -46,9 +46,10 @@ class RuntimeConfig:
     """Actions executed per chunk (0: the policy's)."""
     prefetch: bool = False
     """Compute the next chunk in a background thread (steadier step latency; changes the chunks' timing)."""
-    prefetch_lead: int = 1
-    """With ``prefetch``: steps before it is due that the next chunk is started (from the observation then);
-    ``robot-rl eval --prefetch-lead N`` measures the same setting's success in simulation."""
+    prefetch_lead: int = 0
+    """With ``prefetch``: 0 starts each chunk on the first complete state after the tick before it is due (between
+    ticks, from the newest state: in lockstep simulation the chunks of no prefetch); N >= 1 starts it in the tick N
+    steps before it is due, from that tick's observation (``robot-rl eval --prefetch-lead N`` measures its cost)."""
     threads: int = 1
     """onnxruntime intra-op threads."""
     safety: bool = True
@@ -72,8 +73,8 @@ class RuntimeConfig:
             raise ValueError(f"`n_action_steps` must be >= 0 (0: the policy's). Got {self.n_action_steps}.")
         if self.threads < 1:
             raise ValueError(f"`threads` must be >= 1. Got {self.threads}.")
-        if self.prefetch_lead < 1:
-            raise ValueError(f"`prefetch_lead` must be >= 1. Got {self.prefetch_lead}.")
+        if self.prefetch_lead < 0:
+            raise ValueError(f"`prefetch_lead` must be >= 0. Got {self.prefetch_lead}.")
 
 
 HARDWARE_FILES: dict[Robot, str] = {"fr3": "fr3.yaml", "crazyflie": "crazyflie.yaml"}

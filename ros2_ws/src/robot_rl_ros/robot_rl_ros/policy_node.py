@@ -16,10 +16,11 @@ callbacks checked and converted each message on arrival, refusing and counting m
 build the observation, ``Controller.step(observation, now)`` with ``stamp`` = receipt time of the
 newest state, publish the command. While no complete state has arrived since activation nothing
 is published. The chain's watchdog turns a silent state topic into the fallback command (hold /
-hover) at the first tick past its deadline. With ``prefetch`` the next chunk is computed in a
-background thread ahead of the tick that needs it; the episode's first chunk too: the first complete
-state after an episode starts (a state callback, between ticks) starts it (``Controller.prime``), so
-no tick runs the policy's inference unless the thread is late.
+hover) at the first tick past its deadline. With ``prefetch`` each chunk is computed in a background
+thread ahead of the tick that needs it: with ``prefetch_lead`` 0 (default) the first complete state
+after the tick before (a state callback, between ticks) starts it (``Controller.prime``); with N >= 1
+the tick N steps before starts it, and the state callback only the episode's first. No tick runs the
+policy's inference unless the thread is late.
 
 Parameters: ``policy`` (folder or shipped name), ``blend``, ``n_action_steps``, ``prefetch``, ``prefetch_lead``,
 ``threads`` (the Controller and onnxruntime), ``safety``, ``require_safety``, ``hardware_dir``,
@@ -79,7 +80,7 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("blend", "none")
         self.declare_parameter("n_action_steps", 0)
         self.declare_parameter("prefetch", False)
-        self.declare_parameter("prefetch_lead", 1)
+        self.declare_parameter("prefetch_lead", 0)
         self.declare_parameter("threads", 1)
         self.declare_parameter("safety", True)
         self.declare_parameter("require_safety", True)
@@ -111,8 +112,6 @@ class PolicyNode(LifecycleNode):
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_subscription(Bool, "/robot_rl/intervention", self._on_intervention, 10)
         self.create_subscription(String, EPISODE_TOPIC, self._on_episode_event, EVENT_QOS)
-        self._prime = False
-        """With prefetch: the episode's first chunk is still to start (on the first complete state)."""
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     # ------------------------------------------------------------------ clock
@@ -238,7 +237,6 @@ class PolicyNode(LifecycleNode):
         self.stats.restart()
         self._episode += 1
         self._step = 0
-        self._prime = runtime.controller.config.prefetch
         self._publish_event({"event": "start", "env_id": runtime.env_id, "seed": seed if seed >= 0 else None})
 
     def _publish_event(self, event: dict[str, Any]) -> None:
@@ -343,18 +341,19 @@ class PolicyNode(LifecycleNode):
             self._new_episode(int(seed) if isinstance(seed, int) else -1)
 
     def _on_input(self, name: str) -> None:
-        """A state message was stored: with prefetch, the episode's first complete state starts its first chunk.
+        """A state message was stored: with prefetch, start the chunk the next tick needs from the newest state.
 
-        Runs in the executor's thread (as the tick does), between ticks: the first tick of the episode then
-        takes the chunk up instead of computing it inside the period.
+        Runs in the executor's thread (as the tick does), between ticks: the Controller wants a chunk when the
+        next tick takes one up and none is on the way (an episode's first; with ``prefetch_lead`` 0 every one),
+        and the first complete state after that starts it in the background (``Controller.prime``), so that the
+        tick takes it up instead of computing it inside the period.
         """
-        if not self._prime or self._intervening or self.runtime is None or self.adapter is None:
+        runtime, adapter = self.runtime, self.adapter
+        if runtime is None or adapter is None or self._intervening or not runtime.controller.wants_chunk:
             return
-        observation = self.adapter.observation()
-        if observation is None:
-            return
-        self._prime = False
-        self.runtime.controller.prime(observation)
+        observation = adapter.observation()
+        if observation is not None:
+            runtime.controller.prime(observation)
 
     def _on_intervention(self, msg: Bool) -> None:
         if self._intervening and not msg.data and self.runtime is not None:
