@@ -133,6 +133,15 @@ class TestEpisode:
         executor.add_node(policy)
         tap = Tap(ros_context, executor)
         policy.trigger_configure()
+        onnx = policy.runtime.controller.policy
+        histories = []
+        predict = onnx.predict
+
+        def spy(history, rng=None):
+            histories.append(np.array(history))
+            return predict(history, rng)
+
+        onnx.predict = spy
         policy.trigger_activate()
         calls = record_steps(policy)
         assert spin_until(executor, lambda: len(calls) >= 6, timeout=5.0)
@@ -146,6 +155,13 @@ class TestEpisode:
         assert not any(output.status.computed_chunk for *_, output in calls)
         assert sum(output.status.new_chunk for *_, output in calls) >= 3
         assert policy.stats.inference_steps == sum(output.status.waited for *_, output in calls)
+        # Each chunk was computed from the very observation its first step read (lockstep: no newer state came),
+        # so the chunks are those of no prefetch.
+        # (The first episode's: a chunk started for it when the sim reset is dropped, so the second's are offset.)
+        first = [observation for _, _, observation, output in calls[:count] if output.status.new_chunk]
+        assert len(first) >= 2 and len(histories) >= len(first)
+        for k, (history, observation) in enumerate(zip(histories, first, strict=False)):
+            np.testing.assert_array_equal(history[-1], onnx.layout.flatten(observation), err_msg=f"chunk {k}")
 
 
 @pytest.mark.usefixtures("safety_chain_available")

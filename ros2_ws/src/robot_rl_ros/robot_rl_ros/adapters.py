@@ -72,6 +72,8 @@ class _Input:
         self.convert = convert
         self.value: Any = None
         self.received = 0.0
+        self.stamp = 0.0
+        """The message's header stamp [s] (its receipt time for a message without a header)."""
         self.accepted = 0
         self.rejected = 0
         self.last_error = ""
@@ -89,6 +91,8 @@ class _Input:
             self.last_error = f"{self.name}: {err}"
             return False
         self.value, self.received = value, now
+        header = getattr(msg, "header", None)
+        self.stamp = conv.stamp_to_seconds(header.stamp) if header is not None else now
         self.accepted += 1
         return True
 
@@ -119,6 +123,8 @@ class RobotAdapter:
         """Inputs without which no observation is made."""
         self.streaming: list[str] = []
         """Inputs whose receipt time bounds ``stamp`` (a silent one makes the state stale)."""
+        self.companions: list[str] = []
+        """Optional inputs published with the state (used when they arrive): part of a fresh state once seen."""
         self.last_command: Any = None
         """The last command message published."""
         self.on_input: Callable[[str], None] | None = None
@@ -173,6 +179,16 @@ class RobotAdapter:
     def waiting_for(self) -> list[str]:
         """Required inputs with no valid message since the last reset."""
         return [name for name in self.required if self.inputs[name].value is None]
+
+    def fresh_since(self, t: float) -> bool:
+        """Every streaming input holds a message stamped after ``t`` [s] (header stamps; the node's clock).
+
+        Stamps, not receipt times: a message of the previous state delivered late is not fresh. (Against a
+        robot whose clock is not synchronized with this one the answer is wrong either way; the node then
+        computes the chunk in the tick, or primes it from the first messages after the tick.)
+        """
+        streaming = all(self.inputs[n].value is not None and self.inputs[n].stamp > t for n in self.streaming)
+        return streaming and all(self.inputs[n].value is None or self.inputs[n].stamp > t for n in self.companions)
 
     def reset(self) -> None:
         """New episode: cached states are dropped (the first step waits for fresh ones)."""
@@ -236,6 +252,7 @@ class Fr3Adapter(RobotAdapter):
             twist_topic = str(self._param("object_twist_topic", "/object_twist"))
             if twist_topic:
                 self._subscribe("object_twist", TwistStamped, twist_topic, INPUT_QOS, conv.twist_to_arrays)
+                self.companions.append("object_twist")
             self.required.append("object_pose")
             self.streaming.append("object_pose")
         if self.interface == "forward":

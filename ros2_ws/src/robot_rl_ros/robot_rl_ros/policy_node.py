@@ -46,6 +46,7 @@ the node yields, sending nothing; the policy restarts from a fresh history when 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -106,6 +107,8 @@ class PolicyNode(LifecycleNode):
         self._intervening = False
         self._episode = -1
         self._step = 0
+        self._tick_now = -math.inf
+        """The node's clock at the last tick (a chunk is primed only from states received after it)."""
         self._seed = -1
         self._alarm = False
         self.create_service(Trigger, "~/estop", self._on_estop)
@@ -262,6 +265,7 @@ class PolicyNode(LifecycleNode):
         if runtime is None or adapter is None or stats is None:
             return
         now = self.now()
+        self._tick_now = now
         stats.tick(now)
         if self._intervening:
             return
@@ -351,6 +355,8 @@ class PolicyNode(LifecycleNode):
         runtime, adapter = self.runtime, self.adapter
         if runtime is None or adapter is None or self._intervening or not runtime.controller.wants_chunk:
             return
+        if not adapter.fresh_since(self._tick_now):
+            return  # some streaming input (e.g. the object pose after the joint states) is still the last tick's
         observation = adapter.observation()
         if observation is not None:
             runtime.controller.prime(observation)
