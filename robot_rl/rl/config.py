@@ -13,6 +13,20 @@ SCALE_RANGE = (0.0, 2.0)
 """Valid residual scales (exclusive of 0): the correction's reach relative to the action range."""
 
 
+def check_scale(values: tuple[float, ...]) -> None:
+    """Refuse a residual scale out of range: one value in (0, 2], or per-dimension values in [0, 2], one above 0."""
+    low, high = SCALE_RANGE
+    if not values:
+        raise ValueError("`scale` needs at least one value.")
+    if len(values) == 1 and not low < values[0] <= high:
+        raise ValueError(f"`scale` must be in ({low}, {high}]. Got {values[0]}.")
+    if len(values) > 1 and (min(values) < low or max(values) > high or max(values) <= low):
+        raise ValueError(
+            f"Per-dimension `scale` entries must be in [{low}, {high}] (0 leaves a dimension to the base), at "
+            f"least one above 0. Got {list(values)}."
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainResidual:
     """Improve a frozen base policy with RL from the env's sparse reward (sac, ppo or dsrl)."""
@@ -93,16 +107,7 @@ class TrainResidual:
         if isinstance(self.scale, int | float):
             object.__setattr__(self, "scale", (float(self.scale),))
         values = tuple(float(v) for v in self.scale)
-        low, high = SCALE_RANGE
-        if not values:
-            raise ValueError("`scale` needs at least one value.")
-        if len(values) == 1 and not low < values[0] <= high:
-            raise ValueError(f"`scale` must be in ({low}, {high}]. Got {values[0]}.")
-        if len(values) > 1 and (min(values) < low or max(values) > high or max(values) <= low):
-            raise ValueError(
-                f"Per-dimension `scale` entries must be in [{low}, {high}] (0 leaves a dimension to the base), at "
-                f"least one above 0. Got {list(values)}."
-            )
+        check_scale(values)
         object.__setattr__(self, "scale", values)
         if self.actor_warmup < 0:
             raise ValueError(f"`actor_warmup` must be >= 0. Got {self.actor_warmup}.")

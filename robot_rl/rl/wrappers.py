@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from robot_rl.policies.layout import ChunkedActor, check_layout
-from robot_rl.rl.config import SCALE_RANGE
+from robot_rl.rl.config import check_scale
 
 
 def resolve_scale(scale: float | Sequence[float], action_dim: int) -> np.ndarray:
@@ -41,22 +41,13 @@ def resolve_scale(scale: float | Sequence[float], action_dim: int) -> np.ndarray
             that is neither 1 nor ``action_dim``.
     """
     values = np.atleast_1d(np.asarray(scale, dtype=np.float64))
-    low, high = SCALE_RANGE
     if values.ndim != 1 or values.size not in (1, action_dim):
         raise ValueError(
             f"`scale` takes 1 value (every action dimension) or {action_dim} (one per dimension). "
             f"Got {values.size}: {values.tolist()}."
         )
-    if values.size == 1:
-        if not low < values[0] <= high:
-            raise ValueError(f"`scale` must be in ({low}, {high}]. Got {values[0]}.")
-        return np.full(action_dim, values[0])
-    if np.any(values < low) or np.any(values > high) or not np.any(values > low):
-        raise ValueError(
-            f"Per-dimension `scale` entries must be in [{low}, {high}] (0 leaves a dimension to the base), at "
-            f"least one above 0. Got {values.tolist()}."
-        )
-    return values
+    check_scale(tuple(values.tolist()))
+    return np.full(action_dim, values[0]) if values.size == 1 else values
 
 
 def _check_base(base: Any, env: gym.Env) -> None:
