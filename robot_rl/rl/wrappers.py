@@ -50,6 +50,19 @@ def resolve_scale(scale: float | Sequence[float], action_dim: int) -> np.ndarray
     return np.full(action_dim, values[0]) if values.size == 1 else values
 
 
+def apply_correction(
+    base_action: np.ndarray, correction: Any, scale: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> np.ndarray:
+    """``clip(base + scale * c, low, high)`` with ``c`` the correction bounded to [-1, 1].
+
+    Any agent output is bounded first: NaN counts as no correction, +-inf as the bound. So the applied
+    action is finite, inside ``[low, high]`` and within ``scale`` of the base action (per dimension)
+    whenever the base action is inside ``[low, high]``.
+    """
+    c = np.nan_to_num(np.asarray(correction, dtype=np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
+    return np.clip(base_action + scale * np.clip(c, -1.0, 1.0), low, high)
+
+
 def _check_base(base: Any, env: gym.Env) -> None:
     check_layout(base.layout, env.observation_space, base.action_dim, env.action_space)
 
@@ -113,8 +126,7 @@ class ResidualEnv(gym.Wrapper):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply base + scale * correction."""
-        correction = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        applied = np.clip(self._base_action + self.scale * correction, self._low, self._high)
+        applied = apply_correction(self._base_action, action, self.scale, self._low, self._high)
         obs, reward, terminated, truncated, info = self.env.step(applied)
         info = dict(info)
         info["base_action"] = self._base_action
@@ -225,8 +237,8 @@ class ResidualActor:
         if self.feedback:
             parts.append(base_action if self._previous is None else self._previous)
         features = np.concatenate(parts).astype(np.float32)
-        correction = np.clip(np.asarray(self.agent.predict(features, deterministic=True)[0], dtype=np.float64), -1, 1)
-        applied = np.clip(base_action + self.scale * correction, self._low, self._high)
+        correction = self.agent.predict(features, deterministic=True)[0]
+        applied = apply_correction(base_action, correction, self.scale, self._low, self._high)
         self._previous = applied.copy()
         return applied
 

@@ -5,6 +5,9 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import robot_rl  # noqa: F401
 from robot_rl.data import collect
@@ -14,7 +17,7 @@ from robot_rl.policies.config import BCConfig, DiffusionConfig, TrainBC, TrainDi
 from robot_rl.policies.train import train
 from robot_rl.rl.config import TrainResidual
 from robot_rl.rl.train import load_residual, train_residual
-from robot_rl.rl.wrappers import NoiseEnv, ResidualActor, ResidualEnv
+from robot_rl.rl.wrappers import NoiseEnv, ResidualActor, ResidualEnv, apply_correction
 
 REACH = "robot_rl/PandaReach-v0"
 
@@ -94,6 +97,41 @@ def test_correction_is_scaled_and_clipped(bases):
     unclipped = np.abs(info["applied_action"]) < 1.0
     np.testing.assert_allclose(delta[:3][unclipped[:3]], np.array([0.25, -0.25, 0.0])[unclipped[:3]], atol=1e-12)
     assert np.all(np.abs(info["applied_action"]) <= 1.0)
+
+
+ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True, width=64)
+"""Any agent output: NaN, +-inf, huge and tiny values included."""
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    correction=hnp.arrays(np.float64, 4, elements=ANY_FLOAT),
+    base_action=hnp.arrays(np.float64, 4, elements=st.floats(-1.0, 1.0)),
+    scale=hnp.arrays(np.float64, 4, elements=st.floats(0.0, 2.0)),
+)
+def test_the_correction_bound_holds_for_any_residual_output(correction, base_action, scale):
+    low, high = -np.ones(4), np.ones(4)
+    applied = apply_correction(base_action, correction, scale, low, high)
+    assert np.all(np.isfinite(applied))
+    assert np.all((low <= applied) & (applied <= high))
+    assert np.all(np.abs(applied - base_action) <= scale + 1e-12)
+    with np.errstate(over="ignore", invalid="ignore"):  # the raw output may be huge or inf
+        unclipped = base_action + scale * correction
+    inside = np.isfinite(correction) & (np.abs(correction) <= 1.0) & (np.abs(unclipped) < 1.0)
+    np.testing.assert_allclose(applied[inside], unclipped[inside], rtol=0, atol=1e-12)  # exact where nothing clips
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(outputs=hnp.arrays(np.float64, (6, 4), elements=ANY_FLOAT), seed=st.integers(0, 10_000))
+def test_the_residual_env_applies_a_bounded_correction_for_any_output(bases, outputs, seed):
+    scale = np.array([0.5, 0.0, 0.25, 2.0])
+    env = ResidualEnv(gym.make(REACH), load_policy(bases["bc"]), scale=tuple(scale))
+    env.reset(seed=seed)
+    for output in outputs:
+        _, _, _, _, info = env.step(output)
+        applied, base = info["applied_action"], info["base_action"]
+        assert np.all(np.isfinite(applied)) and np.all(np.abs(applied) <= 1.0)
+        assert np.all(np.abs(applied - np.clip(base, -1.0, 1.0)) <= scale + 1e-12)
 
 
 def test_a_per_dimension_scale_leaves_zero_dimensions_to_the_base(bases):
