@@ -56,7 +56,7 @@ class MonitorNotCalibratedError(FileNotFoundError):
 class MonitorSettings:
     """How the monitor scores chunks (fixed at calibration: the thresholds are only valid for them)."""
 
-    window: int = 2
+    window: int = 3
     """Chunks in the windowed mean of each score."""
     samples: int = 4
     """K: chunks sampled per history for the entropy (one batched ONNX call)."""
