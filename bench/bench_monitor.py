@@ -7,7 +7,7 @@ Three parts, in ONE process, onnxruntime on ONE intra-op and ONE inter-op thread
    steps where a new chunk takes effect, replayed over the observations of recorded closed-loop
    episodes; p50 and p99 for K = 2, 4, 8, beside its parts and the policy's own chunk (batch 1).
 2. The CLI's evaluation: ``robot-rl monitor calibrate`` with its defaults (50 rollouts, alpha 0.1,
-   window 2, K 3 with the policy's chunk; writes ``policies/panda_push_diffusion/monitor/``), then
+   window 3, K 3 with the policy's chunk; writes ``policies/panda_push_diffusion/monitor/``), then
    ``robot-rl monitor eval``
    with ``--episodes`` rollouts per condition. Its table is the headline.
 3. Sensitivity, offline: a pool of ``--pool`` extra nominal calibration rollouts and the eval rollouts
@@ -81,6 +81,8 @@ DEFAULT_K = MonitorCalibrate(policy=POLICY).samples
 LATENCY_CONFIGS = ((2, False), (3, False), (4, False), (8, False), (2, True), (3, True), (4, True))
 """(K, reuse the policy's chunk) pairs timed."""
 DEFAULT_RND = "128, clip 3"
+DEFAULT_WINDOW = MonitorCalibrate(policy=POLICY).window
+"""Window of `robot-rl monitor calibrate` (the sensitivity's reference rows use it)."""
 LEARNED = ("fiper", "fiper_marginal", "rnd", "entropy")
 
 
@@ -305,10 +307,10 @@ def sensitivity(policy_dir: Path, episodes: int, pool_size: int, draws: int) -> 
         for window in (1, 2, 3):
             add(alpha, window, DEFAULT_K, DEFAULT_RND, cache)
     for k in sorted({2, 3, 4, 8} - {DEFAULT_K}):
-        add(0.1, 2, k, DEFAULT_RND, cache)
+        add(0.1, DEFAULT_WINDOW, k, DEFAULT_RND, cache)
     for rnd in rnds:
         if rnd != DEFAULT_RND:
-            add(0.1, 2, DEFAULT_K, rnd, cache)
+            add(0.1, DEFAULT_WINDOW, DEFAULT_K, rnd, cache)
     pool_success = float(np.mean([e["success"] for e in pool]))
     return {"pool": pool_size, "pool_success_rate": pool_success, "draws": draws, "rows": rows}
 
@@ -330,7 +332,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             points = sorted(
                 (r["metrics"][detector][f"fa_{scope}"], r["metrics"][detector][f"det_{scope}"], r["alpha"])
                 for r in rows
-                if r["window"] == 2 and r["samples"] == DEFAULT_K and r["rnd"] == DEFAULT_RND
+                if r["window"] == DEFAULT_WINDOW and r["samples"] == DEFAULT_K and r["rnd"] == DEFAULT_RND
             )
             ax.plot([p[0] for p in points], [p[1] for p in points], style, label=detector)
         ax.plot([0, 1], [0, 1], color="0.8", lw=0.8)
@@ -343,18 +345,21 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("detection rate (failed rollouts)")
     axes[0].legend(loc="lower right")
-    fig.suptitle(f"PandaPush failure monitor: alpha 0.05-0.3, window 2, K {DEFAULT_K} (mean over calibration draws)")
+    fig.suptitle(
+        f"PandaPush failure monitor: alpha 0.05-0.3, window {DEFAULT_WINDOW}, K {DEFAULT_K} "
+        "(mean over calibration draws)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def detection_at(rows: list[dict[str, Any]], detector: str, scope: str, false_alarms: float) -> float:
-    """Detection rate at a false-alarm rate, interpolated along the alpha sweep (window 2, default K and RND)."""
+    """Detection rate at a false-alarm rate, interpolated along the alpha sweep (default window, K and RND)."""
     points = sorted(
         (r["metrics"][detector][f"fa_{scope}"], r["metrics"][detector][f"det_{scope}"])
         for r in rows
-        if r["window"] == 2 and r["samples"] == DEFAULT_K and r["rnd"] == DEFAULT_RND
+        if r["window"] == DEFAULT_WINDOW and r["samples"] == DEFAULT_K and r["rnd"] == DEFAULT_RND
     )
     fa, det = np.array([p[0] for p in points]), np.array([p[1] for p in points])
     if false_alarms > fa.max():
@@ -368,14 +373,16 @@ def reading(
     """Comparisons spelled out from the numbers above, and the design notes."""
     dim = card["n_obs_steps"] * card["obs_dim"]
     default = next(
-        r for r in rows if (r["alpha"], r["window"], r["samples"], r["rnd"]) == (0.1, 2, DEFAULT_K, DEFAULT_RND)
+        r
+        for r in rows
+        if (r["alpha"], r["window"], r["samples"], r["rnd"]) == (0.1, DEFAULT_WINDOW, DEFAULT_K, DEFAULT_RND)
     )
     m = default["metrics"]
     nominal = report["conditions"]["nominal"]["detectors"]
     lines = ["", "## 5. Reading", ""]
     best_single = max(("rnd", "entropy"), key=lambda d: m[d]["det_all"])
     lines.append(
-        f"- Same alpha (0.1, window 2, K {DEFAULT_K}; mean over draws): FIPER (joint) detects "
+        f"- Same alpha (0.1, window {DEFAULT_WINDOW}, K {DEFAULT_K}; mean over draws): FIPER (joint) detects "
         f"{fmt(m['fiper']['det_all'])} of "
         f"all failures at {fmt(m['fiper']['fa_nominal'])} nominal / {fmt(m['fiper']['fa_all'])} pooled false alarms; "
         f"RND alone {fmt(m['rnd']['det_all'])} at {fmt(m['rnd']['fa_nominal'])} / {fmt(m['rnd']['fa_all'])}; entropy "
@@ -399,7 +406,8 @@ def reading(
         best = max(("rnd", "entropy"), key=lambda d: values[d])
         lines.append(
             f"- Matched false-alarm rate 0.10 ({label}; detection interpolated along the alpha sweep of section 4, "
-            f"window 2): FIPER (joint) {fmt(values['fiper'])}, RND alone {fmt(values['rnd'])}, entropy alone "
+            f"window {DEFAULT_WINDOW}): FIPER (joint) {fmt(values['fiper'])}, RND alone {fmt(values['rnd'])}, "
+            f"entropy alone "
             f"{fmt(values['entropy'])}, FIPER marginal "
             + (
                 "- (its false alarms stay below 0.10 up to alpha 0.3)"
@@ -608,14 +616,14 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             )
     lines += [
         "",
-        "K (sampled chunks), RND width and the RND input clip at alpha 0.1, window 2 (same cells; the RND "
-        "variants are trained like the calibrated one, hidden 128 and clip 3 being the default):",
+        f"K (sampled chunks), RND width and the RND input clip at alpha 0.1, window {DEFAULT_WINDOW} (same cells; "
+        "the RND variants are trained like the calibrated one, hidden 128 and clip 3 being the default):",
         "",
         "| K | RND hidden, input clip [std] | " + " | ".join(LEARNED) + " |",
         "|---:|---|" + "---|" * len(LEARNED),
     ]
     for r in rows:
-        if r["alpha"] == 0.1 and r["window"] == 2:
+        if r["alpha"] == 0.1 and r["window"] == DEFAULT_WINDOW:
             cells = " | ".join(cell(r["metrics"][d]) for d in LEARNED)
             lines.append(f"| {r['samples']} | {r['rnd']} | {cells} |")
     lines += reading(report, rows, result["near_miss"], card)
