@@ -34,7 +34,7 @@ class MonitorCalibrate:
     """Conformal level: the largest acceptable false-alarm probability on a successful episode."""
     window: int = 3
     """Chunks in the windowed mean of each score. 3 (was 2): on PandaPush it raised FIPER's detection from 0.62 to
-    0.75 for 0.04 more false alarms at alpha 0.1, on 600 rollouts (bench/results/monitor_settings.md)."""
+    0.73 for 0.03 more false alarms at alpha 0.1, on 900 fresh rollouts (bench/results/monitor_settings.md)."""
     samples: int = 3
     """K: chunks per history for the action-chunk entropy (one batched ONNX call draws them). 3 with the
     policy's own chunk keeps the monitor under 2 ms p99 per chunk; K = 2, 4 and 8 predict alike
