@@ -85,6 +85,9 @@ class EvalConfig:
     """``on``: an exported policy's failure monitor (``robot-rl monitor calibrate``) watches every chunk; the report
     counts episodes with an alarm (``monitor_alarms``) and each episode's first alarm step. Without calibration
     files the eval runs with the monitor off and says so."""
+    monitor_detector: str = "fiper"
+    """Which calibrated detector raises the alarm: ``fiper`` (RND and entropy, jointly calibrated), ``fiper_marginal``,
+    ``rnd``, ``entropy``, ``progress`` (goal progress, goal tasks) or ``fiper_progress`` (FIPER or goal progress)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -131,6 +134,10 @@ class EvalConfig:
         for name in ("safety", "monitor"):
             if getattr(self, name) not in ("on", "off"):
                 raise ValueError(f"`{name}` must be 'on' or 'off'. Got {getattr(self, name)!r}.")
+        from robot_rl.monitor.conformal import DETECTORS
+
+        if self.monitor_detector not in DETECTORS:
+            raise ValueError(f"`monitor_detector` must be one of {list(DETECTORS)}. Got {self.monitor_detector!r}.")
         if self.monitor == "on":
             from robot_rl.export.metadata import is_policy_dir
 
@@ -319,7 +326,7 @@ def _exported_actor(config: EvalConfig, env: Any, guard: Guard) -> tuple[Policy,
     ctrl_dt = float(env.unwrapped.ctrl_dt)
     monitors = []
     if config.monitor == "on":
-        monitor, guard.monitor_state = load_monitor(config.policy, policy)
+        monitor, guard.monitor_state = load_monitor(config.policy, policy, config.monitor_detector)
         if monitor is not None:
             monitors.append(monitor)
             guard.monitor = monitor

@@ -1,5 +1,8 @@
 """Failure prediction at run time (FIPER-style): RND + action-chunk entropy with conformal thresholds.
 
+On goal tasks a third calibrated signal, goal progress (:class:`ProgressEnvelope`), scores how far
+behind the successful rollouts' pace the task is.
+
 Run time (numpy and onnxruntime only): :class:`FailureMonitor` (a Controller monitor, loaded from a
 calibrated policy folder) and the plain monitors. Calibration (:func:`calibrate`, which trains the
 RND with torch) and evaluation (:func:`evaluate_monitor`) back ``robot-rl monitor calibrate|eval``.
@@ -25,6 +28,7 @@ from robot_rl.monitor.failure_monitor import (
     read_calibration,
 )
 from robot_rl.monitor.plain import LimitHitRate, NonFiniteObservation, TrackingError, plain_monitors
+from robot_rl.monitor.progress import ProgressEnvelope, goal_distance
 from robot_rl.monitor.rnd import RND, train_rnd
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "MonitorNotCalibratedError",
     "MonitorSettings",
     "NonFiniteObservation",
+    "ProgressEnvelope",
     "TrackingError",
     "calibrate",
     "calibrate_detectors",
@@ -46,6 +51,7 @@ __all__ = [
     "conformal_threshold",
     "evaluate_monitor",
     "first_alarm",
+    "goal_distance",
     "plain_monitors",
     "read_calibration",
     "train_rnd",

@@ -5,7 +5,9 @@
 2. The policy runs ``episodes`` closed-loop rollouts through the runtime Controller (the code path of
    ``robot-rl eval``) on seeds ``seed ... seed + episodes - 1`` (never a demo's seed) with the
    monitor scoring every chunk.
-3. The successful rollouts set the thresholds of every detector at level ``alpha``
+3. On goal tasks, the successful rollouts' per-chunk goal distances give the envelope of the progress
+   score (:class:`robot_rl.monitor.progress.ProgressEnvelope`).
+4. The successful rollouts set the thresholds of every detector at level ``alpha``
    (:func:`robot_rl.monitor.conformal.calibrate_detectors`).
 
 Writes ``POLICY/monitor/rnd.npz`` and ``POLICY/monitor/calibration.json`` (each replaced atomically),
@@ -105,6 +107,7 @@ def calibrate(config: MonitorCalibrate, log: Any = print) -> Calibration:
     from robot_rl.monitor.embedding import ObsEmbedding, demo_histories, resolve_data_path
     from robot_rl.monitor.entropy import active_action_dims
     from robot_rl.monitor.plain import plain_monitors
+    from robot_rl.monitor.progress import ProgressEnvelope
     from robot_rl.monitor.rnd import train_rnd
     from robot_rl.monitor.rollouts import run_monitored
     from robot_rl.runtime import OnnxPolicy
@@ -159,7 +162,10 @@ def calibrate(config: MonitorCalibrate, log: Any = print) -> Calibration:
             f"only {len(successes)} of {len(traces)} calibration rollouts succeeded; alpha={config.alpha} needs at "
             f"least {needed} successful ones. Run more --episodes (or a larger --alpha)."
         )
-    thresholds = calibrate_detectors([t.scores() for t in successes], config.alpha, config.window)
+    envelope = None
+    if all(t.goal_distance for t in successes):
+        envelope = ProgressEnvelope.fit([t.goal_distance for t in successes])
+    thresholds = calibrate_detectors([t.scores(envelope) for t in successes], config.alpha, config.window)
     calibration = Calibration(
         settings=settings,
         alpha=config.alpha,
@@ -168,6 +174,7 @@ def calibrate(config: MonitorCalibrate, log: Any = print) -> Calibration:
         env_id=env_id,
         seeds=seeds,
         n_successful=len(successes),
+        progress=envelope,
         extra={
             "success_rate": len(successes) / len(traces),
             "statistic": "per rollout: the largest windowed score (mean of the last `window` chunk scores)",
@@ -176,6 +183,8 @@ def calibrate(config: MonitorCalibrate, log: Any = print) -> Calibration:
                 "fiper_marginal": "RND and entropy both above their own thresholds at alpha",
                 "rnd": "RND alone at alpha",
                 "entropy": "entropy alone at alpha",
+                "progress": "goal progress alone at alpha (goal tasks)",
+                "fiper_progress": "FIPER's rule or goal progress, calibrated jointly at alpha (goal tasks)",
             },
             "rnd": rnd.info,
             "data": {

@@ -64,8 +64,9 @@ class MonitorEval:
     """Evaluate a calibrated failure monitor in nominal and shifted conditions (markdown + JSON report).
 
     Per condition: success rate, and for each detector (FIPER = RND and entropy together, RND alone,
-    entropy alone, and the plain monitors) the false-alarm rate on successful rollouts, the detection
-    rate on failed ones and the median lead time (failure time: the end of the timed-out episode).
+    entropy alone, goal progress alone and FIPER or goal progress on goal tasks, and the plain monitors)
+    the false-alarm rate on successful rollouts, the detection rate on failed ones and the median lead
+    time (failure time: the end of the timed-out episode).
     """
 
     policy: Path

@@ -13,7 +13,10 @@ during a successful episode with probability at most ``alpha``. When ``k > n`` (
 ``1 / alpha - 1`` successful rollouts) no finite threshold has the guarantee: ``inf``.
 
 Rules: ``both`` (FIPER: alarm when the RND *and* the entropy windowed scores exceed their
-thresholds at the same chunk), ``rnd`` or ``entropy`` alone, and ``either``.
+thresholds at the same chunk), ``rnd`` or ``entropy`` alone, ``either``, ``progress`` (the goal
+progress score of :mod:`robot_rl.monitor.progress` alone) and ``both_or_progress`` (FIPER's rule or
+the progress score). A signal missing from the scores (``progress`` on a task without goals) never
+exceeds.
 
 Detectors (a rule with its thresholds), all calibrated on the same rollouts at the same ``alpha``:
 
@@ -28,7 +31,10 @@ Detectors (a rule with its thresholds), all calibrated on the same rollouts at t
 - ``fiper_marginal``: the ``both`` rule with each signal's own threshold at ``alpha`` (the published
   FIPER recipe). Requiring both signals makes it stricter than either: false alarms well below
   ``alpha``, at a cost in detection.
-- ``rnd``, ``entropy``: one signal alone, its threshold at ``alpha``.
+- ``rnd``, ``entropy``, ``progress``: one signal alone, its threshold at ``alpha``.
+- ``fiper_progress``: the ``both_or_progress`` rule, jointly calibrated like ``fiper`` with the rule's
+  rank statistic ``max(min(F_rnd, F_entropy), F_progress)``: one ``lambda`` for the three signals.
+  Goal tasks only (elsewhere its thresholds, like ``progress``'s, are ``inf``: it never fires).
 
 numpy only.
 """
@@ -42,12 +48,28 @@ from typing import Literal, get_args
 
 import numpy as np
 
-Rule = Literal["both", "rnd", "entropy", "either"]
+Rule = Literal["both", "rnd", "entropy", "either", "progress", "both_or_progress"]
 RULES: tuple[str, ...] = get_args(Rule)
-SIGNALS: tuple[str, ...] = ("rnd", "entropy")
-"""The learned failure scores, in the order the rules name them."""
-DETECTORS: dict[str, str] = {"fiper": "both", "fiper_marginal": "both", "rnd": "rnd", "entropy": "entropy"}
+SIGNALS: tuple[str, ...] = ("rnd", "entropy", "progress")
+"""The failure scores, in the order the rules name them (``progress``: goal tasks only)."""
+DETECTORS: dict[str, str] = {
+    "fiper": "both",
+    "fiper_marginal": "both",
+    "rnd": "rnd",
+    "entropy": "entropy",
+    "progress": "progress",
+    "fiper_progress": "both_or_progress",
+}
 """Detector name -> its alarm rule."""
+RULE_SIGNALS: dict[str, tuple[str, ...]] = {
+    "both": ("rnd", "entropy"),
+    "rnd": ("rnd",),
+    "entropy": ("entropy",),
+    "either": ("rnd", "entropy"),
+    "progress": ("progress",),
+    "both_or_progress": ("rnd", "entropy", "progress"),
+}
+"""The signals each rule reads."""
 
 
 def conformal_threshold(scores: Sequence[float] | np.ndarray, alpha: float) -> float:
@@ -105,23 +127,31 @@ def exceeds(windowed: Mapping[str, np.ndarray | float], thresholds: Mapping[str,
     A non-finite (NaN) windowed score counts as exceeding: a broken input is never silent.
 
     Args:
-        windowed: Windowed scores per signal (``rnd``, ``entropy``), scalars or arrays of shape (T,).
-        thresholds: Threshold per signal.
-        rule: ``both``, ``rnd``, ``entropy`` or ``either``.
+        windowed: Windowed scores per signal (``rnd``, ``entropy``, ``progress``), scalars or arrays of
+            shape (T,). A signal left out never exceeds.
+        thresholds: Threshold per signal (a signal left out: ``inf``).
+        rule: One of :data:`RULES`.
 
     Returns:
         Bool array (shape (T,), or () for scalars).
     """
     if rule not in RULES:
         raise ValueError(f"`rule` must be one of {list(RULES)}. Got {rule!r}.")
+    present = [np.asarray(windowed[name], dtype=np.float64) for name in SIGNALS if name in windowed]
+    shape = present[0].shape if present else ()
     over = {}
     for name in SIGNALS:
+        if name not in windowed:
+            over[name] = np.zeros(shape, dtype=bool)
+            continue
         value = np.asarray(windowed[name], dtype=np.float64)
-        over[name] = ~np.isfinite(value) | (value > thresholds[name])
+        over[name] = ~np.isfinite(value) | (value > thresholds.get(name, math.inf))
     if rule == "both":
         return over["rnd"] & over["entropy"]
     if rule == "either":
         return over["rnd"] | over["entropy"]
+    if rule == "both_or_progress":
+        return (over["rnd"] & over["entropy"]) | over["progress"]
     return over[rule]
 
 
@@ -136,9 +166,14 @@ def first_alarm(
         window: Chunks in the windowed mean.
         rule: Alarm rule.
     """
-    windowed = {name: windowed_mean(scores[name], window) for name in SIGNALS}
+    windowed = {name: windowed_mean(scores[name], window) for name in SIGNALS if name in scores}
     hits = np.flatnonzero(exceeds(windowed, thresholds, rule))
     return int(hits[0]) if hits.size else None
+
+
+def _signals_in(episodes: Sequence[Mapping[str, Sequence[float] | np.ndarray]]) -> tuple[str, ...]:
+    """The signals every episode has scores for."""
+    return tuple(name for name in SIGNALS if episodes and all(name in e for e in episodes))
 
 
 def marginal_thresholds(
@@ -150,20 +185,51 @@ def marginal_thresholds(
         episodes: One mapping per successful rollout: signal name -> per-chunk scores (T_i,).
         alpha: Miscoverage level (false-alarm probability per successful episode, per signal).
         window: Chunks in the windowed mean.
+
+    Returns:
+        Signal -> threshold (``inf`` for a signal the episodes have no scores for).
     """
+    present = _signals_in(episodes)
     return {
-        name: conformal_threshold([episode_statistic(e[name], window) for e in episodes], alpha) for name in SIGNALS
+        name: conformal_threshold([episode_statistic(e[name], window) for e in episodes], alpha)
+        if name in present
+        else math.inf
+        for name in SIGNALS
     }
 
 
-def joint_thresholds(
-    episodes: Sequence[Mapping[str, Sequence[float] | np.ndarray]], alpha: float, window: int
-) -> dict[str, float]:
-    """Thresholds for the ``both`` rule such that the rule's false-alarm probability is about ``alpha``.
+def _rule_statistic(rule: str, ranks: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The rule on rank-transformed scores: AND is the minimum, OR the maximum."""
+    if rule == "both":
+        return np.minimum(ranks["rnd"], ranks["entropy"])
+    if rule == "either":
+        return np.maximum(ranks["rnd"], ranks["entropy"])
+    if rule == "both_or_progress":
+        return np.maximum(np.minimum(ranks["rnd"], ranks["entropy"]), ranks["progress"])
+    return ranks[rule]
 
-    See the module docstring (detector ``fiper``). Same arguments as :func:`marginal_thresholds`.
+
+def joint_thresholds(
+    episodes: Sequence[Mapping[str, Sequence[float] | np.ndarray]], alpha: float, window: int, rule: Rule = "both"
+) -> dict[str, float]:
+    """Thresholds for a rule such that the rule's false-alarm probability is about ``alpha``.
+
+    See the module docstring (detectors ``fiper`` and ``fiper_progress``). The first three arguments
+    are those of :func:`marginal_thresholds`; ``rule`` is the alarm rule (default ``both``, FIPER's).
+
+    Returns:
+        Signal -> threshold (``inf`` for the signals the rule does not read).
+
+    Raises:
+        ValueError: an unknown rule, rollouts without chunks, or episodes without a signal the rule reads.
     """
-    windowed = {name: [windowed_mean(e[name], window) for e in episodes] for name in SIGNALS}
+    if rule not in RULES:
+        raise ValueError(f"`rule` must be one of {list(RULES)}. Got {rule!r}.")
+    names = RULE_SIGNALS[rule]
+    missing = [name for name in names if name not in _signals_in(episodes)]
+    if missing:
+        raise ValueError(f"rule {rule!r} reads {list(names)}; the calibration episodes have no {missing} scores.")
+    windowed = {name: [windowed_mean(e[name], window) for e in episodes] for name in names}
     pooled = {name: np.sort(np.concatenate(values)) for name, values in windowed.items()}
     if any(values.size == 0 for values in pooled.values()):
         raise ValueError("joint calibration needs rollouts with at least one chunk.")
@@ -172,11 +238,11 @@ def joint_thresholds(
         return np.searchsorted(pooled[name], x, side="right") / pooled[name].size
 
     statistic = [
-        float(np.max(np.minimum(rank("rnd", r), rank("entropy", h))))
-        for r, h in zip(windowed["rnd"], windowed["entropy"], strict=True)
+        float(np.max(_rule_statistic(rule, {name: rank(name, windowed[name][i]) for name in names})))
+        for i in range(len(episodes))
     ]
     lam = conformal_threshold(statistic, alpha)
-    thresholds = {}
+    thresholds = dict.fromkeys(SIGNALS, math.inf)
     for name, values in pooled.items():
         m = round(lam * values.size) if math.isfinite(lam) else values.size
         thresholds[name] = float(values[m]) if m < values.size else math.inf
@@ -189,16 +255,22 @@ def calibrate_detectors(
     """Thresholds of every detector (:data:`DETECTORS`): detector -> signal -> threshold.
 
     Args:
-        episodes: Per-chunk scores of the successful calibration rollouts (signal -> (T_i,)).
+        episodes: Per-chunk scores of the successful calibration rollouts (signal -> (T_i,));
+            ``progress`` only on goal tasks: without it, the ``progress`` and ``fiper_progress``
+            detectors get ``inf`` thresholds (they never fire).
         alpha: Miscoverage level.
         window: Chunks in the windowed mean.
     """
     marginal = marginal_thresholds(episodes, alpha, window)
+    never = dict.fromkeys(SIGNALS, math.inf)
+    with_progress = "progress" in _signals_in(episodes)
     return {
-        "fiper": joint_thresholds(episodes, alpha, window),
-        "fiper_marginal": dict(marginal),
-        "rnd": {"rnd": marginal["rnd"], "entropy": math.inf},
-        "entropy": {"rnd": math.inf, "entropy": marginal["entropy"]},
+        "fiper": joint_thresholds(episodes, alpha, window, "both"),
+        "fiper_marginal": never | {"rnd": marginal["rnd"], "entropy": marginal["entropy"]},
+        "rnd": never | {"rnd": marginal["rnd"]},
+        "entropy": never | {"entropy": marginal["entropy"]},
+        "progress": never | {"progress": marginal["progress"]},
+        "fiper_progress": joint_thresholds(episodes, alpha, window, "both_or_progress") if with_progress else never,
     }
 
 

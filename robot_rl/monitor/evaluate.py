@@ -24,11 +24,13 @@ DETECTOR_LABELS = {
     "fiper_marginal": "FIPER, marginal thresholds",
     "rnd": "RND alone",
     "entropy": "entropy alone",
+    "progress": "goal progress alone",
+    "fiper_progress": "FIPER or goal progress (joint)",
     "nonfinite_obs": "NaN/inf observation",
     "limit_hit": "limit-hit rate",
     "tracking": "tracking error",
 }
-LEARNED = ("fiper", "fiper_marginal", "rnd", "entropy")
+LEARNED = ("fiper", "fiper_marginal", "rnd", "entropy", "progress", "fiper_progress")
 
 
 def evaluate_monitor(config: MonitorEval, log: Any = print, command: str | None = None) -> dict[str, Any]:
@@ -75,7 +77,7 @@ def evaluate_monitor(config: MonitorEval, log: Any = print, command: str | None 
         stored = [EpisodeTrace.from_json(e) for e in calibration.extra.get("episodes", [])]
         if not stored:
             raise ValueError("the calibration stores no rollout scores; re-run `robot-rl monitor calibrate`.")
-        thresholds = calibrate_detectors([t.scores() for t in stored if t.success], alpha, window)
+        thresholds = calibrate_detectors([t.scores(calibration.progress) for t in stored if t.success], alpha, window)
 
     index = {name: list(available).index(name) for name in names}
     seeds = {
@@ -100,7 +102,7 @@ def evaluate_monitor(config: MonitorEval, log: Any = print, command: str | None 
             traces = run_monitored(env, monitor, seeds[name], plain_monitors(meta), progress=label)
         finally:
             env.close()
-        alarms = [first_alarm_steps(t, thresholds, window) for t in traces]
+        alarms = [first_alarm_steps(t, thresholds, window, calibration.progress) for t in traces]
         per_condition[name] = detector_metrics(traces, alarms)
         per_condition[name]["description"] = available[name].description
         everything += [(name, t, a) for t, a in zip(traces, alarms, strict=True)]
@@ -131,6 +133,7 @@ def evaluate_monitor(config: MonitorEval, log: Any = print, command: str | None 
             "seeds": [calibration.seeds[0], calibration.seeds[-1]],
         },
         "thresholds": thresholds,
+        "progress": calibration.progress is not None,
         "lead_time_definition": "failure time = end of the failed episode (length * ctrl_dt: the time limit for a "
         "timeout, the termination step for a crash); lead time = failure time - time of the first alarm; median over "
         "detected failures",
@@ -191,10 +194,17 @@ def format_report(report: dict[str, Any]) -> str:
         "Each cell: false-alarm rate on successful rollouts / detection rate on failed rollouts / median lead time.",
         "",
     ]
-    header = "| condition | success | succ. / failed | " + " | ".join(DETECTOR_LABELS[d] for d in LEARNED) + " |"
-    lines += [header, "|---|---:|---:|" + "---|" * len(LEARNED)]
+    learned = LEARNED if report.get("progress") else tuple(d for d in LEARNED if "progress" not in d)
+    if report.get("progress"):
+        lines += [
+            "Goal progress: the goal distance at each chunk against the successful calibration rollouts' mean and "
+            "std at the same chunk (robot_rl/monitor/progress.py); it reads the task's achieved and desired goal.",
+            "",
+        ]
+    header = "| condition | success | succ. / failed | " + " | ".join(DETECTOR_LABELS[d] for d in learned) + " |"
+    lines += [header, "|---|---:|---:|" + "---|" * len(learned)]
     for name, m in rows:
-        cells = " | ".join(_cell(m["detectors"][d]) for d in LEARNED)
+        cells = " | ".join(_cell(m["detectors"][d]) for d in learned)
         failed = m["episodes"] - m["successes"]
         lines.append(f"| {name} | {_fmt(m['success_rate'])} | {m['successes']} / {failed} | {cells} |")
     plain = [d for d in next(iter(report["conditions"].values()))["detectors"] if d not in LEARNED]

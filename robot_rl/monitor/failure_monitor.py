@@ -7,12 +7,15 @@ own copy of the policy's observation history and, at every step where a new chun
 - RND (:mod:`robot_rl.monitor.rnd`) on the normalized history: is the state like the training data?
 - chunk entropy (:mod:`robot_rl.monitor.entropy`): ``samples`` chunks for the history in one batched
   ONNX call; do they disagree?
+- goal progress (:mod:`robot_rl.monitor.progress`, goal tasks with a calibrated envelope): is the
+  goal further away than in successful rollouts at the same chunk?
 
 Each score is averaged over the last ``window`` chunks and compared with its conformal threshold
 (:mod:`robot_rl.monitor.conformal`); with the ``both`` rule (FIPER) the alarm is raised while both
 exceed. The decision holds until the next chunk. Every chunk's scores go to :attr:`trace`.
 The calibration holds thresholds for several detectors (``fiper``: the ``both`` rule, jointly
-calibrated, the default; ``fiper_marginal``; ``rnd``; ``entropy``); :meth:`FailureMonitor.load` picks one.
+calibrated, the default; ``fiper_marginal``; ``rnd``; ``entropy``; ``progress``; ``fiper_progress``:
+FIPER's rule or the progress score, jointly calibrated); :meth:`FailureMonitor.load` picks one.
 
 A policy folder's monitor files (written by ``robot-rl monitor calibrate``)::
 
@@ -39,6 +42,7 @@ import numpy as np
 from robot_rl.monitor.conformal import DETECTORS, RULES, SIGNALS, Rule, WindowedScore, exceeds
 from robot_rl.monitor.embedding import ObsEmbedding
 from robot_rl.monitor.entropy import DEFAULT_EPS, chunk_entropy, sample_chunks
+from robot_rl.monitor.progress import ProgressEnvelope, goal_distance
 from robot_rl.monitor.rnd import RND
 from robot_rl.runtime.controller import ControlStatus
 
@@ -85,8 +89,8 @@ class Calibration:
     settings: MonitorSettings
     alpha: float
     thresholds: dict[str, dict[str, float]]
-    """Detector (``fiper``, ``fiper_marginal``, ``rnd``, ``entropy``) -> signal (``rnd``, ``entropy``) ->
-    threshold: the detector's rule fires when the windowed scores are above them."""
+    """Detector (:data:`~robot_rl.monitor.conformal.DETECTORS`) -> signal (``rnd``, ``entropy``,
+    ``progress``) -> threshold: the detector's rule fires when the windowed scores are above them."""
     policy_sha256: str
     """sha256 of the policy.onnx calibrated (the thresholds hold for that graph only)."""
     env_id: str
@@ -94,6 +98,9 @@ class Calibration:
     """Seeds of every calibration rollout."""
     n_successful: int
     """Successful rollouts the thresholds come from."""
+    progress: ProgressEnvelope | None = None
+    """Goal tasks: the per-chunk goal-distance envelope of the successful rollouts (None: no progress score;
+    calibrations written before it existed have none)."""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Everything else written (episode scores, RND training summary, versions, data)."""
 
@@ -102,6 +109,7 @@ class Calibration:
         value = dataclasses.asdict(self)
         dims = self.settings.entropy_dims
         value["settings"]["entropy_dims"] = None if dims is None else list(dims)
+        value["progress"] = None if self.progress is None else self.progress.to_json()
         value["thresholds"] = {
             detector: {k: (v if math.isfinite(v) else "inf") for k, v in values.items()}
             for detector, values in self.thresholds.items()
@@ -131,10 +139,16 @@ class Calibration:
                 reuse_policy_chunk=bool(raw.get("reuse_policy_chunk", False)),
             )
             raw_thresholds = value.pop("thresholds")
-            thresholds = {d: {k: float(raw_thresholds[d][k]) for k in SIGNALS} for d in DETECTORS}
-            fields = {f.name for f in dataclasses.fields(cls)} - {"settings", "thresholds", "extra"}
+            # FIPER's two signals are required; the progress detectors (added later) default to never firing.
+            thresholds = {d: {k: float(raw_thresholds.get(d, {}).get(k, "inf")) for k in SIGNALS} for d in DETECTORS}
+            for d in ("fiper", "fiper_marginal", "rnd", "entropy"):
+                for k in ("rnd", "entropy"):
+                    float(raw_thresholds[d][k])  # KeyError when missing: malformed
+            raw_progress = value.pop("progress", None)
+            progress = None if raw_progress is None else ProgressEnvelope.from_json(raw_progress)
+            fields = {f.name for f in dataclasses.fields(cls)} - {"settings", "thresholds", "extra", "progress"}
             known = {k: value.pop(k) for k in list(value) if k in fields}
-            return cls(settings=settings, thresholds=thresholds, extra=value, **known)
+            return cls(settings=settings, thresholds=thresholds, progress=progress, extra=value, **known)
         except (KeyError, TypeError, ValueError) as err:
             raise MonitorNotCalibratedError(
                 f"{where}: malformed calibration ({err!r}); re-run `robot-rl monitor calibrate`."
@@ -180,6 +194,11 @@ class ChunkScore:
     entropy_window: float
     alarm: bool
     """The monitor's rule fired at this chunk."""
+    goal_distance: float | None = None
+    """Goal tasks: distance between the achieved and the desired goal [m]."""
+    progress: float | None = None
+    """Goal progress score (None without an envelope or a goal)."""
+    progress_window: float | None = None
 
 
 class FailureMonitor:
@@ -195,6 +214,8 @@ class FailureMonitor:
         rule: ``both`` (FIPER), ``rnd``, ``entropy`` or ``either``.
         seed: Seed of the entropy's sampling noise (reseeded by ``reset(seed)``).
         name: The name alarms are reported under (``status.alarms``).
+        progress: The goal-distance envelope of the progress score (None: no progress score; the goal
+            distance is still traced on goal tasks).
     """
 
     def __init__(
@@ -207,6 +228,7 @@ class FailureMonitor:
         rule: Rule = "both",
         seed: int = 0,
         name: str = "fiper",
+        progress: ProgressEnvelope | None = None,
     ) -> None:
         if rule not in RULES:
             raise ValueError(f"`rule` must be one of {list(RULES)}. Got {rule!r}.")
@@ -217,6 +239,7 @@ class FailureMonitor:
         self.thresholds = {signal: math.inf for signal in SIGNALS} | dict(thresholds or {})
         self.rule: Rule = rule
         self.name = name
+        self.progress = progress
         self.dims = None if settings.entropy_dims is None else list(settings.entropy_dims)
         self.rng = np.random.default_rng(seed)
         self._history: deque[np.ndarray] = deque(maxlen=policy.n_obs_steps)
@@ -239,7 +262,8 @@ class FailureMonitor:
         Args:
             policy_dir: The exported policy folder (``policies/NAME``).
             policy: The policy the controller runs (default: a new OnnxPolicy on ``threads`` threads).
-            detector: ``fiper`` (both signals, jointly calibrated), ``fiper_marginal``, ``rnd`` or ``entropy``.
+            detector: ``fiper`` (both signals, jointly calibrated), ``fiper_marginal``, ``rnd``, ``entropy``,
+                ``progress`` or ``fiper_progress`` (FIPER or goal progress, jointly calibrated).
             seed: Seed of the entropy's sampling noise.
             threads: onnxruntime threads of a policy made here.
 
@@ -267,7 +291,16 @@ class FailureMonitor:
             raise MonitorNotCalibratedError(f"{err} The monitor is off; re-run `robot-rl monitor calibrate`.") from None
         embedding = ObsEmbedding.from_metadata(policy.metadata)
         thresholds = calibration.thresholds[detector]
-        return cls(policy, rnd, embedding, calibration.settings, thresholds, DETECTORS[detector], seed, detector)
+        if detector in ("progress", "fiper_progress") and calibration.progress is None:
+            raise MonitorNotCalibratedError(
+                f"{monitor_dir(policy_dir) / CALIBRATION_FILE} has no goal-progress envelope (not a goal task, or "
+                f"calibrated before robot_rl had one); detector {detector!r} is off. Re-run "
+                "`robot-rl monitor calibrate`."
+            )
+        return cls(
+            policy, rnd, embedding, calibration.settings, thresholds, DETECTORS[detector], seed, detector,
+            progress=calibration.progress,
+        )  # fmt: skip
 
     def reset(self, seed: int | None = None) -> None:
         """New episode: forget the history, the windows and the trace (and reseed the noise when given)."""
@@ -308,8 +341,18 @@ class FailureMonitor:
         if status.new_chunk:
             rnd, entropy = self.scores(np.stack(self._history), chunk)
             windowed = {"rnd": self._windows["rnd"].push(rnd), "entropy": self._windows["entropy"].push(entropy)}
+            distance = goal_distance(observation)
+            progress = None
+            if distance is not None and self.progress is not None:
+                progress = self.progress.score(len(self.trace), distance)
+                windowed["progress"] = self._windows["progress"].push(progress)
             self._alarm = bool(exceeds(windowed, self.thresholds, self.rule))
-            self.trace.append(ChunkScore(status.step, rnd, entropy, windowed["rnd"], windowed["entropy"], self._alarm))
+            self.trace.append(
+                ChunkScore(
+                    status.step, rnd, entropy, windowed["rnd"], windowed["entropy"], self._alarm,
+                    distance, progress, windowed.get("progress"),
+                )
+            )  # fmt: skip
         return self._alarm
 
     @property
@@ -318,9 +361,15 @@ class FailureMonitor:
         return next((c.step for c in self.trace if c.alarm), None)
 
     def trace_arrays(self) -> dict[str, np.ndarray]:
-        """This episode's per-chunk ``step``, ``rnd`` and ``entropy`` as arrays. Shapes: (chunks,)."""
-        return {
+        """This episode's per-chunk ``step``, ``rnd``, ``entropy`` and (goal tasks) ``goal_distance``.
+
+        Shapes: (chunks,).
+        """
+        out = {
             "step": np.array([c.step for c in self.trace], dtype=np.int64),
             "rnd": np.array([c.rnd for c in self.trace]),
             "entropy": np.array([c.entropy for c in self.trace]),
         }
+        if self.trace and all(c.goal_distance is not None for c in self.trace):
+            out["goal_distance"] = np.array([c.goal_distance for c in self.trace])
+        return out

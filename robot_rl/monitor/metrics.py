@@ -22,11 +22,15 @@ from typing import Any
 import numpy as np
 
 from robot_rl.monitor.conformal import DETECTORS, first_alarm
+from robot_rl.monitor.progress import ProgressEnvelope
 from robot_rl.monitor.rollouts import EpisodeTrace
 
 
 def first_alarm_steps(
-    trace: EpisodeTrace, thresholds: Mapping[str, Mapping[str, float]], window: int
+    trace: EpisodeTrace,
+    thresholds: Mapping[str, Mapping[str, float]],
+    window: int,
+    envelope: ProgressEnvelope | None = None,
 ) -> dict[str, int | None]:
     """Step of the first alarm of every detector in one episode (None: no alarm).
 
@@ -34,12 +38,14 @@ def first_alarm_steps(
         trace: The episode.
         thresholds: Detector -> signal -> threshold (detectors from :data:`DETECTORS`).
         window: Chunks in the windowed mean.
+        envelope: The calibration's goal-distance envelope (None: no progress score; the progress
+            detectors never fire).
 
     Returns:
         Detector (learned ones, then the plain monitors) -> first alarm step.
     """
     out: dict[str, int | None] = {}
-    scores = trace.scores()
+    scores = trace.scores(envelope)
     for detector, values in thresholds.items():
         chunk = first_alarm(scores, values, window, DETECTORS[detector])
         out[detector] = None if chunk is None else int(trace.steps[chunk])

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from robot_rl.monitor.failure_monitor import FailureMonitor
+from robot_rl.monitor.progress import ProgressEnvelope
 
 
 @dataclasses.dataclass
@@ -37,15 +38,25 @@ class EpisodeTrace:
     """First alarm step of each plain monitor (None: never)."""
     final_distance_m: float | None = None
     """Goal tasks: distance between the achieved and the desired goal at the end [m]."""
+    goal_distance: list[float] | None = None
+    """Goal tasks: that distance at each chunk [m] (the raw input of the progress score)."""
 
     @property
     def duration_s(self) -> float:
         """Episode duration: the failure time of a failed (timed-out) episode [s]."""
         return self.length * self.ctrl_dt
 
-    def scores(self) -> dict[str, np.ndarray]:
-        """Per-chunk scores per signal. Shapes: (chunks,)."""
-        return {"rnd": np.asarray(self.rnd), "entropy": np.asarray(self.entropy)}
+    def scores(self, envelope: ProgressEnvelope | None = None) -> dict[str, np.ndarray]:
+        """Per-chunk scores per signal. Shapes: (chunks,).
+
+        Args:
+            envelope: The calibration's goal-distance envelope; with it (and a goal task's per-chunk
+                distances) the scores include ``progress``.
+        """
+        out = {"rnd": np.asarray(self.rnd), "entropy": np.asarray(self.entropy)}
+        if envelope is not None and self.goal_distance is not None:
+            out["progress"] = envelope.scores(self.goal_distance)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """Plain form (full-precision scores: thresholds recomputed from them match the originals)."""
@@ -122,6 +133,7 @@ def run_monitored(
                 entropy=arrays["entropy"].tolist(),
                 plain=first,
                 final_distance_m=final,
+                goal_distance=None if "goal_distance" not in arrays else arrays["goal_distance"].tolist(),
             )
         )
     return traces

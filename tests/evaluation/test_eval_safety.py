@@ -41,3 +41,21 @@ def test_monitor_without_calibration_runs_off_and_says_so(tmp_path):
 def test_monitor_needs_an_exported_policy():
     with pytest.raises(ValueError, match="exported policy"):
         EvalConfig(policy="expert", monitor="on")
+
+
+def test_monitor_detector_is_checked():
+    with pytest.raises(ValueError, match="monitor_detector.*fiper_progress"):
+        EvalConfig(policy=str(POLICIES / "panda_push_diffusion"), monitor="on", monitor_detector="fiper_or")
+
+
+def test_monitor_detector_picks_the_calibrated_detector():
+    report = evaluate(
+        EvalConfig(
+            policy=str(POLICIES / "panda_push_diffusion"),
+            episodes=2,
+            monitor="on",
+            monitor_detector="progress",
+            progress=False,
+        )
+    )
+    assert report["monitor"] == "on (progress)" and report["monitor_alarms"] is not None

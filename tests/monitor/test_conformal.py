@@ -108,7 +108,7 @@ class TestCalibrateDetectors:
         episodes = self.episodes()
         thresholds = calibrate_detectors(episodes, 0.1, 2)
         expected = conformal_threshold([episode_statistic(e["rnd"], 2) for e in episodes], 0.1)
-        assert thresholds["rnd"] == {"rnd": expected, "entropy": math.inf}
+        assert thresholds["rnd"] == {"rnd": expected, "entropy": math.inf, "progress": math.inf}
         assert thresholds["fiper_marginal"]["rnd"] == expected
         assert thresholds["entropy"]["rnd"] == math.inf
 
@@ -123,3 +123,68 @@ class TestCalibrateDetectors:
         assert np.mean(alarms) <= alpha
         fresh = [first_alarm(e, joint, 2, "both") is not None for e in self.episodes(2000, seed=1)]
         assert abs(np.mean(fresh) - alpha) < 0.08
+
+
+class TestProgressRules:
+    THRESHOLDS = {"rnd": 1.0, "entropy": 0.0, "progress": 2.0}
+
+    def test_or_rule_by_hand(self):
+        # chunk 0: only progress; chunk 1: rnd and entropy; chunk 2: rnd alone; chunk 3: nothing.
+        windowed = {
+            "rnd": np.array([0.0, 2.0, 2.0, 0.0]),
+            "entropy": np.array([-1.0, 1.0, -1.0, -1.0]),
+            "progress": np.array([3.0, 0.0, 0.0, 0.0]),
+        }
+        np.testing.assert_array_equal(exceeds(windowed, self.THRESHOLDS, "both_or_progress"), [1, 1, 0, 0])
+        np.testing.assert_array_equal(exceeds(windowed, self.THRESHOLDS, "progress"), [1, 0, 0, 0])
+        np.testing.assert_array_equal(exceeds(windowed, self.THRESHOLDS, "both"), [0, 1, 0, 0])
+
+    def test_a_missing_signal_never_exceeds(self):
+        windowed = {"rnd": np.array([2.0, 2.0]), "entropy": np.array([1.0, -1.0])}
+        np.testing.assert_array_equal(exceeds(windowed, self.THRESHOLDS, "progress"), [0, 0])
+        np.testing.assert_array_equal(exceeds(windowed, self.THRESHOLDS, "both_or_progress"), [1, 0])
+        assert first_alarm({"rnd": [5.0], "entropy": [5.0]}, self.THRESHOLDS, 1, "progress") is None
+
+    def episodes(self, n, seed):
+        rng = np.random.default_rng(seed)
+        return [
+            {"rnd": rng.exponential(size=9), "entropy": rng.standard_normal(9), "progress": rng.standard_normal(9)}
+            for _ in range(n)
+        ]
+
+    def test_joint_or_calibration_keeps_false_alarms_near_alpha(self):
+        alpha = 0.2
+        episodes = self.episodes(80, 0)
+        thresholds = calibrate_detectors(episodes, alpha, 2)
+        joint = thresholds["fiper_progress"]
+        # The OR rule fires more easily than FIPER's AND, so at the same alpha each threshold is higher.
+        assert joint["rnd"] >= thresholds["fiper"]["rnd"] and joint["entropy"] >= thresholds["fiper"]["entropy"]
+        assert thresholds["fiper"]["progress"] == math.inf and thresholds["progress"]["rnd"] == math.inf
+        expected = conformal_threshold([episode_statistic(e["progress"], 2) for e in episodes], alpha)
+        assert thresholds["progress"]["progress"] == expected
+        calibration = [first_alarm(e, joint, 2, "both_or_progress") is not None for e in episodes]
+        assert np.mean(calibration) <= alpha
+        fresh = [first_alarm(e, joint, 2, "both_or_progress") is not None for e in self.episodes(2000, 1)]
+        assert abs(np.mean(fresh) - alpha) < 0.08
+
+    def test_joint_statistic_by_hand(self):
+        # One chunk per episode, window 1: pooled ranks are i / n; progress carries the rule.
+        episodes = [{"rnd": [0.0], "entropy": [0.0], "progress": [float(i)]} for i in range(10)]
+        thresholds = joint_thresholds(episodes, 0.1, 1, "both_or_progress")
+        # min(F_rnd, F_entropy) = 1 for every episode (all ties at 0.0): lambda = 1 -> no finite threshold.
+        assert thresholds["progress"] == math.inf
+        episodes = [{"rnd": [float(i)], "entropy": [float(-i)], "progress": [float(i)]} for i in range(10)]
+        # F_progress = (i + 1) / 10, min(F_rnd, F_entropy) = min((i + 1), (10 - i)) / 10 <= F_progress:
+        # statistic = (i + 1) / 10; k = ceil(11 * 0.9) = 10 -> lambda = 1.0 -> inf. At alpha 0.3: k = ceil(7.7) = 8
+        # -> lambda = 0.8 -> threshold = pooled value of rank 0.8 * 10 = 8 (0-based) = 8.0.
+        thresholds = joint_thresholds(episodes, 0.3, 1, "both_or_progress")
+        assert thresholds["progress"] == 8.0 and thresholds["rnd"] == 8.0 and thresholds["entropy"] == -1.0
+
+    def test_without_progress_scores_the_progress_detectors_never_fire(self):
+        rng = np.random.default_rng(2)
+        episodes = [{"rnd": rng.exponential(size=5), "entropy": rng.standard_normal(5)} for _ in range(20)]
+        thresholds = calibrate_detectors(episodes, 0.2, 2)
+        assert set(thresholds["progress"].values()) == {math.inf}
+        assert set(thresholds["fiper_progress"].values()) == {math.inf}
+        with pytest.raises(ValueError, match="no \\['progress'\\] scores"):
+            joint_thresholds(episodes, 0.2, 2, "both_or_progress")

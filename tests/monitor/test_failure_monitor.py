@@ -60,8 +60,30 @@ class TestCalibration:
         assert value["seeds"] == list(range(2_000_000, 2_000_010))
         assert value["n_successful"] == sum(e["success"] for e in value["episodes"]) >= 1
         assert {"numpy", "onnxruntime"} <= set(value["versions"])
-        assert set(value["thresholds"]) == {"fiper", "fiper_marginal", "rnd", "entropy"}
+        assert set(value["thresholds"]) == {"fiper", "fiper_marginal", "rnd", "entropy", "progress", "fiper_progress"}
         assert read_calibration(policy_dir) == calibration
+        # PandaPush is a goal task: the envelope covers every chunk of the successful rollouts (50 steps / 4).
+        envelope = calibration.progress
+        assert envelope is not None and len(envelope.mean) == 13 and envelope.rollouts == value["n_successful"]
+        distances = [e["goal_distance"] for e in value["episodes"] if e["success"]]
+        np.testing.assert_allclose(envelope.mean, np.mean(distances, axis=0))
+        assert value["thresholds"]["progress"]["rnd"] == "inf" and value["thresholds"]["fiper"]["progress"] == "inf"
+
+    def test_calibration_without_progress_still_loads(self, calibrated, tmp_path):
+        """A calibration.json written before the progress score: FIPER loads; the progress detectors are refused."""
+        policy_dir, _ = calibrated
+        old = shutil.copytree(policy_dir, tmp_path / "old")
+        path = old / MONITOR_DIR / CALIBRATION_FILE
+        value = json.loads(path.read_text())
+        del value["progress"], value["thresholds"]["progress"], value["thresholds"]["fiper_progress"]
+        for thresholds in value["thresholds"].values():
+            del thresholds["progress"]
+        path.write_text(json.dumps(value))
+        calibration = read_calibration(old)
+        assert calibration.progress is None and calibration.thresholds["fiper_progress"]["progress"] == np.inf
+        assert FailureMonitor.load(old).progress is None
+        with pytest.raises(MonitorNotCalibratedError, match="no goal-progress envelope"):
+            FailureMonitor.load(old, detector="progress")
 
     def test_missing_data_is_named(self, calibrated, tmp_path):
         policy_dir, _ = calibrated
@@ -91,7 +113,8 @@ class TestInController:
         env = make("robot_rl/PandaPush-v0")
         controller = Controller(policy, ControllerConfig(), monitors=[monitor])
         calibrated_thresholds = dict(monitor.thresholds)
-        assert np.isfinite(list(calibrated_thresholds.values())).all()
+        assert np.isfinite([calibrated_thresholds["rnd"], calibrated_thresholds["entropy"]]).all()
+        assert calibrated_thresholds["progress"] == np.inf  # FIPER does not read it
         monitor.thresholds = {"rnd": np.inf, "entropy": np.inf}  # quiet first
         obs, _ = env.reset(seed=3_000_000)
         controller.reset(3_000_000)
@@ -112,6 +135,28 @@ class TestInController:
         assert [s.alarm for s in statuses] == [False] * (next_chunk - 18) + [True]
         assert statuses[-1].alarms == ["fiper"] and monitor.first_alarm_step == next_chunk
         env.close()
+
+    def test_progress_detector_scores_the_goal_distance(self, calibrated):
+        policy_dir, calibration = calibrated
+        policy = OnnxPolicy(policy_dir)
+        monitor = FailureMonitor.load(policy_dir, policy, detector="progress")
+        assert monitor.rule == "progress" and monitor.thresholds["rnd"] == np.inf
+        env = make("robot_rl/PandaPush-v0")
+        controller = Controller(policy, ControllerConfig(), monitors=[monitor])
+        obs, _ = env.reset(seed=3_000_001)
+        controller.reset(3_000_001)
+        distances = {}
+        for t in range(20):
+            distances[t] = float(np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]))
+            output = controller.step(obs, t * controller.ctrl_dt)
+            obs, *_ = env.step(output.action)
+        env.close()
+        envelope = calibration.progress
+        for k, chunk in enumerate(monitor.trace):
+            assert chunk.goal_distance == pytest.approx(distances[chunk.step])
+            assert chunk.progress == pytest.approx(envelope.score(k, distances[chunk.step]))
+        arrays = monitor.trace_arrays()
+        np.testing.assert_allclose(arrays["goal_distance"], [distances[c.step] for c in monitor.trace])
 
     def test_without_calibration_the_monitor_is_off(self, tmp_path):
         policy_dir = copy_policy(tmp_path / "bare")

@@ -60,6 +60,9 @@ class RuntimeConfig:
     """Folder of the hardware files (empty: the repository's ``hardware/``)."""
     monitor: bool = True
     """Run the calibrated failure monitor when the policy folder has one."""
+    monitor_detector: str = "fiper"
+    """The calibrated detector that raises the alarm (``fiper``, ``fiper_marginal``, ``rnd``, ``entropy``,
+    ``progress`` or ``fiper_progress``; see robot_rl.monitor.conformal.DETECTORS)."""
     chunk_check: bool = False
     """Also judge each new chunk with the chain's chunk validator (a refused chunk gets the fallback). Off by
     default, as in ``robot-rl eval --safety on``, which runs the chain as the Controller's filter only."""
@@ -161,7 +164,7 @@ def load_safety(env_id: str, hardware_dir: str = "") -> tuple[Any, Any]:
         raise RuntimeError(str(err)) from None
 
 
-def load_monitor(policy_dir: Path, policy: Any) -> Any:
+def load_monitor(policy_dir: Path, policy: Any, detector: str = "fiper") -> Any:
     """The calibrated FailureMonitor of a policy folder.
 
     Raises:
@@ -175,7 +178,7 @@ def load_monitor(policy_dir: Path, policy: Any) -> Any:
         except ImportError as err:
             raise RuntimeError(f"robot_rl.monitor.FailureMonitor is not available ({err})") from None
     try:
-        return FailureMonitor.load(policy_dir, policy=policy)
+        return FailureMonitor.load(policy_dir, policy=policy, detector=detector)
     except Exception as err:  # MonitorNotCalibrated and whatever a half-written folder raises
         raise RuntimeError(str(err) or type(err).__name__) from None
 
@@ -216,7 +219,7 @@ def build_runtime(config: RuntimeConfig) -> Runtime:
     monitor = None
     if config.monitor:
         try:
-            monitor = load_monitor(policy_dir, policy)
+            monitor = load_monitor(policy_dir, policy, config.monitor_detector)
         except RuntimeError as err:
             notes.append(f"monitor: off ({err})")
     else:

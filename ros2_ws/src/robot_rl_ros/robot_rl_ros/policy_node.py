@@ -24,7 +24,9 @@ policy's inference unless the thread is late.
 
 Parameters: ``policy`` (folder or shipped name), ``blend``, ``n_action_steps``, ``prefetch``, ``prefetch_lead``,
 ``threads`` (the Controller and onnxruntime), ``safety``, ``require_safety``, ``hardware_dir``,
-``chunk_check`` (the chain), ``monitor``, ``seed`` (noise seed of the next episode; -1 none),
+``chunk_check`` (the chain), ``monitor``, ``monitor_detector`` (the calibrated detector that raises the
+alarm: ``fiper`` by default, or ``progress`` / ``fiper_progress`` on goal tasks, ...), ``seed`` (noise
+seed of the next episode; -1 none),
 ``diagnostics_period`` [s], ``publish_steps``, ``autostart`` (``main``: configure and activate at
 start-up), ``follow_episodes`` (a sim bridge's ``start`` event on ``/robot_rl/episode`` starts a new
 episode with that seed: for the bridge's ``autoreset``), ``stats_window`` (latency samples kept for
@@ -87,6 +89,7 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("require_safety", True)
         self.declare_parameter("hardware_dir", "")
         self.declare_parameter("monitor", True)
+        self.declare_parameter("monitor_detector", "fiper")
         self.declare_parameter("chunk_check", False)
         self.declare_parameter("seed", -1)
         self.declare_parameter("diagnostics_period", 1.0)
@@ -138,6 +141,7 @@ class PolicyNode(LifecycleNode):
                 require_safety=bool(p("require_safety").value),
                 hardware_dir=str(p("hardware_dir").value),
                 monitor=bool(p("monitor").value),
+                monitor_detector=str(p("monitor_detector").value),
                 chunk_check=bool(p("chunk_check").value),
             )
             realtime = RealtimeLoop(

@@ -1,0 +1,157 @@
+"""Probe: does a goal-progress score catch the PandaPush failures FIPER misses, and how early?
+
+FIPER's two signals (RND, chunk entropy) detect about 0.73 of the nominal PandaPush failures at
+alpha 0.1 (bench/results/monitor_settings.md). Most of the rest are near misses: the policy pushes
+the object to 6-10 cm from the goal and stops, in familiar states, without hesitation. The progress
+score (robot_rl/monitor/progress.py) compares each chunk's goal distance with the successful
+calibration rollouts' at the same chunk index.
+
+Every detector is evaluated on the same rollouts:
+
+1. nominal rollouts on three fresh seed blocks (3000000..., 6000000..., 9000000...), with the thresholds
+   of two calibrations (the policy folder's own, 50 episodes, and a copy recalibrated on 200), each
+   replayed at alpha 0.1 and 0.15;
+2. ``robot-rl monitor eval`` over every condition (nominal and shifted) with the folder's calibration.
+
+    python bench/probe_monitor_progress.py --out bench/results/monitor_progress.md
+
+About 2 minutes on this project's 2-core CPU machine. The runs go to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from robot_rl.monitor.calibrate import calibrate
+from robot_rl.monitor.config import MonitorCalibrate, MonitorEval
+from robot_rl.monitor.conformal import calibrate_detectors
+from robot_rl.monitor.evaluate import DETECTOR_LABELS, LEARNED, evaluate_monitor, format_report
+from robot_rl.monitor.failure_monitor import read_calibration
+from robot_rl.monitor.metrics import detector_metrics, first_alarm_steps
+from robot_rl.monitor.rollouts import EpisodeTrace
+
+SEED_BLOCKS = (3_000_000, 6_000_000, 9_000_000)
+ALPHAS = (0.1, 0.15)
+
+
+def traces(report: dict[str, Any]) -> list[EpisodeTrace]:
+    """The evaluation rollouts of a ``monitor eval`` report."""
+    drop = ("condition", "first_alarm_step")
+    return [EpisodeTrace.from_json({k: v for k, v in e.items() if k not in drop}) for e in report["per_episode"]]
+
+
+def replay(policy: Path, rollouts: list[EpisodeTrace], alpha: float) -> dict[str, Any]:
+    """Every learned detector's metrics over ``rollouts``, thresholds recomputed at ``alpha``."""
+    calibration = read_calibration(policy)
+    window = calibration.settings.window
+    stored = [EpisodeTrace.from_json(e) for e in calibration.extra["episodes"]]
+    thresholds = calibrate_detectors([t.scores(calibration.progress) for t in stored if t.success], alpha, window)
+    alarms = [first_alarm_steps(t, thresholds, window, calibration.progress) for t in rollouts]
+    metrics = detector_metrics(rollouts, alarms)["detectors"]
+    return {d: metrics[d] for d in LEARNED}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", type=Path, default=Path("policies/panda_push_diffusion"))
+    parser.add_argument("--episodes", type=int, default=300, help="nominal rollouts per seed block")
+    parser.add_argument("--condition-episodes", type=int, default=100, help="rollouts per condition (part 2)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/monitor_progress.md"))
+    args = parser.parse_args()
+    if read_calibration(args.policy).progress is None:
+        hint = f"run `robot-rl monitor calibrate --policy {args.policy}` first"
+        raise SystemExit(f"{args.policy}: its calibration has no goal-progress envelope; {hint}.")
+    start = time.perf_counter()
+    results: dict[str, Any] = {"calibrations": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shipped = root / "shipped"
+        shutil.copytree(args.policy, shipped)
+        more = root / "cal200"
+        shutil.copytree(args.policy, more, ignore=shutil.ignore_patterns("monitor"))
+        settings = read_calibration(args.policy)
+        config = MonitorCalibrate(policy=more, episodes=200, window=settings.settings.window, progress=False)
+        calibrate(dataclasses.replace(config, data=Path(settings.extra["data"]["path"])), log=lambda _: None)
+        blocks: dict[int, list[EpisodeTrace]] = {}
+        for seed in SEED_BLOCKS:
+            report = evaluate_monitor(
+                MonitorEval(policy=shipped, episodes=args.episodes, conditions=("nominal",), seed=seed,
+                            out=root / f"eval_{seed}", progress=False),
+                log=lambda _: None,
+            )  # fmt: skip
+            blocks[seed] = traces(report)
+        pooled = [t for seed in SEED_BLOCKS for t in blocks[seed]]
+        for label, policy in (("folder's calibration (50 episodes)", shipped), ("200 calibration episodes", more)):
+            calibration = read_calibration(policy)
+            results["calibrations"][label] = {
+                "successful_calibration_rollouts": calibration.n_successful,
+                "pooled": {f"alpha {a}": replay(policy, pooled, a) for a in ALPHAS},
+                "per_block": {f"{seed}": replay(policy, blocks[seed], 0.1) for seed in SEED_BLOCKS},
+            }
+            print(f"{label}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+        results["evaluation"] = {"rollouts": len(pooled), "successes": int(sum(t.success for t in pooled))}
+        command = (
+            f"robot-rl monitor eval --policy {args.policy} --episodes {args.condition_episodes} "
+            f"--out out/monitor_eval_progress"
+        )
+        report = evaluate_monitor(
+            MonitorEval(policy=shipped, episodes=args.condition_episodes, out=root / "conditions", progress=False),
+            log=lambda _: None,
+            command=command,
+        )
+        results["conditions_report"] = format_report(report).replace(str(shipped), str(args.policy))
+        every = {**report["conditions"], **report["pooled"]}
+        results["conditions"] = {name: {d: m["detectors"][d] for d in LEARNED} for name, m in every.items()}
+    wall = time.perf_counter() - start
+    results["wall_time_s"] = wall
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    args.out.write_text(markdown(results, args, wall))
+    print(f"wrote {args.out}")
+
+
+def markdown(results: dict[str, Any], args: argparse.Namespace, wall: float) -> str:
+    """The tables."""
+
+    def cell(m: dict[str, Any]) -> str:
+        lead = m["median_lead_time_s"]
+        return f"{m['false_alarm_rate']:.2f} / {m['detection_rate']:.2f} / {'-' if lead is None else f'{lead:.2f}'}"
+
+    evaluation = results["evaluation"]
+    header = "| " + " | ".join(DETECTOR_LABELS[d] for d in LEARNED) + " |"
+    lines = [
+        "# Goal progress as a failure signal on PandaPush",
+        "",
+        f"Generated by `python bench/probe_monitor_progress.py --episodes {args.episodes} --condition-episodes "
+        f"{args.condition_episodes}` (wall time {wall / 60:.1f} min). Policy `{args.policy}`.",
+        "",
+        "Each cell: false-alarm rate on successful rollouts / detection rate on failed rollouts / median lead time "
+        "[s] (failure time: the end of the timed-out 2 s episode). Targets (issue 8): false alarms at most "
+        "alpha + 0.05, detection at least 0.80, median lead at least 1 s.",
+        "",
+        f"## 1. Nominal rollouts on fresh seeds ({evaluation['rollouts']}: {args.episodes} on each of "
+        f"{', '.join(str(s) for s in SEED_BLOCKS)}; {evaluation['successes']} succeeded)",
+        "",
+    ]
+    for label, r in results["calibrations"].items():
+        lines += [f"### {label}: {r['successful_calibration_rollouts']} successful calibration rollouts", ""]
+        lines += ["| alpha " + header, "|---|" + "---|" * len(LEARNED)]
+        for key, m in r["pooled"].items():
+            lines.append(f"| {key.split()[1]} (pooled) | " + " | ".join(cell(m[d]) for d in LEARNED) + " |")
+        for seed, m in r["per_block"].items():
+            lines.append(f"| 0.1, block {seed} | " + " | ".join(cell(m[d]) for d in LEARNED) + " |")
+        lines.append("")
+    lines += ["## 2. Nominal and shifted conditions (the folder's calibration, alpha from it)", ""]
+    body = results["conditions_report"].split("\n", 2)[2]  # without the report's title
+    lines += [body]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    main()
