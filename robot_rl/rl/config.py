@@ -69,6 +69,9 @@ class TrainResidual:
     """sac/dsrl: env steps before the first update."""
     gamma: float = 0.98
     """Discount."""
+    n_step: int = 1
+    """sac/dsrl: n-step returns in the critic's target (stable-baselines3's NStepReplayBuffer when > 1). A return
+    stops at an episode's end, a demo's included."""
     ent_coef: str = "auto_0.01"
     """sac/dsrl: entropy coefficient: ``auto`` (learned, starting at 1), ``auto_X`` (learned, starting at X) or a
     fixed number. A small start keeps early exploration noise from pushing the base off its successes."""
@@ -125,7 +128,8 @@ class TrainResidual:
             )
         if not 0.0 < self.noise_bound <= 3.0:
             raise ValueError(f"`noise_bound` must be in (0, 3]. Got {self.noise_bound}.")
-        for name in ("batch_size", "gradient_steps", "train_freq", "buffer_size", "n_envs", "n_steps", "threads"):
+        names = ("batch_size", "gradient_steps", "train_freq", "buffer_size", "n_envs", "n_steps", "n_step", "threads")
+        for name in names:
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1. Got {getattr(self, name)}.")
         if self.eval_every < 1 or self.eval_episodes < 0:

@@ -269,6 +269,7 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
             train_freq=config.train_freq,
             gradient_steps=config.gradient_steps,
             gamma=config.gamma,
+            n_steps=config.n_step,
             ent_coef=config.ent_coef if config.ent_coef.startswith("auto") else float(config.ent_coef),
             policy_kwargs=policy_kwargs,
             tensorboard_log=str(out / "tb"),

@@ -378,3 +378,38 @@ def test_the_residual_learns_to_improve_a_weak_base(bases, tmp_path):
     first, last = lines[0]["mean_return"], lines[-1]["mean_return"]
     assert last > first + 0.5 * abs(first), (first, last)  # measured: -16.5 -> -1.9
     assert lines[-1]["success_rate"] >= lines[0]["success_rate"] + 0.5  # measured: 0.0 -> 0.9
+
+
+def test_n_step_returns_use_sb3s_buffer_and_stop_at_each_demo_end(bases, tmp_path):
+    """--n-step 3 with demos: SB3's NStepReplayBuffer; a demo's last step is done, so no return runs past it."""
+    from stable_baselines3.common.buffers import NStepReplayBuffer
+
+    from robot_rl.data.dataset import DemoDataset
+    from robot_rl.rl.demos import add_demos_to_buffer, demo_transitions
+
+    out = tmp_path / "nstep"
+    train_residual(
+        TrainResidual(
+            base=bases["diffusion"], out=out, algo="sac", steps=120, eval_every=120, eval_episodes=1,
+            learning_starts=50, batch_size=16, net=(16, 16), progress=False, threads=1, n_step=3,
+            demos=bases["demos"],
+        )
+    )  # fmt: skip
+    agent, base, _ = load_residual(out)
+    assert agent.n_steps == 3
+    agent.replay_buffer = NStepReplayBuffer(
+        1000, agent.observation_space, agent.action_space, n_steps=3, gamma=0.98, handle_timeout_termination=True
+    )
+    count = add_demos_to_buffer(agent, bases["demos"], base, 0.5)
+    with DemoDataset(bases["demos"]) as ds:
+        lasts = np.concatenate([np.arange(d.num_samples) == d.num_samples - 1 for d in ds if d.success])
+    buffer = agent.replay_buffer
+    assert count == buffer.pos == lasts.size == len(demo_transitions(bases["demos"], base, 0.5))
+    np.testing.assert_array_equal(buffer.dones[:count, 0].astype(bool), lasts)
+    # The 3-step return of a demo's second-to-last step: its reward, then the last step's, then it stops.
+    end = int(np.flatnonzero(lasts)[0])
+    sample = buffer._get_samples(np.array([end - 1]))
+    expected = buffer.rewards[end - 1, 0] + 0.98 * buffer.rewards[end, 0]
+    assert sample.rewards.item() == pytest.approx(expected) and sample.dones.item() == 1.0
+    with pytest.raises(ValueError, match="`n_step` must be >= 1"):
+        TrainResidual(base=bases["diffusion"], out=out, n_step=0)
