@@ -42,9 +42,8 @@ ALPHAS = (0.1, 0.15)
 
 
 def traces(report: dict[str, Any]) -> list[EpisodeTrace]:
-    """The evaluation rollouts of a ``monitor eval`` report."""
-    drop = ("condition", "first_alarm_step")
-    return [EpisodeTrace.from_json({k: v for k, v in e.items() if k not in drop}) for e in report["per_episode"]]
+    """The evaluation rollouts of a ``monitor eval`` report (``from_json`` skips its extra keys)."""
+    return [EpisodeTrace.from_json(e) for e in report["per_episode"]]
 
 
 def replay(policy: Path, rollouts: list[EpisodeTrace], alpha: float) -> dict[str, Any]:

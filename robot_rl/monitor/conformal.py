@@ -137,15 +137,14 @@ def exceeds(windowed: Mapping[str, np.ndarray | float], thresholds: Mapping[str,
     """
     if rule not in RULES:
         raise ValueError(f"`rule` must be one of {list(RULES)}. Got {rule!r}.")
-    present = [np.asarray(windowed[name], dtype=np.float64) for name in SIGNALS if name in windowed]
-    shape = present[0].shape if present else ()
     over = {}
     for name in SIGNALS:
-        if name not in windowed:
-            over[name] = np.zeros(shape, dtype=bool)
-            continue
-        value = np.asarray(windowed[name], dtype=np.float64)
-        over[name] = ~np.isfinite(value) | (value > thresholds.get(name, math.inf))
+        if name in windowed:
+            value = np.asarray(windowed[name], dtype=np.float64)
+            over[name] = ~np.isfinite(value) | (value > thresholds.get(name, math.inf))
+    shape = next(iter(over.values())).shape if over else ()
+    for name in SIGNALS:
+        over.setdefault(name, np.zeros(shape, dtype=bool))
     if rule == "both":
         return over["rnd"] & over["entropy"]
     if rule == "either":
