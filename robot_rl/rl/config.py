@@ -78,6 +78,8 @@ class TrainResidual:
     actor_warmup: int = 10_000
     """sac/dsrl: env steps after ``learning_starts`` during which only the critic learns (the actor stays at its
     near-zero start), so the first actor updates follow a critic that has seen the base's returns (ResiP)."""
+    critic_layer_norm: bool = False
+    """sac/dsrl: LayerNorm after each hidden layer of the critics (ResFiT's critic); the actor is unchanged."""
     net: tuple[int, ...] = (256, 256)
     """Actor and critic hidden layers."""
     n_envs: int = 8

@@ -259,8 +259,11 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
             device="cpu",
         )
     else:
+        from robot_rl.rl.sac_policy import ResidualSACPolicy
+
+        policy_kwargs["critic_layer_norm"] = config.critic_layer_norm
         model = SAC(
-            "MlpPolicy",
+            ResidualSACPolicy,
             make_env(config, base, env_id),
             learning_rate=config.learning_rate,
             buffer_size=config.buffer_size,

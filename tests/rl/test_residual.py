@@ -413,3 +413,34 @@ def test_n_step_returns_use_sb3s_buffer_and_stop_at_each_demo_end(bases, tmp_pat
     assert sample.rewards.item() == pytest.approx(expected) and sample.dones.item() == 1.0
     with pytest.raises(ValueError, match="`n_step` must be >= 1"):
         TrainResidual(base=bases["diffusion"], out=out, n_step=0)
+
+
+def test_critic_layer_norm_puts_layernorm_in_the_critics_only_and_survives_save_and_load(bases, tmp_path):
+    """--critic-layer-norm: Linear -> LayerNorm -> ReLU in both Q-networks and their targets; the actor is SB3's."""
+    import torch
+    from torch import nn
+
+    plain, normed = tmp_path / "plain", tmp_path / "normed"
+    for out, flag in ((plain, False), (normed, True)):
+        train_residual(
+            TrainResidual(
+                base=bases["diffusion"], out=out, algo="sac", steps=80, eval_every=80, eval_episodes=1,
+                learning_starts=40, batch_size=16, net=(16, 16), progress=False, threads=1, critic_layer_norm=flag,
+            )
+        )  # fmt: skip
+    a, _, _ = load_residual(plain)
+    b, _, config = load_residual(normed)
+    assert config["options"]["critic_layer_norm"] is True and b.policy.critic_layer_norm is True
+    for critic in (b.critic, b.critic_target):
+        for q in critic.q_networks:
+            kinds = [type(m) for m in q]
+            assert kinds == [nn.Linear, nn.LayerNorm, nn.ReLU, nn.Linear, nn.LayerNorm, nn.ReLU, nn.Linear]
+    assert not any(isinstance(m, nn.LayerNorm) for m in a.critic.modules())
+    assert not any(isinstance(m, nn.LayerNorm) for m in b.actor.modules())
+    # The critic optimizer trains every critic parameter, the LayerNorm gains included.
+    params = {id(p) for group in b.critic.optimizer.param_groups for p in group["params"]}
+    assert params == {id(p) for p in b.critic.parameters()}
+    assert [p.shape for p in a.actor.parameters()] == [p.shape for p in b.actor.parameters()]
+    features = torch.zeros((3, *b.observation_space.shape))
+    actions = torch.zeros((3, *b.action_space.shape))
+    assert all(q.shape == (3, 1) for q in b.critic(features, actions))
