@@ -45,6 +45,7 @@ class ResidualSACPolicy(SACPolicy):
         super().__init__(*args, **kwargs)
 
     def make_critic(self, features_extractor: Any = None) -> ContinuousCritic:
+        """The critics: stable-baselines3's, or :class:`LayerNormCritic` with ``critic_layer_norm``."""
         if not self.critic_layer_norm:
             return super().make_critic(features_extractor)
         critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
