@@ -10,7 +10,7 @@ Every detector is evaluated on the same rollouts:
 
 1. nominal rollouts on three fresh seed blocks (3000000..., 6000000..., 9000000...), with the thresholds
    of two calibrations (the policy folder's own, 50 episodes, and a copy recalibrated on 200), each
-   replayed at alpha 0.1 and 0.15;
+   replayed at alpha 0.05 to 0.25;
 2. ``robot-rl monitor eval`` over every condition (nominal and shifted) with the folder's calibration.
 
     python bench/probe_monitor_progress.py --out bench/results/monitor_progress.md
@@ -38,7 +38,7 @@ from robot_rl.monitor.metrics import detector_metrics, first_alarm_steps
 from robot_rl.monitor.rollouts import EpisodeTrace
 
 SEED_BLOCKS = (3_000_000, 6_000_000, 9_000_000)
-ALPHAS = (0.1, 0.15)
+ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.25)
 
 
 def traces(report: dict[str, Any]) -> list[EpisodeTrace]:
@@ -92,7 +92,9 @@ def main() -> None:
             results["calibrations"][label] = {
                 "successful_calibration_rollouts": calibration.n_successful,
                 "pooled": {f"alpha {a}": replay(policy, pooled, a) for a in ALPHAS},
-                "per_block": {f"{seed}": replay(policy, blocks[seed], 0.1) for seed in SEED_BLOCKS},
+                "per_block": {
+                    f"alpha {a}, block {seed}": replay(policy, blocks[seed], a) for a in ALPHAS for seed in SEED_BLOCKS
+                },
             }
             print(f"{label}: done ({time.perf_counter() - start:.0f} s)", flush=True)
         results["evaluation"] = {"rollouts": len(pooled), "successes": int(sum(t.success for t in pooled))}
@@ -143,8 +145,8 @@ def markdown(results: dict[str, Any], args: argparse.Namespace, wall: float) -> 
         lines += ["| alpha " + header, "|---|" + "---|" * len(LEARNED)]
         for key, m in r["pooled"].items():
             lines.append(f"| {key.split()[1]} (pooled) | " + " | ".join(cell(m[d]) for d in LEARNED) + " |")
-        for seed, m in r["per_block"].items():
-            lines.append(f"| 0.1, block {seed} | " + " | ".join(cell(m[d]) for d in LEARNED) + " |")
+        for key, m in r["per_block"].items():
+            lines.append(f"| {key.split(maxsplit=1)[1]} | " + " | ".join(cell(m[d]) for d in LEARNED) + " |")
         lines.append("")
     lines += ["## 2. Nominal and shifted conditions (the folder's calibration, alpha from it)", ""]
     body = results["conditions_report"].split("\n", 2)[2]  # without the report's title
