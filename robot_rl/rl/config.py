@@ -78,6 +78,8 @@ class TrainResidual:
     actor_warmup: int = 10_000
     """sac/dsrl: env steps after ``learning_starts`` during which only the critic learns (the actor stays at its
     near-zero start), so the first actor updates follow a critic that has seen the base's returns (ResiP)."""
+    actor_lr_scale: float = 1.0
+    """sac/dsrl: the actor's learning rate as a multiple of ``learning_rate`` (the critic's), in (0, 1]."""
     critic_layer_norm: bool = False
     """sac/dsrl: LayerNorm after each hidden layer of the critics (ResFiT's critic); the actor is unchanged."""
     net: tuple[int, ...] = (256, 256)
@@ -114,6 +116,8 @@ class TrainResidual:
         values = tuple(float(v) for v in self.scale)
         check_scale(values)
         object.__setattr__(self, "scale", values)
+        if not 0.0 < self.actor_lr_scale <= 1.0:
+            raise ValueError(f"`actor_lr_scale` must be in (0, 1]. Got {self.actor_lr_scale}.")
         if self.actor_warmup < 0:
             raise ValueError(f"`actor_warmup` must be >= 0. Got {self.actor_warmup}.")
         if self.ent_coef != "auto" and not self.ent_coef.startswith("auto_"):

@@ -1,4 +1,4 @@
-"""stable-baselines3's SAC policy with an optional LayerNorm in the critics (ResFiT's critic).
+"""stable-baselines3's SAC with an optional LayerNorm in the critics (ResFiT's critic) and a slower actor.
 
 stable-baselines3 builds its Q-networks with plain ``Linear -> ReLU`` layers; ``create_mlp`` already
 takes ``post_linear_modules`` but ``ContinuousCritic`` does not pass them on. This subclass rebuilds
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stable_baselines3 import SAC
 from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import create_mlp
@@ -55,3 +56,21 @@ class ResidualSACPolicy(SACPolicy):
         data = super()._get_constructor_parameters()
         data["critic_layer_norm"] = self.critic_layer_norm
         return data
+
+
+class ResidualSAC(SAC):
+    """stable-baselines3's SAC whose actor learns at ``actor_lr_scale`` times the critic's learning rate.
+
+    SAC sets every optimizer to the same rate before each round of updates; this scales the actor's
+    after that. The saved agent is a plain SAC agent (``SAC.load`` reads it).
+    """
+
+    def __init__(self, *args: Any, actor_lr_scale: float = 1.0, **kwargs: Any) -> None:
+        self.actor_lr_scale = actor_lr_scale
+        super().__init__(*args, **kwargs)
+
+    def _update_learning_rate(self, optimizers: Any) -> None:
+        super()._update_learning_rate(optimizers)
+        if self.actor_lr_scale != 1.0:
+            for group in self.actor.optimizer.param_groups:
+                group["lr"] = self.lr_schedule(self._current_progress_remaining) * self.actor_lr_scale

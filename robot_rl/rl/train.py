@@ -207,7 +207,7 @@ def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_
 def train_residual(config: TrainResidual) -> dict[str, Any]:
     """Train a residual (or noise-space) agent on a frozen base; returns the last evaluation."""
     import torch
-    from stable_baselines3 import PPO, SAC
+    from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     torch.set_num_threads(config.threads)
@@ -259,12 +259,13 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
             device="cpu",
         )
     else:
-        from robot_rl.rl.sac_policy import ResidualSACPolicy
+        from robot_rl.rl.sac_policy import ResidualSAC, ResidualSACPolicy
 
         policy_kwargs["critic_layer_norm"] = config.critic_layer_norm
-        model = SAC(
+        model = ResidualSAC(
             ResidualSACPolicy,
             make_env(config, base, env_id),
+            actor_lr_scale=config.actor_lr_scale,
             learning_rate=config.learning_rate,
             buffer_size=config.buffer_size,
             learning_starts=config.learning_starts,

@@ -415,8 +415,9 @@ def test_n_step_returns_use_sb3s_buffer_and_stop_at_each_demo_end(bases, tmp_pat
         TrainResidual(base=bases["diffusion"], out=out, n_step=0)
 
 
-def test_critic_layer_norm_puts_layernorm_in_the_critics_only_and_survives_save_and_load(bases, tmp_path):
-    """--critic-layer-norm: Linear -> LayerNorm -> ReLU in both Q-networks and their targets; the actor is SB3's."""
+def test_critic_layer_norm_and_actor_lr_scale_survive_save_and_load(bases, tmp_path):
+    """--critic-layer-norm: Linear -> LayerNorm -> ReLU in both Q-networks and their targets, the actor SB3's;
+    --actor-lr-scale: the actor's Adam runs at that multiple of the critic's rate."""
     import torch
     from torch import nn
 
@@ -426,6 +427,7 @@ def test_critic_layer_norm_puts_layernorm_in_the_critics_only_and_survives_save_
             TrainResidual(
                 base=bases["diffusion"], out=out, algo="sac", steps=80, eval_every=80, eval_episodes=1,
                 learning_starts=40, batch_size=16, net=(16, 16), progress=False, threads=1, critic_layer_norm=flag,
+                actor_lr_scale=0.1 if flag else 1.0,
             )
         )  # fmt: skip
     a, _, _ = load_residual(plain)
@@ -444,3 +446,9 @@ def test_critic_layer_norm_puts_layernorm_in_the_critics_only_and_survives_save_
     features = torch.zeros((3, *b.observation_space.shape))
     actions = torch.zeros((3, *b.action_space.shape))
     assert all(q.shape == (3, 1) for q in b.critic(features, actions))
+    assert a.actor.optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)
+    assert b.actor.optimizer.param_groups[0]["lr"] == pytest.approx(3e-5)
+    assert b.critic.optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"`actor_lr_scale` must be in \(0, 1\]"):
+            TrainResidual(base=bases["diffusion"], out=tmp_path / "bad", actor_lr_scale=bad)
