@@ -1,21 +1,26 @@
 """Probe: does a goal-progress score catch the PandaPush failures FIPER misses, and how early?
 
-FIPER's two signals (RND, chunk entropy) detect about 0.73 of the nominal PandaPush failures at
+FIPER's two signals (RND, chunk entropy) detect about 0.7 of the nominal PandaPush failures at
 alpha 0.1 (bench/results/monitor_settings.md). Most of the rest are near misses: the policy pushes
 the object to 6-10 cm from the goal and stops, in familiar states, without hesitation. The progress
 score (robot_rl/monitor/progress.py) compares each chunk's goal distance with the successful
-calibration rollouts' at the same chunk index.
+calibration rollouts' at the same chunk index. Two ways to combine it with FIPER's rule are
+measured: ``fiper_progress`` (one jointly calibrated level) and ``fiper_progress_split`` (alpha
+split: FIPER's rule at (1 - share) alpha, goal progress at share alpha).
 
 Every detector is evaluated on the same rollouts:
 
-1. nominal rollouts on three fresh seed blocks (3000000..., 6000000..., 9000000...), with the thresholds
-   of two calibrations (the policy folder's own, 50 episodes, and a copy recalibrated on 200), each
+1. nominal rollouts on five fresh seed blocks: three *development* blocks (3000000..., 6000000...,
+   9000000...), on which the split's share was chosen, and two *confirmation* blocks (12000000...,
+   15000000...) run after the choice; with the thresholds of two calibrations (the policy folder's
+   own, and a copy recalibrated on 50 episodes: the first 50 of the folder's 200 seeds), each
    replayed at alpha 0.05 to 0.25;
-2. ``robot-rl monitor eval`` over every condition (nominal and shifted) with the folder's calibration.
+2. the split's share swept from 0.1 to 0.5 on both sets of blocks (the folder's calibration);
+3. ``robot-rl monitor eval`` over every condition (nominal and shifted) with the folder's calibration.
 
     python bench/probe_monitor_progress.py --out bench/results/monitor_progress.md
 
-About 2 minutes on this project's 2-core CPU machine. The runs go to a temporary folder.
+About 5 minutes on this project's 2-core CPU machine. The runs go to a temporary folder.
 """
 
 from __future__ import annotations
@@ -31,14 +36,18 @@ from typing import Any
 
 from robot_rl.monitor.calibrate import calibrate
 from robot_rl.monitor.config import MonitorCalibrate, MonitorEval
-from robot_rl.monitor.conformal import calibrate_detectors
+from robot_rl.monitor.conformal import DEFAULT_PROGRESS_SHARE, calibrate_detectors
 from robot_rl.monitor.evaluate import DETECTOR_LABELS, LEARNED, evaluate_monitor, format_report
 from robot_rl.monitor.failure_monitor import read_calibration
 from robot_rl.monitor.metrics import detector_metrics, first_alarm_steps
 from robot_rl.monitor.rollouts import EpisodeTrace
 
-SEED_BLOCKS = (3_000_000, 6_000_000, 9_000_000)
+DEVELOPMENT = (3_000_000, 6_000_000, 9_000_000)
+CONFIRMATION = (12_000_000, 15_000_000)
+SEED_BLOCKS = DEVELOPMENT + CONFIRMATION
 ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.25)
+SHARES = (0.1, 0.2, 0.3, 0.4, 0.5)
+SWEEP_ALPHAS = (0.1, 0.15, 0.2)
 
 
 def traces(report: dict[str, Any]) -> list[EpisodeTrace]:
@@ -46,12 +55,15 @@ def traces(report: dict[str, Any]) -> list[EpisodeTrace]:
     return [EpisodeTrace.from_json(e) for e in report["per_episode"]]
 
 
-def replay(policy: Path, rollouts: list[EpisodeTrace], alpha: float) -> dict[str, Any]:
-    """Every learned detector's metrics over ``rollouts``, thresholds recomputed at ``alpha``."""
+def replay(
+    policy: Path, rollouts: list[EpisodeTrace], alpha: float, share: float = DEFAULT_PROGRESS_SHARE
+) -> dict[str, Any]:
+    """Every learned detector's metrics over ``rollouts``, thresholds recomputed at ``alpha`` (and ``share``)."""
     calibration = read_calibration(policy)
     window = calibration.settings.window
     stored = [EpisodeTrace.from_json(e) for e in calibration.extra["episodes"]]
-    thresholds = calibrate_detectors([t.scores(calibration.progress) for t in stored if t.success], alpha, window)
+    successes = [t.scores(calibration.progress) for t in stored if t.success]
+    thresholds = calibrate_detectors(successes, alpha, window, share)
     alarms = [first_alarm_steps(t, thresholds, window, calibration.progress) for t in rollouts]
     metrics = detector_metrics(rollouts, alarms)["detectors"]
     return {d: metrics[d] for d in LEARNED}
@@ -68,46 +80,59 @@ def main() -> None:
         hint = f"run `robot-rl monitor calibrate --policy {args.policy}` first"
         raise SystemExit(f"{args.policy}: its calibration has no goal-progress envelope; {hint}.")
     start = time.perf_counter()
-    results: dict[str, Any] = {"calibrations": {}}
+    results: dict[str, Any] = {"calibrations": {}, "sweep": {}}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        shipped = root / "shipped"
-        shutil.copytree(args.policy, shipped)
-        more = root / "cal200"
-        shutil.copytree(args.policy, more, ignore=shutil.ignore_patterns("monitor"))
+        folder = root / "folder"
+        shutil.copytree(args.policy, folder)
+        fewer = root / "cal50"
+        shutil.copytree(args.policy, fewer, ignore=shutil.ignore_patterns("monitor"))
         settings = read_calibration(args.policy)
-        config = MonitorCalibrate(policy=more, episodes=200, window=settings.settings.window, progress=False)
+        config = MonitorCalibrate(policy=fewer, episodes=50, window=settings.settings.window, progress=False)
         calibrate(dataclasses.replace(config, data=Path(settings.extra["data"]["path"])), log=lambda _: None)
         blocks: dict[int, list[EpisodeTrace]] = {}
         for seed in SEED_BLOCKS:
             report = evaluate_monitor(
-                MonitorEval(policy=shipped, episodes=args.episodes, conditions=("nominal",), seed=seed,
+                MonitorEval(policy=folder, episodes=args.episodes, conditions=("nominal",), seed=seed,
                             out=root / f"eval_{seed}", progress=False),
                 log=lambda _: None,
             )  # fmt: skip
             blocks[seed] = traces(report)
-        pooled = [t for seed in SEED_BLOCKS for t in blocks[seed]]
-        for label, policy in (("folder's calibration (50 episodes)", shipped), ("200 calibration episodes", more)):
+            print(f"block {seed}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+        sets = {
+            "development": [t for seed in DEVELOPMENT for t in blocks[seed]],
+            "confirmation": [t for seed in CONFIRMATION for t in blocks[seed]],
+        }
+        for label, policy in ((f"folder's calibration ({len(settings.seeds)} episodes)", folder),
+                              ("50 calibration episodes", fewer)):  # fmt: skip
             calibration = read_calibration(policy)
             results["calibrations"][label] = {
                 "successful_calibration_rollouts": calibration.n_successful,
-                "pooled": {f"alpha {a}": replay(policy, pooled, a) for a in ALPHAS},
+                "pooled": {f"alpha {a}, {name}": replay(policy, ts, a) for a in ALPHAS for name, ts in sets.items()},
                 "per_block": {
                     f"alpha {a}, block {seed}": replay(policy, blocks[seed], a) for a in ALPHAS for seed in SEED_BLOCKS
                 },
             }
             print(f"{label}: done ({time.perf_counter() - start:.0f} s)", flush=True)
-        results["evaluation"] = {"rollouts": len(pooled), "successes": int(sum(t.success for t in pooled))}
+        results["sweep"] = {
+            f"alpha {a}, share {share}, {name}": replay(folder, ts, a, share)["fiper_progress_split"]
+            for a in SWEEP_ALPHAS
+            for share in SHARES
+            for name, ts in sets.items()
+        }
+        results["evaluation"] = {
+            name: {"rollouts": len(ts), "successes": int(sum(t.success for t in ts))} for name, ts in sets.items()
+        }
         command = (
             f"robot-rl monitor eval --policy {args.policy} --episodes {args.condition_episodes} "
             f"--out out/monitor_eval_progress"
         )
         report = evaluate_monitor(
-            MonitorEval(policy=shipped, episodes=args.condition_episodes, out=root / "conditions", progress=False),
+            MonitorEval(policy=folder, episodes=args.condition_episodes, out=root / "conditions", progress=False),
             log=lambda _: None,
             command=command,
         )
-        results["conditions_report"] = format_report(report).replace(str(shipped), str(args.policy))
+        results["conditions_report"] = format_report(report).replace(str(folder), str(args.policy))
         every = {**report["conditions"], **report["pooled"]}
         results["conditions"] = {name: {d: m["detectors"][d] for d in LEARNED} for name, m in every.items()}
     wall = time.perf_counter() - start
@@ -126,6 +151,7 @@ def markdown(results: dict[str, Any], args: argparse.Namespace, wall: float) -> 
 
     evaluation = results["evaluation"]
     header = "| " + " | ".join(DETECTOR_LABELS[d] for d in LEARNED) + " |"
+    dev, conf = evaluation["development"], evaluation["confirmation"]
     lines = [
         "# Goal progress as a failure signal on PandaPush",
         "",
@@ -136,19 +162,37 @@ def markdown(results: dict[str, Any], args: argparse.Namespace, wall: float) -> 
         "[s] (failure time: the end of the timed-out 2 s episode). Targets (issue 8): false alarms at most "
         "alpha + 0.05, detection at least 0.80, median lead at least 1 s.",
         "",
-        f"## 1. Nominal rollouts on fresh seeds ({evaluation['rollouts']}: {args.episodes} on each of "
-        f"{', '.join(str(s) for s in SEED_BLOCKS)}; {evaluation['successes']} succeeded)",
+        f"## 1. Nominal rollouts on fresh seeds ({args.episodes} per block)",
+        "",
+        f"Development blocks {', '.join(str(s) for s in DEVELOPMENT)} ({dev['rollouts']} rollouts, {dev['successes']} "
+        f"succeeded): `fiper_progress_split`'s share of alpha for goal progress (0.3) was chosen on them. "
+        f"Confirmation blocks {', '.join(str(s) for s in CONFIRMATION)} ({conf['rollouts']} rollouts, "
+        f"{conf['successes']} succeeded): first run after that choice.",
         "",
     ]
     for label, r in results["calibrations"].items():
         lines += [f"### {label}: {r['successful_calibration_rollouts']} successful calibration rollouts", ""]
         lines += ["| alpha " + header, "|---|" + "---|" * len(LEARNED)]
         for key, m in r["pooled"].items():
-            lines.append(f"| {key.split()[1]} (pooled) | " + " | ".join(cell(m[d]) for d in LEARNED) + " |")
+            lines.append(
+                f"| {key.split()[1]} {key.split()[2]} (pooled) | " + " | ".join(cell(m[d]) for d in LEARNED) + " |"
+            )
         for key, m in r["per_block"].items():
             lines.append(f"| {key.split(maxsplit=1)[1]} | " + " | ".join(cell(m[d]) for d in LEARNED) + " |")
         lines.append("")
-    lines += ["## 2. Nominal and shifted conditions (the folder's calibration, alpha from it)", ""]
+    lines += [
+        "## 2. `fiper_progress_split`: goal progress's share of alpha (the folder's calibration)",
+        "",
+        "| alpha | share | development blocks | confirmation blocks |",
+        "|---|---|---|---|",
+    ]
+    for a in SWEEP_ALPHAS:
+        for share in SHARES:
+            dev_m = results["sweep"][f"alpha {a}, share {share}, development"]
+            conf_m = results["sweep"][f"alpha {a}, share {share}, confirmation"]
+            lines.append(f"| {a} | {share} | {cell(dev_m)} | {cell(conf_m)} |")
+    lines.append("")
+    lines += ["## 3. Nominal and shifted conditions (the folder's calibration, alpha from it)", ""]
     body = results["conditions_report"].split("\n", 2)[2]  # without the report's title
     lines += [body]
     return "\n".join(lines).rstrip() + "\n"

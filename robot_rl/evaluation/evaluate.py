@@ -87,7 +87,8 @@ class EvalConfig:
     files the eval runs with the monitor off and says so."""
     monitor_detector: str = "fiper"
     """Which calibrated detector raises the alarm: ``fiper`` (RND and entropy, jointly calibrated), ``fiper_marginal``,
-    ``rnd``, ``entropy``, ``progress`` (goal progress, goal tasks) or ``fiper_progress`` (FIPER or goal progress)."""
+    ``rnd``, ``entropy``, ``progress`` (goal progress, goal tasks), ``fiper_progress`` (FIPER or goal progress) or
+    ``fiper_progress_split`` (the same, alpha split between the two: on PandaPush the one that meets the targets)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:

@@ -147,6 +147,7 @@ def calibrate(config: MonitorCalibrate, log: Any = print) -> Calibration:
         config.samples,
         tuple(active_action_dims(meta)),
         reuse_policy_chunk=config.reuse_policy_chunk,
+        progress_share=config.progress_share,
     )
     monitor = FailureMonitor(policy, rnd, embedding, settings)
     env = make(env_id)
@@ -165,7 +166,9 @@ def calibrate(config: MonitorCalibrate, log: Any = print) -> Calibration:
     envelope = None
     if all(t.goal_distance for t in successes):
         envelope = ProgressEnvelope.fit([t.goal_distance for t in successes])
-    thresholds = calibrate_detectors([t.scores(envelope) for t in successes], config.alpha, config.window)
+    thresholds = calibrate_detectors(
+        [t.scores(envelope) for t in successes], config.alpha, config.window, config.progress_share
+    )
     calibration = Calibration(
         settings=settings,
         alpha=config.alpha,
@@ -185,6 +188,10 @@ def calibrate(config: MonitorCalibrate, log: Any = print) -> Calibration:
                 "entropy": "entropy alone at alpha",
                 "progress": "goal progress alone at alpha (goal tasks)",
                 "fiper_progress": "FIPER's rule or goal progress, calibrated jointly at alpha (goal tasks)",
+                "fiper_progress_split": (
+                    f"FIPER's rule at {1 - config.progress_share:g} alpha or goal progress at "
+                    f"{config.progress_share:g} alpha (goal tasks)"
+                ),
             },
             "rnd": rnd.info,
             "data": {

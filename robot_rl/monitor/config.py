@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from robot_rl.monitor.conformal import DEFAULT_PROGRESS_SHARE
+
 CALIBRATION_SEED = 2_000_000
 """Default first calibration seed: above the demos' (``robot-rl collect``) and the eval cards' (1000000...)."""
 MONITOR_EVAL_SEED = 3_000_000
@@ -43,6 +45,8 @@ class MonitorCalibrate:
     """Count the chunk the controller just computed for the history as one of the K (the monitor's ONNX call
     then draws K - 1): a draw from the same distribution, so the same statistic for less latency
     (bench/results/monitor.md). ``--no-reuse-policy-chunk`` draws all K."""
+    progress_share: float = DEFAULT_PROGRESS_SHARE
+    """fiper_progress_split: goal progress's share of alpha, in (0, 1); FIPER's rule gets the rest."""
     seed: int = CALIBRATION_SEED
     """First calibration seed (episode k uses seed + k); must avoid the demos' seeds."""
     data: Path | None = None

@@ -26,11 +26,12 @@ DETECTOR_LABELS = {
     "entropy": "entropy alone",
     "progress": "goal progress alone",
     "fiper_progress": "FIPER or goal progress (joint)",
+    "fiper_progress_split": "FIPER or goal progress (split alpha)",
     "nonfinite_obs": "NaN/inf observation",
     "limit_hit": "limit-hit rate",
     "tracking": "tracking error",
 }
-LEARNED = ("fiper", "fiper_marginal", "rnd", "entropy", "progress", "fiper_progress")
+LEARNED = ("fiper", "fiper_marginal", "rnd", "entropy", "progress", "fiper_progress", "fiper_progress_split")
 
 
 def evaluate_monitor(config: MonitorEval, log: Any = print, command: str | None = None) -> dict[str, Any]:
@@ -71,13 +72,19 @@ def evaluate_monitor(config: MonitorEval, log: Any = print, command: str | None 
         raise ValueError(f"--conditions: unknown {unknown or 'none given'}; {env_id} has {', '.join(available)}.")
     alpha = config.alpha if config.alpha is not None else calibration.alpha
     window = config.window if config.window is not None else calibration.settings.window
-    if (alpha, window) == (calibration.alpha, calibration.settings.window):
+    complete = set(LEARNED) <= set(calibration.calibrated_detectors)
+    if (alpha, window) == (calibration.alpha, calibration.settings.window) and complete:
         thresholds = calibration.thresholds
-    else:
+    else:  # another alpha or window, or a calibration older than some detector: from the stored rollouts
         stored = [EpisodeTrace.from_json(e) for e in calibration.extra.get("episodes", [])]
         if not stored:
             raise ValueError("the calibration stores no rollout scores; re-run `robot-rl monitor calibrate`.")
-        thresholds = calibrate_detectors([t.scores(calibration.progress) for t in stored if t.success], alpha, window)
+        thresholds = calibrate_detectors(
+            [t.scores(calibration.progress) for t in stored if t.success],
+            alpha,
+            window,
+            calibration.settings.progress_share,
+        )
 
     index = {name: list(available).index(name) for name in names}
     seeds = {

@@ -15,7 +15,8 @@ Each score is averaged over the last ``window`` chunks and compared with its con
 exceed. The decision holds until the next chunk. Every chunk's scores go to :attr:`trace`.
 The calibration holds thresholds for several detectors (``fiper``: the ``both`` rule, jointly
 calibrated, the default; ``fiper_marginal``; ``rnd``; ``entropy``; ``progress``; ``fiper_progress``:
-FIPER's rule or the progress score, jointly calibrated); :meth:`FailureMonitor.load` picks one.
+FIPER's rule or the progress score, jointly calibrated; ``fiper_progress_split``: the same rule with
+alpha split between its two parts); :meth:`FailureMonitor.load` picks one.
 
 A policy folder's monitor files (written by ``robot-rl monitor calibrate``)::
 
@@ -39,7 +40,16 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.monitor.conformal import DETECTORS, RULES, SIGNALS, Rule, WindowedScore, exceeds
+from robot_rl.monitor.conformal import (
+    DEFAULT_PROGRESS_SHARE,
+    DETECTORS,
+    RULES,
+    SIGNALS,
+    Rule,
+    WindowedScore,
+    check_progress_share,
+    exceeds,
+)
 from robot_rl.monitor.embedding import ObsEmbedding
 from robot_rl.monitor.entropy import DEFAULT_EPS, chunk_entropy, sample_chunks
 from robot_rl.monitor.progress import ProgressEnvelope, goal_distance
@@ -72,8 +82,11 @@ class MonitorSettings:
     """Count the chunk the controller just took up (computed from the same history under the controller's
     noise: another sample of the same distribution) as one of the K, and draw only K - 1: a batch of K - 1
     in the monitor's ONNX call. Under prefetch that chunk comes from the history ``lead`` steps earlier."""
+    progress_share: float = DEFAULT_PROGRESS_SHARE
+    """``fiper_progress_split``: goal progress's share of alpha (FIPER's rule gets the rest)."""
 
     def __post_init__(self) -> None:
+        check_progress_share(self.progress_share)
         if self.window < 1:
             raise ValueError(f"`window` must be >= 1. Got {self.window}.")
         if self.samples < 2:
@@ -103,10 +116,14 @@ class Calibration:
     calibrations written before it existed have none)."""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Everything else written (episode scores, RND training summary, versions, data)."""
+    calibrated_detectors: tuple[str, ...] = tuple(DETECTORS)
+    """The detectors the file has thresholds for (one written by an older robot_rl lacks the newer ones; the
+    missing ones read as ``inf`` in :attr:`thresholds` and :meth:`FailureMonitor.load` refuses them)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form (infinite thresholds as the string ``inf``)."""
         value = dataclasses.asdict(self)
+        del value["calibrated_detectors"]
         dims = self.settings.entropy_dims
         value["settings"]["entropy_dims"] = None if dims is None else list(dims)
         value["progress"] = None if self.progress is None else self.progress.to_json()
@@ -137,6 +154,7 @@ class Calibration:
                 entropy_dims=None if dims is None else tuple(int(d) for d in dims),
                 entropy_eps=float(raw.get("entropy_eps", DEFAULT_EPS)),
                 reuse_policy_chunk=bool(raw.get("reuse_policy_chunk", False)),
+                progress_share=float(raw.get("progress_share", DEFAULT_PROGRESS_SHARE)),
             )
             raw_thresholds = value.pop("thresholds")
             # FIPER's two signals are required; the progress detectors (added later) default to never firing.
@@ -146,9 +164,15 @@ class Calibration:
                     float(raw_thresholds[d][k])  # KeyError when missing: malformed
             raw_progress = value.pop("progress", None)
             progress = None if raw_progress is None else ProgressEnvelope.from_json(raw_progress)
-            fields = {f.name for f in dataclasses.fields(cls)} - {"settings", "thresholds", "extra", "progress"}
+            fields = {f.name for f in dataclasses.fields(cls)} - {
+                "settings", "thresholds", "extra", "progress", "calibrated_detectors"
+            }  # fmt: skip
             known = {k: value.pop(k) for k in list(value) if k in fields}
-            return cls(settings=settings, thresholds=thresholds, progress=progress, extra=value, **known)
+            present = tuple(d for d in DETECTORS if d in raw_thresholds)
+            return cls(
+                settings=settings, thresholds=thresholds, progress=progress, extra=value, calibrated_detectors=present,
+                **known,
+            )  # fmt: skip
         except (KeyError, TypeError, ValueError) as err:
             raise MonitorNotCalibratedError(
                 f"{where}: malformed calibration ({err!r}); re-run `robot-rl monitor calibrate`."
@@ -263,7 +287,8 @@ class FailureMonitor:
             policy_dir: The exported policy folder (``policies/NAME``).
             policy: The policy the controller runs (default: a new OnnxPolicy on ``threads`` threads).
             detector: ``fiper`` (both signals, jointly calibrated), ``fiper_marginal``, ``rnd``, ``entropy``,
-                ``progress`` or ``fiper_progress`` (FIPER or goal progress, jointly calibrated).
+                ``progress``, ``fiper_progress`` (FIPER or goal progress, jointly calibrated) or
+                ``fiper_progress_split`` (the same with alpha split between the two).
             seed: Seed of the entropy's sampling noise.
             threads: onnxruntime threads of a policy made here.
 
@@ -291,11 +316,17 @@ class FailureMonitor:
             raise MonitorNotCalibratedError(f"{err} The monitor is off; re-run `robot-rl monitor calibrate`.") from None
         embedding = ObsEmbedding.from_metadata(policy.metadata)
         thresholds = calibration.thresholds[detector]
-        if detector in ("progress", "fiper_progress") and calibration.progress is None:
+        if detector in ("progress", "fiper_progress", "fiper_progress_split") and calibration.progress is None:
             raise MonitorNotCalibratedError(
                 f"{monitor_dir(policy_dir) / CALIBRATION_FILE} has no goal-progress envelope (not a goal task, or "
                 f"calibrated before robot_rl had one); detector {detector!r} is off. Re-run "
                 "`robot-rl monitor calibrate`."
+            )
+        if detector not in calibration.calibrated_detectors:
+            raise MonitorNotCalibratedError(
+                f"{monitor_dir(policy_dir) / CALIBRATION_FILE} has no thresholds for detector {detector!r} (calibrated "
+                f"before robot_rl had it; it has {', '.join(calibration.calibrated_detectors)}); the monitor is off. "
+                "Re-run `robot-rl monitor calibrate`."
             )
         return cls(
             policy, rnd, embedding, calibration.settings, thresholds, DETECTORS[detector], seed, detector,

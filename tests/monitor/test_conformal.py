@@ -14,8 +14,10 @@ from robot_rl.monitor.conformal import (
     first_alarm,
     joint_thresholds,
     min_calibration_size,
+    split_thresholds,
     windowed_mean,
 )
+from robot_rl.monitor.failure_monitor import MonitorSettings
 
 
 class TestConformalThreshold:
@@ -167,6 +169,29 @@ class TestProgressRules:
         fresh = [first_alarm(e, joint, 2, "both_or_progress") is not None for e in self.episodes(2000, 1)]
         assert abs(np.mean(fresh) - alpha) < 0.08
 
+    def test_split_calibration_gives_each_part_its_share_of_alpha(self):
+        alpha, share = 0.2, 0.3
+        episodes = self.episodes(80, 0)
+        split = calibrate_detectors(episodes, alpha, 2, progress_share=share)["fiper_progress_split"]
+        fiper = joint_thresholds(episodes, (1 - share) * alpha, 2, "both")
+        progress = conformal_threshold([episode_statistic(e["progress"], 2) for e in episodes], share * alpha)
+        assert split == {"rnd": fiper["rnd"], "entropy": fiper["entropy"], "progress": progress}
+        assert split_thresholds(episodes, alpha, 2, share) == split
+        # Union bound: each part's false alarms within its level, so the OR within alpha (on fresh episodes too).
+        fresh = self.episodes(4000, 1)
+        both = np.mean([first_alarm(e, split, 2, "both") is not None for e in fresh])
+        alone = np.mean([first_alarm(e, split, 2, "progress") is not None for e in fresh])
+        either = np.mean([first_alarm(e, split, 2, "both_or_progress") is not None for e in fresh])
+        assert abs(both - (1 - share) * alpha) < 0.05 and abs(alone - share * alpha) < 0.03
+        assert max(both, alone) <= either <= both + alone and either <= alpha + 0.03
+
+    @pytest.mark.parametrize("share", [0.0, 1.0, -0.1, 1.5])
+    def test_a_progress_share_outside_0_1_is_refused(self, share):
+        with pytest.raises(ValueError, match=r"`progress_share` .* must be in \(0, 1\). Got"):
+            calibrate_detectors(self.episodes(20, 0), 0.2, 2, progress_share=share)
+        with pytest.raises(ValueError, match="progress_share"):
+            MonitorSettings(progress_share=share)
+
     def test_joint_statistic_by_hand(self):
         # One chunk per episode, window 1: pooled ranks are i / n; progress carries the rule.
         episodes = [{"rnd": [0.0], "entropy": [0.0], "progress": [float(i)]} for i in range(10)]
@@ -186,5 +211,6 @@ class TestProgressRules:
         thresholds = calibrate_detectors(episodes, 0.2, 2)
         assert set(thresholds["progress"].values()) == {math.inf}
         assert set(thresholds["fiper_progress"].values()) == {math.inf}
+        assert set(thresholds["fiper_progress_split"].values()) == {math.inf}
         with pytest.raises(ValueError, match="no \\['progress'\\] scores"):
             joint_thresholds(episodes, 0.2, 2, "both_or_progress")

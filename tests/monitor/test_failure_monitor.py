@@ -21,7 +21,9 @@ from robot_rl.monitor import (
     evaluate_monitor,
     read_calibration,
 )
+from robot_rl.monitor.conformal import DEFAULT_PROGRESS_SHARE, DETECTORS, calibrate_detectors
 from robot_rl.monitor.failure_monitor import CALIBRATION_FILE, MONITOR_DIR, RND_FILE
+from robot_rl.monitor.rollouts import EpisodeTrace
 from robot_rl.runtime import Controller, ControllerConfig, OnnxPolicy
 
 PUSH = Path(__file__).resolve().parents[2] / "policies" / "panda_push_diffusion"
@@ -60,7 +62,10 @@ class TestCalibration:
         assert value["seeds"] == list(range(2_000_000, 2_000_010))
         assert value["n_successful"] == sum(e["success"] for e in value["episodes"]) >= 1
         assert {"numpy", "onnxruntime"} <= set(value["versions"])
-        assert set(value["thresholds"]) == {"fiper", "fiper_marginal", "rnd", "entropy", "progress", "fiper_progress"}
+        assert set(value["thresholds"]) == set(DETECTORS) == {
+            "fiper", "fiper_marginal", "rnd", "entropy", "progress", "fiper_progress", "fiper_progress_split"
+        }  # fmt: skip
+        assert value["settings"]["progress_share"] == DEFAULT_PROGRESS_SHARE
         assert read_calibration(policy_dir) == calibration
         # PandaPush is a goal task: the envelope covers every chunk of the successful rollouts (50 steps / 4).
         envelope = calibration.progress
@@ -84,6 +89,25 @@ class TestCalibration:
         assert FailureMonitor.load(old).progress is None
         with pytest.raises(MonitorNotCalibratedError, match="no goal-progress envelope"):
             FailureMonitor.load(old, detector="progress")
+
+    def test_a_calibration_older_than_a_detector_refuses_it_and_monitor_eval_recomputes_it(self, calibrated, tmp_path):
+        """A calibration.json without fiper_progress_split's thresholds: that detector is refused by name (not
+        silently never firing); the others load; ``monitor eval`` recomputes it from the stored rollouts."""
+        policy_dir, calibration = calibrated
+        old = shutil.copytree(policy_dir, tmp_path / "older")
+        path = old / MONITOR_DIR / CALIBRATION_FILE
+        value = json.loads(path.read_text())
+        del value["thresholds"]["fiper_progress_split"], value["settings"]["progress_share"]
+        path.write_text(json.dumps(value))
+        older = read_calibration(old)
+        assert "fiper_progress_split" not in older.calibrated_detectors
+        assert older.settings.progress_share == DEFAULT_PROGRESS_SHARE
+        assert FailureMonitor.load(old, detector="fiper_progress").rule == "both_or_progress"
+        with pytest.raises(MonitorNotCalibratedError, match="no thresholds for detector 'fiper_progress_split'"):
+            FailureMonitor.load(old, detector="fiper_progress_split")
+        stored = [EpisodeTrace.from_json(e) for e in value["episodes"]]
+        again = calibrate_detectors([t.scores(older.progress) for t in stored if t.success], 0.5, 3)
+        assert again["fiper_progress_split"] == calibration.thresholds["fiper_progress_split"]
 
     def test_missing_data_is_named(self, calibrated, tmp_path):
         policy_dir, _ = calibrated

@@ -62,7 +62,7 @@ class RuntimeConfig:
     """Run the calibrated failure monitor when the policy folder has one."""
     monitor_detector: str = "fiper"
     """The calibrated detector that raises the alarm (``fiper``, ``fiper_marginal``, ``rnd``, ``entropy``,
-    ``progress`` or ``fiper_progress``; see robot_rl.monitor.conformal.DETECTORS)."""
+    ``progress``, ``fiper_progress`` or ``fiper_progress_split``; see robot_rl.monitor.conformal.DETECTORS)."""
     chunk_check: bool = False
     """Also judge each new chunk with the chain's chunk validator (a refused chunk gets the fallback). Off by
     default, as in ``robot-rl eval --safety on``, which runs the chain as the Controller's filter only."""
