@@ -85,11 +85,17 @@ def main() -> None:
         root = Path(tmp)
         folder = root / "folder"
         shutil.copytree(args.policy, folder)
-        fewer = root / "cal50"
-        shutil.copytree(args.policy, fewer, ignore=shutil.ignore_patterns("monitor"))
         settings = read_calibration(args.policy)
-        config = MonitorCalibrate(policy=fewer, episodes=50, window=settings.settings.window, progress=False)
-        calibrate(dataclasses.replace(config, data=Path(settings.extra["data"]["path"])), log=lambda _: None)
+        calibrations = {f"folder's calibration ({len(settings.seeds)} episodes)": folder}
+        data = Path(settings.extra["data"]["path"])
+        if data.is_file():  # the RND trains on the policy's demos (runs/, not in the repository)
+            fewer = root / "cal50"
+            shutil.copytree(args.policy, fewer, ignore=shutil.ignore_patterns("monitor"))
+            config = MonitorCalibrate(policy=fewer, episodes=50, window=settings.settings.window, progress=False)
+            calibrate(dataclasses.replace(config, data=data), log=lambda _: None)
+            calibrations["50 calibration episodes"] = fewer
+        else:
+            print(f"{data} (the policy's demos) is missing: no 50-episode calibration to compare", flush=True)
         blocks: dict[int, list[EpisodeTrace]] = {}
         for seed in SEED_BLOCKS:
             report = evaluate_monitor(
@@ -103,8 +109,7 @@ def main() -> None:
             "development": [t for seed in DEVELOPMENT for t in blocks[seed]],
             "confirmation": [t for seed in CONFIRMATION for t in blocks[seed]],
         }
-        for label, policy in ((f"folder's calibration ({len(settings.seeds)} episodes)", folder),
-                              ("50 calibration episodes", fewer)):  # fmt: skip
+        for label, policy in calibrations.items():
             calibration = read_calibration(policy)
             results["calibrations"][label] = {
                 "successful_calibration_rollouts": calibration.n_successful,
