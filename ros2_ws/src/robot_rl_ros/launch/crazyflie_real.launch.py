@@ -12,15 +12,16 @@ pitch (crazyflies.yaml ``firmware_params``). A goal comes on /cf231/goal (PointS
 
 from __future__ import annotations
 
-from launch import Action, LaunchContext, LaunchDescription
+from typing import Any
+
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode
 from robot_rl_ros.control import hardware_ros_parameters
+from robot_rl_ros.launching import argument_reader, flag, policy_node
 
 
-def _nodes(context: LaunchContext, *args: object, **kwargs: object) -> list[Action]:
-    arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+def _nodes(context: Any, *args: object, **kwargs: object) -> list[Any]:
+    arg = argument_reader(context)
     params = hardware_ros_parameters("crazyflie", arg("hardware_dir"))
     if arg("robot_name"):
         params["robot_name"] = arg("robot_name")
@@ -29,18 +30,9 @@ def _nodes(context: LaunchContext, *args: object, **kwargs: object) -> list[Acti
         policy=arg("policy"),
         hardware_dir=arg("hardware_dir"),
         require_safety=True,
-        autostart=arg("autostart").lower() == "true",
+        autostart=flag(arg("autostart")),
     )
-    return [
-        LifecycleNode(
-            package="robot_rl_ros",
-            executable="policy_node",
-            name="robot_rl_policy",
-            namespace="",
-            output="screen",
-            parameters=[params],
-        )
-    ]
+    return [policy_node(params)]
 
 
 def generate_launch_description() -> LaunchDescription:

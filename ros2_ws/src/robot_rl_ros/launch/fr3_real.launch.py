@@ -11,33 +11,25 @@ a perception node must publish /object_pose and /goal in fr3_link0.
 
 from __future__ import annotations
 
-from launch import Action, LaunchContext, LaunchDescription
+from typing import Any
+
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode
 from robot_rl_ros.control import hardware_ros_parameters
+from robot_rl_ros.launching import argument_reader, flag, policy_node
 
 
-def _nodes(context: LaunchContext, *args: object, **kwargs: object) -> list[Action]:
-    arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+def _nodes(context: Any, *args: object, **kwargs: object) -> list[Any]:
+    arg = argument_reader(context)
     params = hardware_ros_parameters("fr3", arg("hardware_dir"))
     params.update(
         policy=arg("policy"),
         hardware_dir=arg("hardware_dir"),
         require_safety=True,
         command_interface=arg("command_interface") or params["command_interface"],
-        autostart=arg("autostart").lower() == "true",
+        autostart=flag(arg("autostart")),
     )
-    return [
-        LifecycleNode(
-            package="robot_rl_ros",
-            executable="policy_node",
-            name="robot_rl_policy",
-            namespace="",
-            output="screen",
-            parameters=[params],
-        )
-    ]
+    return [policy_node(params)]
 
 
 def generate_launch_description() -> LaunchDescription:

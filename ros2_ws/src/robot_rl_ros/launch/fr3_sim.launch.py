@@ -9,63 +9,27 @@ also records a bag for ``robot-rl data from-bag``.
 
 from __future__ import annotations
 
-from launch import Action, LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode, Node
+from typing import Any
+
 from robot_rl_ros.control import hardware_ros_parameters, resolve_policy_dir
+from robot_rl_ros.launching import argument_reader, flag, sim_launch_description, sim_nodes
 
 
-def _nodes(context: LaunchContext, *args: object, **kwargs: object) -> list[Action]:
+def _nodes(context: Any, *args: object, **kwargs: object) -> list[Any]:
     from robot_rl.export.metadata import read_metadata
 
-    arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    arg = argument_reader(context)
     env_id = read_metadata(resolve_policy_dir(arg("policy"))).env_id
     seed = int(arg("seed"))
     params = hardware_ros_parameters("fr3")
     params.update(
         object_twist_topic="/object_twist", policy=arg("policy"), seed=seed, autostart=True, follow_episodes=True
     )
-    params["require_safety"] = arg("safety").lower() == "true"
-    params["safety"] = params["require_safety"]
-    nodes = [
-        Node(
-            package="robot_rl_ros",
-            executable="sim_bridge",
-            name="sim_bridge",
-            output="screen",
-            parameters=[{"env_id": env_id, "seed": seed, "mode": arg("mode"), "autoreset": True}],
-        ),
-        LifecycleNode(
-            package="robot_rl_ros",
-            executable="policy_node",
-            name="robot_rl_policy",
-            namespace="",
-            output="screen",
-            parameters=[params],
-        ),
-    ]
-    if arg("record"):
-        nodes.append(
-            Node(
-                package="robot_rl_ros",
-                executable="bag_recorder",
-                output="screen",
-                parameters=[{"output": arg("record")}],
-            )  # fmt: skip
-        )
-    return nodes
+    params["require_safety"] = params["safety"] = flag(arg("safety"))
+    bridge = {"env_id": env_id, "seed": seed, "mode": arg("mode"), "autoreset": True}
+    return sim_nodes(bridge, params, arg("record"))
 
 
-def generate_launch_description() -> LaunchDescription:
+def generate_launch_description() -> Any:
     """The sim bridge, the policy node and optionally the recorder."""
-    return LaunchDescription(
-        [
-            DeclareLaunchArgument("policy", default_value="panda_push_diffusion"),
-            DeclareLaunchArgument("seed", default_value="1000000", description="first episode's seed"),
-            DeclareLaunchArgument("mode", default_value="lockstep", description="lockstep or realtime"),
-            DeclareLaunchArgument("safety", default_value="true", description="run the safety chain"),
-            DeclareLaunchArgument("record", default_value="", description="bag folder to record (empty: none)"),
-            OpaqueFunction(function=_nodes),
-        ]
-    )
+    return sim_launch_description("panda_push_diffusion", _nodes)
