@@ -7,8 +7,8 @@ Three parts, in ONE process, onnxruntime on ONE intra-op and ONE inter-op thread
    steps where a new chunk takes effect, replayed over the observations of recorded closed-loop
    episodes; p50 and p99 for K = 2, 4, 8, beside its parts and the policy's own chunk (batch 1).
 2. The CLI's evaluation: ``robot-rl monitor calibrate`` with its defaults (50 rollouts, alpha 0.1,
-   window 3, K 3 with the policy's chunk; writes ``policies/panda_push_diffusion/monitor/``), then
-   ``robot-rl monitor eval``
+   window 3, K 3 with the policy's chunk) on a temporary copy of ``policies/panda_push_diffusion``
+   (the shipped calibration in its ``monitor/`` is left as it is), then ``robot-rl monitor eval``
    with ``--episodes`` rollouts per condition. Its table is the headline.
 3. Sensitivity, offline: a pool of ``--pool`` extra nominal calibration rollouts and the eval rollouts
    are replayed with the histories and 8 sampled chunks recorded at every chunk (the rollouts are the
@@ -38,7 +38,9 @@ os.environ["MKL_NUM_THREADS"] = "1"
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -636,17 +638,22 @@ def run(episodes: int = 100, pool: int = 200, draws: int = 20, out_dir: Path = P
     load_before = os.getloadavg()[0]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    calibration = calibrate(MonitorCalibrate(policy=POLICY, env=ENV, episodes=CALIBRATION_EPISODES, progress=False))
-    print(f"calibrated: {calibration.n_successful} successful of {len(calibration.seeds)}", flush=True)
-    lat = latency(POLICY)
-    print("latency: " + ", ".join(f"{k} p99 {v['p99_ms']:.2f} ms" for k, v in lat.items()), flush=True)
-    command = f"robot-rl monitor eval --policy {POLICY} --env {ENV} --episodes {episodes} --out out/monitor_eval"
-    report = evaluate_monitor(
-        MonitorEval(policy=POLICY, env=ENV, episodes=episodes, out=Path("out/monitor_eval"), progress=False),
-        log=lambda line: print(line, flush=True),
-        command=command,
-    )
-    sens = sensitivity(POLICY, episodes, pool, draws)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Calibrate a copy: the shipped folder's monitor/ (its own calibration) stays as it is.
+        policy = Path(tmp) / POLICY.name
+        shutil.copytree(POLICY, policy, ignore=shutil.ignore_patterns("monitor"))
+        calibration = calibrate(MonitorCalibrate(policy=policy, env=ENV, episodes=CALIBRATION_EPISODES, progress=False))
+        print(f"calibrated: {calibration.n_successful} successful of {len(calibration.seeds)}", flush=True)
+        lat = latency(policy)
+        print("latency: " + ", ".join(f"{k} p99 {v['p99_ms']:.2f} ms" for k, v in lat.items()), flush=True)
+        command = f"robot-rl monitor eval --policy {POLICY} --env {ENV} --episodes {episodes} --out out/monitor_eval"
+        report = evaluate_monitor(
+            MonitorEval(policy=policy, env=ENV, episodes=episodes, out=Path("out/monitor_eval"), progress=False),
+            log=lambda line: print(line, flush=True),
+            command=command,
+        )
+        report["policy"] = str(POLICY)  # the copy's folder is gone after this block
+        sens = sensitivity(policy, episodes, pool, draws)
     misses = [e["final_distance_m"] for e in report["per_episode"] if e["condition"] == "nominal" and not e["success"]]
     near = {"median_m": float(np.median(misses)), "within_10cm": float(np.mean(np.asarray(misses) < 0.1))}
     meta = OnnxPolicy(POLICY).metadata

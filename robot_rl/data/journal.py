@@ -383,7 +383,7 @@ class JournaledFile:
     Args:
         path: The HDF5 file.
         create: Called with a new, writable ``h5py.File`` when ``path`` does not exist yet; the file
-            is written beside ``path`` and renamed into place (atomic).
+            is written beside ``path`` and renamed into place (atomic); missing parent folders are made.
         fsync: fsync the journal at each commit (power-loss safety). Without it a commit still
             survives the process being killed, but not the machine losing power.
 
@@ -398,6 +398,8 @@ class JournaledFile:
         self.fsync = fsync
         if self.path.exists() and not self.path.is_file():
             raise DatasetError(f"{self.path} is a directory; pass a file path such as demos.hdf5.")
+        if create is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # `--out runs/demos.hdf5` on a fresh checkout
         jfd = _lock(self.path, wait_s=LOCK_WAIT_S)
         if jfd is None:
             raise DatasetError(

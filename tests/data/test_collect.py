@@ -150,3 +150,11 @@ def test_each_episode_is_on_disk_before_the_next_one_takes_its_first_step(tmp_pa
     report = collect(PUSH, probe, 3, out, seed=0, progress=False, keep_failed=True)
     assert report["kept"] == 3
     assert probe.on_disk == [0, 1, 2]
+
+
+def test_the_output_folder_is_made_when_missing(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "new" / "demos.hdf5"  # `--out runs/demos.hdf5` on a fresh checkout
+    report = collect(PUSH, "expert", 1, out, seed=0, progress=False, fsync=False)
+    assert report["kept"] == 1
+    with DemoDataset(out) as ds:
+        assert len(ds) == 1
