@@ -276,6 +276,30 @@ def _print_report(report: dict) -> None:
         print(f"training curves: {report['plot']}")
 
 
+def _suite(command: EvalConfig) -> None:
+    """``robot-rl eval --suite NAME``: every family of the suite, the table, the report, the plot and the card."""
+    from robot_rl.evaluation.evaluate import policy_env_id
+    from robot_rl.evaluation.robustness import format_table, load_suite, plot_suite, run_suite, write_report
+
+    env_id = policy_env_id(dataclasses.replace(command, plot=None))
+    suite = load_suite(command.suite, env_id).select(command.families)
+    report = run_suite(command, suite, expert=command.suite_expert)
+    print(
+        f"\n{report['env']}  policy={report['policy']}  suite={report['suite']} ({suite.path.name})  "
+        f"episodes={report['episodes']} per family  seed={report['seed']}  safety={report['safety']}"
+    )
+    print(format_table(report))
+    if command.json is not None:
+        print(f"report: {write_report(report, command.json)}")
+    if command.plot is not None:
+        print(f"plot: {plot_suite(report, command.plot)}")
+    if command.card:
+        from robot_rl.export.metadata import record_robustness
+
+        record_robustness(command.policy, report)
+        print(f"card: {command.policy}/metadata.json (robustness), README.md, robustness.json")
+
+
 def _collect_view(command: Collect) -> tuple[LiveView, Callable[[CollectStatus], None]]:
     """A live view for ``collect`` with a teleop source, and the ``on_step`` callback that draws it.
 
@@ -338,8 +362,11 @@ def run(argv: list[str] | None = None) -> int:
     elif isinstance(command, EvalConfig):
         from robot_rl.evaluation.evaluate import evaluate
 
-        report = evaluate(command)
-        _print_report(report)
+        if command.suite is not None:
+            _suite(command)
+        else:
+            report = evaluate(command)
+            _print_report(report)
         if command.json is not None:
             print(f"report: {command.json}")
     elif isinstance(command, Collect):

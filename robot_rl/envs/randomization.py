@@ -239,8 +239,18 @@ PRESETS: dict[str, DomainRandomization] = {
         obs_noise_std=0.001,
         action_latency_steps=(0, 1),
     ),
+    "wide": DomainRandomization(
+        object_mass_scale=(0.4, 2.8),
+        object_friction_scale=(0.45, 1.6),
+        joint_damping_scale=(0.7, 2.7),
+        actuator_gain_scale=(0.55, 1.4),
+        obs_noise_std=0.004,
+        action_noise_std=0.05,
+        action_latency_steps=(0, 1),
+    ),
 }
-"""Named settings for ``--randomize`` on the Franka tasks: ``nominal`` (off) and ``train``."""
+"""Named settings for ``--randomize`` on the Franka tasks: ``nominal`` (off), ``train`` (moderate) and ``wide``
+(the training randomization of the robust policies: a margin around every family of the robustness suite)."""
 
 QUADROTOR_PRESETS: dict[str, DomainRandomization] = {
     "nominal": DomainRandomization(),
@@ -255,8 +265,20 @@ QUADROTOR_PRESETS: dict[str, DomainRandomization] = {
         action_latency_steps=(0, 1),
         obs_latency_steps=(0, 1),
     ),
+    "wide": DomainRandomization(
+        mass_scale=(0.6, 1.4),
+        inertia_scale=(0.6, 1.4),
+        motor_constant_scale=(0.8, 1.2),
+        motor_lag_scale=(0.7, 2.2),
+        drag_coefficient=(0.0, 0.05),
+        wind_gust_std=0.025,
+        obs_noise_std=0.004,
+        action_latency_steps=(0, 1),
+        obs_latency_steps=(0, 2),
+    ),
 }
-"""Named settings for ``--randomize`` on the quadrotor tasks: mass +-30%, gusts, latency, noise."""
+"""Named settings for ``--randomize`` on the quadrotor tasks: ``nominal``, ``train`` (mass +-30%, gusts, latency,
+noise) and ``wide`` (the training randomization of the robust policies: a margin around the robustness suite)."""
 
 
 def resolve_randomization(

@@ -22,6 +22,7 @@ from robot_rl.evaluation.guard import Guard, load_monitor
 from robot_rl.evaluation.rollout import EPISODE_EXTRAS
 
 if TYPE_CHECKING:
+    from robot_rl.envs.randomization import DomainRandomization
     from robot_rl.export.metadata import PolicyMetadata
     from robot_rl.teleop.base import Teleoperator
 
@@ -85,6 +86,17 @@ class EvalConfig:
     """``on``: an exported policy's failure monitor (``robot-rl monitor calibrate``) watches every chunk; the report
     counts episodes with an alarm (``monitor_alarms``) and each episode's first alarm step. Without calibration
     files the eval runs with the monitor off and says so."""
+    suite: str | None = None
+    """Run a robustness suite instead of one condition: ``robustness`` (the families of the policy's robot, in
+    robot_rl/evaluation/suites/) or a suite YAML. Every family on the same ``--episodes`` seeds (from the suite's
+    seed unless --seed is given), the scripted expert beside the policy; prints the table, writes --json and --plot."""
+    families: tuple[str, ...] = ()
+    """With --suite: only these families (and nominal); default all."""
+    suite_expert: bool = True
+    """With --suite: also run the scripted expert under every family, on the same seeds."""
+    card: bool = False
+    """With --suite on an exported policy: put the table on its card (metadata.json ``robustness``, README.md,
+    robustness.json)."""
     monitor_detector: str = "fiper"
     """Which calibrated detector raises the alarm: ``fiper`` (RND and entropy, jointly calibrated), ``fiper_marginal``,
     ``rnd``, ``entropy``, ``progress`` (goal progress, goal tasks), ``fiper_progress`` (FIPER or goal progress) or
@@ -128,7 +140,19 @@ class EvalConfig:
                 "`n_action_steps` does not apply with --blend ensemble (it takes up a new chunk every "
                 "`ControllerConfig.replan_every` steps and blends them all)."
             )
-        if self.plot is not None and self.policy in ("expert", "random"):
+        if self.suite is None and (self.families or self.card):
+            raise ValueError("`families` and `card` apply to a robustness suite; add --suite robustness.")
+        if self.suite is not None and (self.takeover != "none" or self.record is not None or self.video is not None):
+            raise ValueError("--suite runs many conditions unattended: drop --takeover, --record and --video.")
+        if self.card:
+            from robot_rl.export.metadata import is_policy_dir
+
+            if not is_policy_dir(self.policy):
+                raise ValueError(
+                    f"`card` writes an exported policy's card (`robot-rl export ... --out DIR`); {self.policy!r} "
+                    "is not one."
+                )
+        if self.plot is not None and self.policy in ("expert", "random") and self.suite is None:
             raise ValueError("`plot` draws a training run's curves; --policy must be a run directory.")
         if self.takeover_hold < 0.0:
             raise ValueError(f"`takeover_hold` must be >= 0. Got {self.takeover_hold}.")
@@ -175,7 +199,12 @@ class _Resolved:
     """The exported policy's card (metadata.json), None otherwise."""
 
 
-def _resolve(config: EvalConfig) -> _Resolved:
+def policy_env_id(config: EvalConfig) -> str:
+    """The env an evaluation runs: ``--env``, else the trained policy's env, else PandaPush (checked)."""
+    return _resolve(config, check_seeds=False).env_id
+
+
+def _resolve(config: EvalConfig, check_seeds: bool = True) -> _Resolved:
     """The env, first seed and run config an evaluation uses (checks demo-seed overlap)."""
     run, exported = None, None
     trained_env, demo_seeds = None, None
@@ -199,7 +228,7 @@ def _resolve(config: EvalConfig) -> _Resolved:
     if trained_env is not None and env_id != trained_env:
         raise ValueError(f"{config.policy} was trained on {trained_env}; --env is {env_id}. Evaluate it on its env.")
     seed = config.seed if config.seed is not None else (TRAINED_EVAL_SEED if trained_env else 0)
-    if demo_seeds is not None:
+    if demo_seeds is not None and check_seeds:
         overlap = sorted(demo_seeds & set(range(seed, seed + config.episodes)))
         if overlap:
             raise ValueError(
@@ -391,13 +420,20 @@ def _exported_report(meta: PolicyMetadata, config: EvalConfig) -> dict[str, Any]
     }
 
 
-def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str, Any]:
+def evaluate(
+    config: EvalConfig,
+    device: Teleoperator | None = None,
+    randomization: DomainRandomization | None = None,
+    label: str | None = None,
+) -> dict[str, Any]:
     """Run ``config.episodes`` episodes and return the eval report (see ARCHITECTURE.md).
 
     Args:
         config: What to evaluate.
         device: A connected takeover device (default with ``config.takeover``: that device, made,
             connected and closed here). Needs ``config.takeover`` other than ``none``.
+        randomization: Use this randomization instead of ``config.randomize`` (the robustness suite).
+        label: What the report's ``randomize`` says with ``randomization`` (the family's name).
 
     Raises:
         DeviceNotFoundError: the takeover device is not connected (a RuntimeError).
@@ -409,7 +445,8 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
     want_video = config.video is not None
     if want_video:
         os.environ.setdefault("MUJOCO_GL", "osmesa")
-    env = make(env_id, randomize=config.randomize, render_mode="rgb_array" if want_video else None)
+    randomize = config.randomize if randomization is None else randomization
+    env = make(env_id, randomize=randomize, render_mode="rgb_array" if want_video else None)
     try:
         guard = Guard(env_id, env, safety=config.safety == "on")
         policy, reset_policy = _make_policy(config, env_id, env, guard)
@@ -418,6 +455,7 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
         raise
     frames: list[np.ndarray] = []
     per_episode = []
+    sent = getattr(policy, "sent", None)
     try:
         hil = _HumanInTheLoop(config, env, env_id, device, resolved.seed)
     except BaseException:
@@ -428,12 +466,13 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
     if config.progress and hil.takeover is None:
         from tqdm import tqdm
 
-        label = config.policy
+        policy_label = config.policy
         if resolved.run is not None:
-            label = f"{resolved.run['policy_type']} {Path(config.policy).name}"
+            policy_label = f"{resolved.run['policy_type']} {Path(config.policy).name}"
         elif resolved.exported is not None:
-            label = f"onnx {resolved.exported.policy_type} {Path(config.policy).name}"
-        iterator = tqdm(iterator, desc=f"eval {env_id.split('/')[-1]} ({label})", unit="ep")
+            policy_label = f"onnx {resolved.exported.policy_type} {Path(config.policy).name}"
+        where = f" under {label}" if randomization is not None and label else ""
+        iterator = tqdm(iterator, desc=f"eval {env_id.split('/')[-1]} ({policy_label}){where}", unit="ep")
     try:
         for k in iterator:
             seed = resolved.seed + k
@@ -451,6 +490,8 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
                 if not guard.in_controller:
                     proposed = guard.filter(proposed)
                 action, intervened = hil.act(obs, proposed)
+                if sent is not None:
+                    sent(action)  # a policy with observation features learns what was actually sent
                 if hil.quit:
                     break
                 state = hil.state()
@@ -493,7 +534,7 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
         "policy": config.policy,
         "episodes": n,
         "seed": resolved.seed,
-        "randomize": config.randomize,
+        "randomize": config.randomize if randomization is None else (label or "custom"),
         "success_rate": successes / n if n else None,
         "success_ci95": list(wilson_interval(successes, n)),
         "mean_return": float(np.mean([e["return"] for e in per_episode])) if n else None,
@@ -529,7 +570,7 @@ def evaluate(config: EvalConfig, device: Teleoperator | None = None) -> dict[str
             policy_options["n_action_steps"] = config.n_action_steps
         if run["policy_type"] == "residual":
             seeds = [e["seed"] for e in per_episode]
-            base_env = make(env_id, randomize=config.randomize)
+            base_env = make(env_id, randomize=randomize)
             try:
                 report["base_alone"] = _base_alone(config.policy, base_env, seeds)
             finally:

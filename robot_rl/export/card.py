@@ -53,9 +53,17 @@ def render_readme(meta: PolicyMetadata, out_dir: Path) -> str:
         "| offset | values | from |",
         "|---:|---:|---|",
     ]
-    sources = [*obs.keys, "desired_goal - achieved_goal"]  # the relative goal, when present, comes last
+    sources = [*obs.keys, *(["desired_goal - achieved_goal"] if obs.relative_goal else [])]
+    sources += [f"feature {f['name']}" for f in obs.features]  # features with memory come last
     for seg, source in zip(obs.segments, sources, strict=False):
         lines.append(f"| {seg.offset} | {seg.stop - seg.start} | `{source}` |")
+    for feature in obs.features:
+        params = ", ".join(f"{k} {v:g}" for k, v in feature.items() if isinstance(v, int | float) and k != "dim")
+        lines += [
+            "",
+            f"`feature {feature['name']}` ({feature['dim']} values) has memory: the runtime computes it over the "
+            f"episode from the observations and the commands sent ({params}): {feature['formula']}.",
+        ]
     lines += [
         "",
         f"Actions ({meta.action.family}): {meta.action.description}",
@@ -97,5 +105,33 @@ def render_readme(meta: PolicyMetadata, out_dir: Path) -> str:
     if meta.eval is not None:
         rate = meta.eval.get("success_rate")
         lines.append(f"- Evaluation: success rate {rate} over {meta.eval.get('episodes')} episodes.")
+    if meta.robustness is not None:
+        rob = meta.robustness
+        lines += [
+            "",
+            "## Robustness",
+            "",
+            f"The {rob.get('suite')} suite (`robot-rl eval --policy {out_dir} --suite {rob.get('suite')}"
+            + (" --safety on" if rob.get("safety") == "on" else "")
+            + f"`): {rob.get('episodes')} episodes per family on seeds from {rob.get('seed')}, safety chain "
+            f"{rob.get('safety', 'off')}; the scripted expert on the same seeds (full report: `{rob.get('report')}`).",
+            "",
+            "| family | perturbation | success [95% CI] | drop from nominal | expert |",
+            "|---|---|---|---:|---:|",
+        ]
+        for row in rob.get("families", []):
+            low, high = row["success_ci95"]
+            drop = "-" if row["family"] == "nominal" else points(-row["drop"])
+            expert = row.get("expert_success_rate")
+            lines.append(
+                f"| {row['family']} | {row['description']} | {row['success_rate']:.2f} [{low:.2f}, {high:.2f}] | "
+                f"{drop} | {'-' if expert is None else f'{expert:.2f}'} |"
+            )
     lines.append("")
     return "\n".join(lines)
+
+
+def points(change: float) -> str:
+    """A change of success rate in percentage points: ``-3 pts``, ``0 pts``, ``+2 pts``."""
+    value = round(100 * change)
+    return f"{value:+d} pts" if value else "0 pts"

@@ -93,6 +93,10 @@ class ObservationSpec:
     """Length of one flattened observation (obs_dim)."""
     segments: list[ObsSegment]
     """The flattened observation, part by part (float64 values cast to float32 at the graph input)."""
+    features: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Observation features with memory, appended last (``robot_rl.policies.features``): each with its name,
+    parameters, ``dim`` and ``formula``; the runtime computes them from the observation stream and the commands
+    sent. Empty for a policy that reads each observation as it is."""
     flatten: str = (
         "concatenate the segments of one observation in order (each entry flattened row-major, then sliced); "
         "stack the last n_obs_steps observations oldest first, repeating the first observation of an episode "
@@ -225,6 +229,9 @@ class PolicyMetadata:
     """robot_rl, torch, onnx, onnxruntime, numpy at export."""
     onnx_sha256: str | None = None
     """sha256 of policy.onnx; None in the copy embedded in policy.onnx itself."""
+    robustness: dict[str, Any] | None = None
+    """The robustness suite's table (``robot-rl eval --suite robustness --card``): per family, success with its
+    95% interval, the drop from nominal and the scripted expert's success; the full report in robustness.json."""
     format_version: int = FORMAT_VERSION
 
     @property
@@ -272,7 +279,7 @@ def _build(cls: type, value: Any, where: str) -> Any:
     kwargs = {}
     for field in dataclasses.fields(cls):
         if field.name not in value:
-            if field.default is not dataclasses.MISSING:
+            if field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING:
                 continue
             raise PolicyFormatError(f"{where}: {cls.__name__} field {field.name!r} is missing.")
         kwargs[field.name] = _convert(hints[field.name], value[field.name], f"{where}: {field.name}")
@@ -349,6 +356,9 @@ def read_metadata(policy_dir: str | os.PathLike[str]) -> PolicyMetadata:
 EVAL_FILE = "eval.json"
 """The full eval report of an exported policy, next to its card."""
 
+ROBUSTNESS_FILE = "robustness.json"
+"""The full robustness-suite report of an exported policy, next to its card."""
+
 
 def record_eval(policy_dir: str | os.PathLike[str], report: dict[str, Any]) -> dict[str, Any]:
     """Put an eval report of the exported policy on its card.
@@ -374,6 +384,49 @@ def record_eval(policy_dir: str | os.PathLike[str], report: dict[str, Any]) -> d
     value["eval"] = summary
     for name, text in (
         (EVAL_FILE, json.dumps(report, indent=2) + "\n"),
+        (METADATA_FILE, dumps(value, indent=2) + "\n"),
+    ):
+        tmp = policy_dir / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, policy_dir / name)
+    meta = PolicyMetadata.from_json(value, str(path))
+    (policy_dir / README_FILE).write_text(render_readme(meta, policy_dir))
+    return summary
+
+
+def record_robustness(policy_dir: str | os.PathLike[str], report: dict[str, Any]) -> dict[str, Any]:
+    """Put a robustness-suite report on the exported policy's card.
+
+    Writes ``robustness.json`` (the whole report) and the ``robustness`` summary of metadata.json (one row per
+    family; the graph's fields and the copy embedded in policy.onnx are untouched), and re-renders README.md.
+
+    Returns:
+        The summary written.
+    """
+    from robot_rl.export.card import render_readme
+
+    policy_dir = Path(policy_dir)
+    path = policy_dir / METADATA_FILE
+    value = json.loads(path.read_text())
+    rows = []
+    for row in report["families"]:
+        entry = {
+            "family": row["family"],
+            "description": row["description"],
+            "success_rate": row["policy"]["success_rate"],
+            "success_ci95": row["policy"]["success_ci95"],
+            "drop": row["drop"],
+        }
+        if "expert" in row:
+            entry["expert_success_rate"] = row["expert"]["success_rate"]
+        rows.append(entry)
+    summary = {key: report[key] for key in ("suite", "episodes", "seed", "safety") if key in report} | {
+        "report": ROBUSTNESS_FILE,
+        "families": rows,
+    }
+    value["robustness"] = summary
+    for name, text in (
+        (ROBUSTNESS_FILE, json.dumps(report, indent=2) + "\n"),
         (METADATA_FILE, dumps(value, indent=2) + "\n"),
     ):
         tmp = policy_dir / (name + ".tmp")

@@ -192,12 +192,17 @@ def observation_spec(layout: ObsLayout) -> ObservationSpec:
         offset += len(indices)
     if layout.relative_goal:
         segments.append(ObsSegment("desired_goal - achieved_goal", 0, 3, offset))
+        offset += 3
+    for feature in layout.features:
+        segments.append(ObsSegment(f"feature {feature.name}", 0, feature.dim, offset))
+        offset += feature.dim
     return ObservationSpec(
         keys=list(layout.keys),
         shapes=[list(s) for s in layout.shapes],
         relative_goal=layout.relative_goal,
         dim=layout.dim,
         segments=segments,
+        features=[f.to_json() for f in layout.features],
     )
 
 

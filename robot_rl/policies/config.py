@@ -25,10 +25,18 @@ class ChunkConfig:
     """Actions predicted per chunk."""
     n_action_steps: int = 8
     """Actions executed per chunk before re-planning."""
+    features: tuple[str, ...] = ()
+    """Observation features with memory appended to each observation, computed from the observation stream
+    and the commands sent, in training and by the runtime: ``quadrotor_disturbance`` (a disturbance
+    observer: what the vehicle's acceleration says about an unknown mass, motor constant or wind)."""
 
     def __post_init__(self) -> None:
         if not self.obs_keys:
             raise ValueError("`obs_keys` must name at least one observation key.")
+        from robot_rl.policies.features import feature_from_json
+
+        for name in self.features:
+            feature_from_json({"name": name}, "--policy.features")
         if self.n_obs_steps < 1 or self.horizon < 1:
             raise ValueError(f"`n_obs_steps` and `horizon` must be >= 1. Got {self.n_obs_steps}, {self.horizon}.")
         if not 1 <= self.n_action_steps <= self.horizon:

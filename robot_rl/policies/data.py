@@ -75,7 +75,7 @@ def _windows(
     obs_parts, action_parts, obs_index, action_index = [], [], [], []
     offset = 0
     for demo in demos:
-        obs = layout.flatten_batch(demo.obs)
+        obs = layout.flatten_batch(demo.obs, demo.actions)
         length = len(obs)
         t = np.arange(length)
         obs_index.append(offset + np.clip(t[:, None] + np.arange(-n_obs + 1, 1)[None, :], 0, length - 1))
@@ -103,6 +103,7 @@ def load_demo_data(
     max_demos: int | None = None,
     successful_only: bool = True,
     relative_goal: bool = False,
+    features: Sequence[str] = (),
 ) -> DemoData:
     """Read ``path`` and build train/validation windows.
 
@@ -140,7 +141,19 @@ def load_demo_data(
             f"{' and relative_goal' if relative_goal else ''}, but the file's demos have {sorted(have)} "
             f"(missing {missing}). Set --policy.obs-keys to keys the file has."
         )
-    layout = ObsLayout(tuple(obs_keys), tuple(tuple(have[n].shape[1:]) for n in entries), relative_goal)
+    specs: tuple = ()
+    if features:
+        from robot_rl.envs.registry import make
+        from robot_rl.policies.features import feature_for_env
+
+        env = make(meta.env_id, **dict(meta.env_kwargs))
+        try:
+            specs = tuple(feature_for_env(name, env) for name in features)
+        except ValueError as err:
+            raise DatasetError(f"{path}: {err}") from None
+        finally:
+            env.close()
+    layout = ObsLayout(tuple(obs_keys), tuple(tuple(have[n].shape[1:]) for n in entries), relative_goal, specs)
     action_dim = int(demos[0].actions.shape[1])
     by_name = {d.name: d for d in demos}
     if masks.get("train") and masks.get("valid"):

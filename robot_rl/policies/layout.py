@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from robot_rl.policies.features import Feature, FeatureState, feature_from_json, feature_series
+
 _KEY_SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w]*)(\[(?P<start>-?\d*)(?P<colon>:?)(?P<stop>-?\d*)\])?$")
 
 
@@ -58,6 +60,9 @@ class ObsLayout:
     shapes: tuple[tuple[int, ...], ...]
     relative_goal: bool = False
     """Append ``desired_goal - achieved_goal`` (the quantity goal-conditioned tasks are about)."""
+    features: tuple[Feature, ...] = ()
+    """Features with memory appended last (:mod:`robot_rl.policies.features`): computed from the observation
+    stream and the commands sent, so :meth:`flatten` needs their current values."""
 
     def __post_init__(self) -> None:
         for key, shape in zip(self.keys, self.shapes, strict=True):
@@ -87,7 +92,7 @@ class ObsLayout:
         total = sum(
             len(range(int(np.prod(shape)))[part]) for (_, part), shape in zip(self._parts, self.shapes, strict=True)
         )
-        return total + (3 if self.relative_goal else 0)
+        return total + (3 if self.relative_goal else 0) + sum(f.dim for f in self.features)
 
     @functools.cached_property
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -115,12 +120,42 @@ class ObsLayout:
             if actual != shape:
                 raise ValueError(f"observation entry {name!r} must have shape {shape}. Got {actual}.")
 
-    def flatten(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Concatenate the entries of one observation. Shape: (dim,)."""
+    def flatten(self, obs: Mapping[str, np.ndarray], features: np.ndarray | None = None) -> np.ndarray:
+        """Concatenate the entries of one observation (and the current ``features``). Shape: (dim,).
+
+        Raises:
+            ValueError: the layout has features and none are given (they need the episode's stream:
+                :class:`ChunkedActor` or the runtime ``Controller`` keep it).
+        """
+        if self.features:
+            if features is None:
+                raise ValueError(
+                    f"this policy reads the observation features {[f.name for f in self.features]}, computed over "
+                    "the episode: run it through ChunkedActor or the runtime Controller, which keep their state."
+                )
+            plain = dataclasses.replace(self, features=())
+            return np.concatenate([plain.flatten(obs), np.asarray(features, dtype=np.float64).reshape(-1)])
         return self.flatten_batch({k: np.asarray(v)[None] for k, v in obs.items()})[0]
 
-    def flatten_batch(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Concatenate the entries of a time series of observations, (T, ...) each. Shape: (T, dim)."""
+    def new_feature_state(self) -> FeatureState:
+        """A fresh state of the layout's features (empty for a layout without any)."""
+        return FeatureState(self.features)
+
+    def flatten_batch(self, obs: Mapping[str, np.ndarray], actions: np.ndarray | None = None) -> np.ndarray:
+        """Concatenate the entries of a time series of observations, (T, ...) each. Shape: (T, dim).
+
+        A layout with features needs the episode's ``actions`` (T, A) too: row ``t`` of the features
+        comes from observations ``0..t`` and actions ``0..t-1``, as at deployment.
+        """
+        if self.features:
+            if actions is None:
+                raise ValueError(
+                    f"this policy reads the observation features {[f.name for f in self.features]}: flattening an "
+                    "episode needs its actions."
+                )
+            plain = dataclasses.replace(self, features=())
+            series = feature_series(self.features, np.asarray(obs["observation"]), np.asarray(actions))
+            return np.concatenate([plain.flatten_batch(obs), series], axis=1)
         missing = [k for k in self.names if k not in obs]
         if missing:
             raise KeyError(
@@ -135,7 +170,14 @@ class ObsLayout:
 
     def to_json(self) -> dict[str, Any]:
         """Plain form for config.json."""
-        return {"keys": list(self.keys), "shapes": [list(s) for s in self.shapes], "relative_goal": self.relative_goal}
+        value: dict[str, Any] = {
+            "keys": list(self.keys),
+            "shapes": [list(s) for s in self.shapes],
+            "relative_goal": self.relative_goal,
+        }
+        if self.features:
+            value["features"] = [f.to_json() for f in self.features]
+        return value
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> ObsLayout:
@@ -144,6 +186,7 @@ class ObsLayout:
             tuple(value["keys"]),
             tuple(tuple(int(d) for d in s) for s in value["shapes"]),
             bool(value.get("relative_goal", False)),
+            tuple(feature_from_json(f, "obs_layout.features") for f in value.get("features", ())),
         )
 
     def difference(self, other: ObsLayout) -> str | None:
@@ -160,6 +203,8 @@ class ObsLayout:
                 parts.append(f"{key!r} shape {mine[key]} vs {theirs[key]}")
         if self.relative_goal != other.relative_goal:
             parts.append(f"relative_goal {self.relative_goal} vs {other.relative_goal}")
+        if self.features != other.features:
+            parts.append(f"features {[f.to_json() for f in self.features]} vs {[f.to_json() for f in other.features]}")
         if not parts:
             parts.append(f"key order {list(self.keys)} vs {list(other.keys)}")
         return "; ".join(parts)
@@ -201,18 +246,32 @@ class ChunkedActor:
         self.chunks = 0
         """Chunks predicted since construction."""
         self._previous: np.ndarray | None = None
+        self._features = policy.layout.new_feature_state()
+        self._sent: np.ndarray | None = None
 
     def reset(self, seed: int | None = None) -> None:
-        """New episode: forget history and queued actions (and reseed the noise when given)."""
+        """New episode: forget history, queued actions and feature state (and reseed the noise when given)."""
         self._history.clear()
         self._queue.clear()
         self._previous = None
+        self._features.reset()
+        self._sent = None
         if seed is not None:
             self.rng = np.random.default_rng(seed)
 
+    def sent(self, command: np.ndarray) -> None:
+        """Tell the actor what was actually sent this step (after a safety filter); by default, what it returned.
+
+        Only policies with observation features read it (the disturbance observer compares the command
+        sent with the motion that followed).
+        """
+        self._sent = np.array(command, dtype=np.float64)
+
     def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """The action to apply now."""
-        flat = self.policy.layout.flatten(obs)
+        layout = self.policy.layout
+        features = self._features.update(obs, self._sent) if layout.features else None
+        flat = layout.flatten(obs, features)
         if not self._history:
             self._history.extend([flat] * self.policy.n_obs_steps)
         else:
@@ -230,6 +289,8 @@ class ChunkedActor:
                 self._previous = np.array(action, dtype=np.float64)
             else:
                 action = self.policy.correct(flat, action)
+        if layout.features:
+            self._sent = np.array(action, dtype=np.float64)
         return action
 
 
@@ -246,7 +307,7 @@ def check_layout(layout: ObsLayout, observation_space: Any, action_dim: int, act
     if missing:
         raise ValueError(f"the policy reads observation entries {list(layout.names)}; the env has {sorted(spaces)}.")
     env_layout = layout_from_space(observation_space, layout.keys, layout.relative_goal)
-    difference = layout.difference(env_layout)
+    difference = dataclasses.replace(layout, features=()).difference(env_layout)
     if difference is not None:
         raise ValueError(f"the policy's observation layout differs from the env's: {difference} (policy vs env).")
     if tuple(action_space.shape) != (action_dim,):

@@ -140,6 +140,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         config.seed,
         config.max_demos,
         relative_goal=policy_config.relative_goal,
+        features=policy_config.features,
     )
     eval_seeds = list(range(config.eval_seed, config.eval_seed + config.eval_episodes))
     resolved = _resolved(config, kind, data)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -47,7 +48,7 @@ from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
-from robot_rl.policies.layout import Policy
+from robot_rl.policies.layout import ObsLayout, Policy
 
 BlendMode = Literal["none", "ensemble", "crossfade"]
 BLEND_MODES: tuple[str, ...] = get_args(BlendMode)
@@ -268,6 +269,8 @@ class Controller:
         self._taken = 0
         self._last_now: float | None = None
         self._last_command: np.ndarray | None = None
+        self._features = policy.layout.new_feature_state()
+        """Observation features with memory (e.g. a disturbance observer), fed the commands actually sent."""
         family = getattr(getattr(metadata, "action", None), "family", None)
         self._hold_dims = [3] if family == "franka" else []
         """Dims the default fallback keeps at their last command (the Franka gripper)."""
@@ -303,6 +306,7 @@ class Controller:
         self._last_now = None
         self._last_command = None
         self._previous_action = None
+        self._features.reset()
         if seed is not None:
             self.rng = np.random.default_rng(seed)
 
@@ -331,8 +335,8 @@ class Controller:
             return False
         layout = self.policy.layout
         layout.check(observation)
-        flat = layout.flatten(observation)
-        if not math.isfinite(float(flat.sum())):
+        flat = self._flatten(observation, peek=True)
+        if flat is None:
             return False
         n = self.policy.n_obs_steps
         history = [*self._history, flat][-n:] if self._history else [flat] * n  # what the step will hold
@@ -353,11 +357,11 @@ class Controller:
         t = self._t
         period_s = None if self._last_now is None else float(now) - self._last_now
         self._last_now = float(now)
-        layout = self.policy.layout
-        layout.check(observation)
-        flat = layout.flatten(observation)
-        if not math.isfinite(float(flat.sum())):
-            return self._fallback_step(observation, t, now, period_s, start, flat)
+        self.policy.layout.check(observation)
+        flat = self._flatten(observation)
+        if flat is None:
+            self._features.interrupt()
+            return self._fallback_step(observation, t, now, period_s, start)
         if not self._history:
             self._history.extend([flat] * self.policy.n_obs_steps)
         else:
@@ -427,6 +431,26 @@ class Controller:
         self._last_command = command
         return ControlOutput(action=command, policy_action=action, status=status)
 
+    def _flatten(self, observation: Mapping[str, np.ndarray], peek: bool = False) -> np.ndarray | None:
+        """The flattened observation with the layout's features (None when it is not finite).
+
+        Features update only on finite observations, from the command sent in the previous period;
+        ``peek`` computes them without advancing their state.
+        """
+        layout = self.policy.layout
+        if not layout.features:
+            flat = layout.flatten(observation)
+            return flat if math.isfinite(float(flat.sum())) else None
+        head = self._plain_layout.flatten(observation)
+        if not math.isfinite(float(head.sum())):
+            return None
+        update = self._features.peek if peek else self._features.update
+        return np.concatenate([head, update(observation, self._last_command)])
+
+    @functools.cached_property
+    def _plain_layout(self) -> ObsLayout:
+        return dataclasses.replace(self.policy.layout, features=())
+
     def _fallback_step(
         self,
         observation: Mapping[str, np.ndarray],
@@ -434,7 +458,6 @@ class Controller:
         now: float,
         period_s: float | None,
         start: float,
-        flat: np.ndarray,
     ) -> ControlOutput:
         """The step for an observation with NaN/inf: the fallback command, the policy untouched."""
         bad = [name for name in self.policy.layout.names if not np.all(np.isfinite(observation[name]))]

@@ -36,6 +36,7 @@ from robot_rl.export.metadata import (
 )
 
 # ObsLayout carries the flattening rule shared with training; it lives beside the torch policies.
+from robot_rl.policies.features import feature_from_json
 from robot_rl.policies.layout import ObsLayout
 
 
@@ -93,6 +94,7 @@ class OnnxPolicy:
             tuple(meta.observation.keys),
             tuple(tuple(s) for s in meta.observation.shapes),
             meta.observation.relative_goal,
+            tuple(feature_from_json(f, f"{self.policy_dir}: observation.features") for f in meta.observation.features),
         )
         self.kind = meta.policy_type
         self.n_obs_steps = meta.n_obs_steps
@@ -136,7 +138,9 @@ class OnnxPolicy:
         embedded = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
         if embedded is None:
             raise PolicyIntegrityError(f"{self.policy_dir}/{ONNX_FILE} has no embedded '{ONNX_METADATA_KEY}' card.")
-        inner, outer = json.loads(embedded), meta.to_json()
+        # Both through the schema, so fields added later with a default (observation.features) compare equal.
+        inner = PolicyMetadata.from_json(json.loads(embedded), f"{self.policy_dir}/{ONNX_FILE}").to_json()
+        outer = meta.to_json()
         differ = [k for k in CONTRACT_FIELDS if inner.get(k) != outer.get(k)]
         if differ:
             raise PolicyIntegrityError(
