@@ -54,7 +54,9 @@ def verdict(row: dict[str, Any], nominal: float) -> str:
     return "pass" if policy >= expert - MARGIN - 1e-9 else "FAIL"
 
 
-def run(episodes: int = 100, policies: list[str] | None = None, card: bool = False, out_dir: Path | None = None) -> dict:
+def run(
+    episodes: int = 100, policies: list[str] | None = None, card: bool = False, out_dir: Path | None = None
+) -> dict:
     """Run the suite on each policy; write the markdown and JSON reports; returns the JSON."""
     out_dir = Path(out_dir or REPO / "bench" / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
