@@ -57,13 +57,21 @@ def verdict(row: dict[str, Any], nominal: float) -> str:
 def run(
     episodes: int = 100, policies: list[str] | None = None, card: bool = False, out_dir: Path | None = None
 ) -> dict:
-    """Run the suite on each policy; write the markdown and JSON reports; returns the JSON."""
+    """Run the suite on each policy; write the markdown and JSON reports; returns the JSON.
+
+    With ``policies``, the other policies' entries of an existing robustness.json in ``out_dir`` are kept (when
+    measured with the same number of episodes), so one policy can be re-measured without rerunning the rest.
+    """
     out_dir = Path(out_dir or REPO / "bench" / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
     folders = [REPO / "policies" / p for p in policies] if policies else sorted((REPO / "policies").iterdir())
     folders = [f for f in folders if is_policy_dir(f)]
-    results, sections, summary = [], [], []
-    started = time.perf_counter()
+    previous: dict[str, Any] = {}
+    saved = out_dir / "robustness.json"
+    if policies and saved.is_file():
+        old = json.loads(saved.read_text())
+        previous = {r["policy"]: r for r in old.get("policies", []) if r.get("episodes") == episodes}
+    payload: dict = {}
     for folder in folders:
         config = EvalConfig(policy=str(folder), episodes=episodes, safety="on", suite="robustness", progress=True)
         suite = load_suite("robustness", policy_env_id(config))
@@ -71,53 +79,71 @@ def run(
         report = run_suite(config, suite)
         report["wall_time_s"] = time.perf_counter() - t0
         report["policy"] = f"policies/{folder.name}"
+        report["date"] = datetime.date.today().isoformat()
         nominal = report["families"][0]["policy"]["success_rate"]
         for row in report["families"]:
             row["verdict"] = verdict(row, nominal)
-        results.append(report)
-        plot = plot_suite(report, out_dir / f"robustness_{folder.name}.png")
+        previous[report["policy"]] = report
+        plot_suite(report, out_dir / f"robustness_{folder.name}.png")
         if card:
             record_robustness(folder, report)
-        fails = [r["family"] for r in report["families"] if r["verdict"] == "FAIL"]
+        print(format_table(report), flush=True)
+        payload = _write(previous, episodes, out_dir)  # after each policy: a crash later keeps what is done
+    return payload
+
+
+def _write(reports: dict[str, Any], episodes: int, out_dir: Path) -> dict:
+    results = [reports[k] for k in sorted(reports)]
+    info = machine_info(("mujoco", "onnxruntime", "numpy"))
+    (out_dir / "robustness.md").write_text(markdown(results, episodes, info))
+    payload = {"episodes": episodes, "machine": info, "policies": results}
+    (out_dir / "robustness.json").write_text(json.dumps(payload, indent=2) + "\n")
+    return payload
+
+
+def markdown(results: list[dict[str, Any]], episodes: int, info: dict[str, Any]) -> str:
+    """The report: a summary line per policy, then each policy's table and plot."""
+    summary, sections = [], []
+    for report in results:
+        name = Path(report["policy"]).name
+        rows = report["families"]
+        fails = [r["family"] for r in rows if r["verdict"] == "FAIL"]
         summary.append(
-            f"| `{folder.name}` | {nominal:.2f} | {len(report['families']) - 1 - len(fails)} of "
-            f"{len(report['families']) - 1} | {', '.join(fails) or '-'} |"
+            f"| `{name}` | {rows[0]['policy']['success_rate']:.2f} | {len(rows) - 1 - len(fails)} of {len(rows) - 1} "
+            f"| {', '.join(fails) or '-'} | {report['date']} |"
         )
         table = format_table(report).split("\n")
         table[0] += " verdict |"
         table[1] += "---|"
-        table[2:] = [line + f" {row['verdict']} |" for line, row in zip(table[2:], report["families"], strict=True)]
+        table[2:] = [line + f" {row['verdict']} |" for line, row in zip(table[2:], rows, strict=True)]
         sections += [
-            f"## `{folder.name}` ({report['env']})",
+            f"## `{name}` ({report['env']})",
             "",
             *table,
             "",
-            f"![{folder.name}]({plot.name}) ({report['wall_time_s'] / 60:.1f} min)",
+            f"![{name}](robustness_{name}.png) ({report['wall_time_s'] / 60:.1f} min, {report['date']})",
             "",
         ]
-        print("\n".join(sections[-7 - len(table) :]), flush=True)
-    info = machine_info(("mujoco", "onnxruntime", "numpy"))
-    text = [
-        "# Robustness suite on the shipped policies",
-        "",
-        f"`python bench/bench_robustness.py --episodes {episodes}` on {datetime.date.today().isoformat()} "
-        f"({(time.perf_counter() - started) / 60:.1f} min; {info.get('cpu', 'this machine')}).",
-        "",
-        f"Each policy as deployed (runtime Controller, onnxruntime, safety chain on), {episodes} episodes per family "
-        "on the suite's seeds (from 4200000: no demo, training evaluation or card figure uses them), the scripted "
-        "expert on the same seeds and family. A family passes when the policy loses at most 5 points from its own "
-        "nominal where the expert holds at least 95%, or stays within 5 points of the expert where it does not.",
-        "",
-        "| policy | nominal | families passed | failed |",
-        "|---|---:|---|---|",
-        *summary,
-        "",
-        *sections,
-    ]
-    (out_dir / "robustness.md").write_text("\n".join(text))
-    payload = {"episodes": episodes, "machine": info, "policies": results}
-    (out_dir / "robustness.json").write_text(json.dumps(payload, indent=2) + "\n")
-    return payload
+    return "\n".join(
+        [
+            "# Robustness suite on the shipped policies",
+            "",
+            f"`python bench/bench_robustness.py --episodes {episodes} --card` ({info.get('cpu', 'this machine')}; "
+            "one policy at a time: `--policies NAME`).",
+            "",
+            f"Each policy as deployed (runtime Controller, onnxruntime, safety chain on), {episodes} episodes per "
+            "family on the suite's seeds (from 4200000: no demo, training evaluation or card figure uses them), the "
+            "scripted expert on the same seeds and family. A family passes when the policy loses at most 5 points "
+            "from its own nominal where the expert holds at least 95%, or stays within 5 points of the expert where "
+            "it does not.",
+            "",
+            "| policy | nominal | families passed | failed | measured |",
+            "|---|---:|---|---|---|",
+            *summary,
+            "",
+            *sections,
+        ]
+    )
 
 
 def main() -> None:

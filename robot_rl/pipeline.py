@@ -3,7 +3,11 @@
 Stages (each skipped when its output in DIR is already complete, so an interrupted pipeline
 resumes where it stopped):
 
-1. ``demos.hdf5``: scripted-expert demonstrations (seeds from 0);
+Every learning stage runs under ``--randomize`` (default ``wide``: physics, sensing noise, latency and
+actuation noise drawn per episode), so the deployed stack is trained for the worlds the robustness suite
+tests, not for the nominal simulation only.
+
+1. ``demos.hdf5``: scripted-expert demonstrations (seeds from 0) under the randomization;
 2. ``base/``: a diffusion policy trained on them;
 3. ``residual/``: residual RL (SAC, demo-seeded replay) on the frozen base;
 4. ``policy_base/``: the base alone exported to ONNX; ``policy/``: the deployed stack, base and
@@ -12,7 +16,8 @@ resumes where it stopped):
    successful-or-not rollouts on their own seeds);
 5. ``report.md`` / ``report.json``: the expert, the exported base and the exported stack on the same
    held-out seeds (from 1000000), all through the runtime Controller as on hardware, the stack with
-   the safety chain and the monitor on (filtered steps, constraint violations, alarms); training
+   the safety chain and the monitor on (filtered steps, constraint violations, alarms); the robustness
+   suite on the stack beside the expert (``robustness.png``, also on the policy's card); training
    curves (``base.png``, ``residual.png``), the video, stage timings.
 """
 
@@ -55,6 +60,14 @@ class Pipeline:
     """torch CPU threads for training."""
     monitor_episodes: int = 50
     """Calibration rollouts of the failure monitor (0: no monitor)."""
+    randomize: str = "wide"
+    """Domain randomization of every learning stage (a preset or a YAML file): the expert's demos are collected
+    under it (they show its corrections to noise, latency and actuation noise), the base's checkpoint is chosen on
+    evaluations under it and the residual learns under it. ``wide`` covers the robustness suite with a margin;
+    ``nominal`` trains for the nominal simulation only."""
+    suite_episodes: int = 50
+    """Episodes per family of the robustness suite on the deployed stack and the expert, safety chain on
+    (``robot-rl eval --suite robustness``), written on the policy's card and into the report (0: skip)."""
 
     def __post_init__(self) -> None:
         if self.demos < 1 or self.base_steps < 1 or self.episodes < 1 or self.residual_steps < 0:
@@ -63,6 +76,10 @@ class Pipeline:
             raise ValueError(f"`video_episodes` must be >= 0. Got {self.video_episodes}.")
         if self.residual_algo not in ("sac", "ppo", "dsrl"):
             raise ValueError(f"`residual_algo` must be sac, ppo or dsrl. Got {self.residual_algo!r}.")
+        if self.suite_episodes < 0:
+            raise ValueError(
+                f"`suite_episodes` must be >= 0 (0: skip the robustness suite). Got {self.suite_episodes}."
+            )
 
 
 def run_pipeline(config: Pipeline) -> dict[str, Any]:
@@ -76,7 +93,17 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
 
     env_id = check_env_id(config.env)
     out = config.out
+    _check_randomize(config, env_id)
     out.mkdir(parents=True, exist_ok=True)
+    settings = out / "pipeline.json"
+    if settings.is_file():
+        before = json.loads(settings.read_text())
+        if before.get("env") != env_id or before.get("randomize") != config.randomize:
+            raise ValueError(
+                f"{out} holds a pipeline for env {before.get('env')!r} with randomize {before.get('randomize')!r}; "
+                f"this one asks for {env_id!r} with {config.randomize!r}. Choose another --out."
+            )
+    settings.write_text(json.dumps({"env": env_id, "randomize": config.randomize}) + "\n")
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     timings: dict[str, float] = {}
 
@@ -91,7 +118,7 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
             have = len(ds)
     if have < config.demos:
         start = stage(f"1/5 expert demos ({config.demos})")
-        collect(env_id, "expert", config.demos - have, demos)
+        collect(env_id, "expert", config.demos - have, demos, env_kwargs={"randomize": config.randomize})
         timings["demos"] = time.perf_counter() - start
 
     base = out / "base"
@@ -105,6 +132,7 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
                 steps=config.base_steps,
                 eval_every=max(1, config.base_steps // 10),
                 eval_episodes=20,
+                eval_randomize=config.randomize,
                 threads=config.threads,
                 resume=resume,
             )
@@ -130,6 +158,7 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
                 eval_every=max(1, config.residual_steps // 5),
                 eval_episodes=20,
                 demos=demos if config.residual_algo == "sac" else None,
+                randomize=config.randomize,
                 threads=config.threads,
             )
         )
@@ -164,15 +193,34 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
         EvalConfig(env=env_id, policy="expert", episodes=config.episodes, seed=exported["seed"], safety="on")
     )
     combined = deployed if has_residual else None
+    robustness = None
+    if config.suite_episodes:
+        from robot_rl.evaluation.robustness import load_suite, plot_suite, run_suite
+        from robot_rl.export.metadata import record_robustness
+
+        suite_start = time.perf_counter()
+        suite_config = EvalConfig(policy=str(policy), episodes=config.suite_episodes, safety="on", suite="robustness")
+        robustness = run_suite(suite_config, load_suite("robustness", env_id))
+        record_robustness(policy, robustness)
+        plot_suite(robustness, out / "robustness.png")
+        timings["robustness"] = time.perf_counter() - suite_start
+        start += timings["robustness"]
     if config.residual_steps:
         plot_training(residual, out / "residual.png", title=f"{env_id} residual ({config.residual_algo})")
     plot_training(base, out / "base.png", title=f"{env_id} diffusion base")
     timings["evaluate_report"] = time.perf_counter() - start
-    report = _report(config, env_id, expert, exported, combined, timings)
+    report = _report(config, env_id, expert, exported, combined, timings, robustness)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(_markdown(report))
     print(f"\nreport: {out / 'report.md'}")
     return report
+
+
+def _check_randomize(config: Pipeline, env_id: str) -> None:
+    """Refuse a randomization the env cannot apply before any stage runs (the env's own message)."""
+    from robot_rl.envs.registry import make
+
+    make(env_id, randomize=config.randomize).close()
 
 
 def _calibrate_monitor(policy: Path, env_id: str, demos: Path, episodes: int) -> bool:
@@ -213,6 +261,7 @@ def _report(
     exported: dict[str, Any],
     combined: dict[str, Any] | None,
     timings: dict[str, float],
+    robustness: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     rows = [_row("scripted expert", expert), _row("diffusion base (ONNX)", exported)]
     if combined is not None:
@@ -224,6 +273,7 @@ def _report(
         "results": rows,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "video": "policy/rollout.mp4" if config.video_episodes else None,
+        "robustness": robustness,
     }
 
 
@@ -247,6 +297,19 @@ def _markdown(report: dict[str, Any]) -> str:
             f"| {row['policy']} | {row['success_rate']:.2f} | [{low:.2f}, {high:.2f}] | {row['mean_return']:.1f} | "
             f"{row.get('safety_interventions', '-')} | {row.get('safety_violations', '-')} | {alarms} |"
         )
+    if report.get("robustness"):
+        from robot_rl.evaluation.robustness import format_table
+
+        rob = report["robustness"]
+        lines += [
+            "",
+            f"Robustness suite of the deployed stack (safety chain on, {rob['episodes']} episodes per family on seeds "
+            f"from {rob['seed']}, the expert on the same seeds; `policy/robustness.json`):",
+            "",
+            format_table(rob),
+            "",
+            "![robustness](robustness.png)",
+        ]
     lines += ["", "Stage wall times (this run; skipped stages are absent):", ""]
     lines += [f"- {k}: {v:.0f} s" for k, v in report["timings_s"].items()]
     lines += ["", "![base training](base.png)", ""]

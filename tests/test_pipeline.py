@@ -2,6 +2,9 @@
 
 import json
 
+import h5py
+import pytest
+
 from robot_rl.cli.main import run
 
 
@@ -10,7 +13,7 @@ def test_tiny_pipeline_writes_the_report_and_resumes(tmp_path):
     argv = [
         "pipeline", "--env", "robot_rl/PandaReach-v0", "--out", str(out), "--demos", "4", "--base-steps", "40",
         "--residual-steps", "200", "--episodes", "3", "--video-episodes", "0", "--threads", "1",
-        "--monitor-episodes", "12",
+        "--monitor-episodes", "12", "--suite-episodes", "1",
     ]  # fmt: skip
     assert run(argv) == 0
     report = json.loads((out / "report.json").read_text())
@@ -23,8 +26,19 @@ def test_tiny_pipeline_writes_the_report_and_resumes(tmp_path):
     assert card["residual"]["algo"] == "sac"  # the deployed graph holds the residual
     for name in ("report.md", "base.png", "residual.png", "policy/policy.onnx", "policy/eval.json", "demos.hdf5"):
         assert (out / name).is_file(), name
-    assert set(report["timings_s"]) == {"demos", "base", "residual", "export_calibrate", "evaluate_report"}
+    stages = {"demos", "base", "residual", "export_calibrate", "robustness", "evaluate_report"}
+    assert set(report["timings_s"]) == stages
+    # Every learning stage ran under the wide randomization; the suite's table is in the report and on the card.
+    with h5py.File(out / "demos.hdf5") as f:
+        assert "obs_noise_std" in json.loads(f["data"].attrs["env_kwargs"])["randomize"]
+    assert json.loads((out / "base" / "config.json").read_text())["train"]["eval_randomize"] == "wide"
+    assert json.loads((out / "residual" / "config.json").read_text())["options"]["randomize"] == "wide"
+    assert [r["family"] for r in report["robustness"]["families"]][:2] == ["nominal", "object"]
+    assert card["robustness"]["episodes"] == 1 and "## Robustness" in (out / "policy" / "README.md").read_text()
     assert run(argv) == 0  # everything done: only export, calibration, evaluation and the report run again
     again = json.loads((out / "report.json").read_text())
-    assert set(again["timings_s"]) == {"export_calibrate", "evaluate_report"}
+    assert set(again["timings_s"]) == {"export_calibrate", "robustness", "evaluate_report"}
     assert again["results"] == report["results"]
+    # The same folder with another randomization is refused before anything runs.
+    with pytest.raises(ValueError, match="with randomize 'wide'; this one asks for .* with 'nominal'"):
+        run([*argv, "--randomize", "nominal"])

@@ -19,6 +19,7 @@ motor_constant_scale      x          rotor thrust and torque per command (quadro
 motor_lag_scale           x          rotor spin-up time constant (quadrotor)
 drag_coefficient          N s/m      linear aerodynamic drag (quadrotor)
 wind_gust_std             N          gust force std, Ornstein-Uhlenbeck process (quadrotor)
+wind_steady               N          steady horizontal wind force, random direction (quadrotor)
 obs_noise_std             obs units  std of Gaussian noise added to ``observation`` (m, m/s, rad)
 action_noise_std          action     std of Gaussian noise on the applied action, clipped (Franka)
 action_latency_steps      steps      actions applied this many control periods late (integers)
@@ -83,6 +84,9 @@ class DomainRandomization:
     """Range of the linear aerodynamic drag coefficient [N s/m] (quadrotor tasks)."""
     wind_gust_std: float = 0.0
     """Standard deviation of the gust force [N]: an Ornstein-Uhlenbeck process, 0.5 s correlation."""
+    wind_steady: Range = (0.0, 0.0)
+    """Range of a steady horizontal wind force [N] held over the episode, its direction drawn uniformly
+    (quadrotor tasks)."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -98,8 +102,8 @@ class DomainRandomization:
                 raise ValueError(f"`{field.name}` must be [low, high] with low <= high. Got {list(value)}.")
             if field.name.endswith("_scale") and low <= 0.0:
                 raise ValueError(f"`{field.name}` must be positive scales. Got {list(value)}.")
-            if field.name == "drag_coefficient" and low < 0.0:
-                raise ValueError(f"`drag_coefficient` must be >= 0. Got {list(value)}.")
+            if field.name in ("drag_coefficient", "wind_steady") and low < 0.0:
+                raise ValueError(f"`{field.name}` must be >= 0. Got {list(value)}.")
             if field.name in _INTEGER_KEYS and (low < 0 or int(low) != low or int(high) != high):
                 raise ValueError(f"`{field.name}` must be integers >= 0. Got {list(value)}.")
 
@@ -203,6 +207,8 @@ class DomainRandomization:
             motor_lag_scale=uniform(self.motor_lag_scale),
             drag_coefficient=uniform(self.drag_coefficient),
             wind_gust_std=self.wind_gust_std,
+            wind_steady=uniform(self.wind_steady),
+            wind_direction=float(rng.uniform(0.0, 2.0 * np.pi)) if self.wind_steady != (0.0, 0.0) else 0.0,
         )
 
 
@@ -224,6 +230,10 @@ class RandomizationSample:
     motor_lag_scale: float = 1.0
     drag_coefficient: float = 0.0
     wind_gust_std: float = 0.0
+    wind_steady: float = 0.0
+    """Steady horizontal wind force [N]."""
+    wind_direction: float = 0.0
+    """Its direction in the horizontal plane [rad from world x]."""
 
 
 _SCALAR_KEYS = frozenset({"obs_noise_std", "action_noise_std", "wind_gust_std"})

@@ -97,7 +97,14 @@ def render_readme(meta: PolicyMetadata, out_dir: Path) -> str:
         f"- Residual: {'none' if meta.residual is None else meta.residual}",
         f"- Training data: `{data.path}` ({data.demos} demos, seeds {min(data.seeds, default='-')}.."
         f"{max(data.seeds, default='-')}), sha256 `{data.sha256[:16]}...`; evaluate on other seeds "
-        "(`robot-rl eval` starts at 1000000).",
+        "(`robot-rl eval` starts at 1000000)"
+        + (
+            "; collected under domain randomization ("
+            + ", ".join(f"{k} {v}" for k, v in data.randomize.items() if v not in ([1.0, 1.0], [0, 0], [0.0, 0.0], 0.0))
+            + ")."
+            if data.randomize
+            else "."
+        ),
         f"- Export check: onnxruntime against torch, max abs difference {meta.export_check['max_abs_diff']:.2g} "
         f"over {meta.export_check['batch']} random inputs.",
         f"- Exported {meta.exported_at} with " + ", ".join(f"{k} {v}" for k, v in meta.versions.items()) + ".",

@@ -169,6 +169,9 @@ class TrainingData:
     demos: int
     seeds: list[int]
     """Env seeds of the demos: evaluations must use others."""
+    randomize: dict[str, Any] | None = None
+    """The domain randomization the demos were collected under (resolved values; None: nominal). The policy runs
+    in whatever env it is given: this records what it was trained for, it is not a setting of the env."""
 
 
 @dataclasses.dataclass(frozen=True)

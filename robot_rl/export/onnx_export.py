@@ -413,7 +413,7 @@ def export_run(
     metadata = PolicyMetadata(
         name=name or out_dir.resolve().name,
         env_id=config["env_id"],
-        env_kwargs=dict(config.get("env_kwargs", {})),
+        env_kwargs={k: v for k, v in config.get("env_kwargs", {}).items() if k != "randomize"},
         observation=observation_spec(policy.layout),
         n_obs_steps=policy.n_obs_steps,
         action=action,
@@ -444,6 +444,7 @@ def export_run(
             sha256=data["sha256"],
             demos=len(data["train_demos"]) + len(data["valid_demos"]),
             seeds=list(data["seeds"]),
+            randomize=config.get("env_kwargs", {}).get("randomize"),
         ),
         onnx=OnnxSpec(
             file=ONNX_FILE,

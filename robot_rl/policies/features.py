@@ -202,11 +202,14 @@ class FeatureState:
         self.features = tuple(features)
         self._streams = [f.stream() for f in self.features]
         self.dim = sum(f.dim for f in self.features)
+        self.last = np.zeros(self.dim)
+        """The values of the latest :meth:`update` (zeros after a reset)."""
 
     def reset(self) -> None:
         """New episode."""
         for stream in self._streams:
             stream.reset()
+        self.last = np.zeros(self.dim)
 
     def interrupt(self) -> None:
         """A period passed without a usable observation (the runtime's fallback step)."""
@@ -218,7 +221,8 @@ class FeatureState:
         if not self._streams:
             return np.zeros(0)
         values = observation["observation"]
-        return np.concatenate([stream.update(values, command) for stream in self._streams])
+        self.last = np.concatenate([stream.update(values, command) for stream in self._streams])
+        return self.last.copy()
 
     def peek(self, observation: Mapping[str, np.ndarray], command: np.ndarray | None) -> np.ndarray:
         """What :meth:`update` would return, leaving the state as it is (the runtime's prefetch)."""

@@ -311,6 +311,11 @@ class Controller:
             self.rng = np.random.default_rng(seed)
 
     @property
+    def feature_values(self) -> np.ndarray:
+        """The policy's observation features after the latest step (e.g. the disturbance estimate); empty without."""
+        return self._features.last.copy()
+
+    @property
     def wants_chunk(self) -> bool:
         """With prefetch: the next step takes up a new chunk and none is on the way (:meth:`prime` would start one)."""
         return self.config.prefetch and self._job is None and (not self._chunks or self._t >= self._due)

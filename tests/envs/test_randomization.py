@@ -129,7 +129,7 @@ class TestResolveRandomization:
         assert resolve_randomization({"object_mass_scale": [2, 2]}) == expected
 
     def test_misspelt_preset_suggests_the_close_one(self):
-        with pytest.raises(ValueError, match=r"preset \(nominal, train\).*Did you mean 'train'\?"):
+        with pytest.raises(ValueError, match=r"preset \(nominal, train, wide\).*Did you mean 'train'\?"):
             resolve_randomization("trian")
 
     def test_value_of_the_wrong_type_is_refused(self):
@@ -152,6 +152,8 @@ class TestSampling:
         config = PRESETS["train"]
         samples = [config.sample(np.random.default_rng(seed)) for seed in range(50)]
         for field in dataclasses.fields(RandomizationSample):
+            if field.name == "wind_direction":  # drawn with wind_steady, not a key of its own
+                continue
             values = [getattr(s, field.name) for s in samples]
             spec = getattr(config, field.name)
             low, high = (spec, spec) if isinstance(spec, float) else spec
@@ -302,3 +304,15 @@ class TestActionNoise:
     def test_negative_action_noise_is_refused(self, make_env):
         with pytest.raises(ValueError, match="action_noise_std"):
             make_env(REACH, randomize={"action_noise_std": -0.1})
+
+
+def test_steady_wind_pushes_the_quadrotor_sideways_with_the_drawn_force(make_env):
+    """``wind_steady``: a constant horizontal force of the drawn magnitude, in the drawn direction."""
+    env = make_env("robot_rl/QuadrotorHover-v0", randomize={"wind_steady": [0.02, 0.02]})
+    env.reset(seed=5)
+    sample = env.unwrapped._sample
+    assert sample.wind_steady == 0.02 and 0.0 <= sample.wind_direction < 2 * np.pi
+    env.unwrapped._simulate(env.unwrapped.hover_action)
+    force = env.unwrapped.data.xfrc_applied[env.unwrapped._body][:3]
+    assert np.hypot(force[0], force[1]) == pytest.approx(0.02, abs=1e-3)
+    assert np.arctan2(force[1], force[0]) % (2 * np.pi) == pytest.approx(sample.wind_direction, abs=0.05)

@@ -83,6 +83,7 @@ class QuadrotorEnv(MujocoGoalEnv):
             "motor_lag_scale",
             "drag_coefficient",
             "wind_gust_std",
+            "wind_steady",
         }
     )
     randomization_presets = QUADROTOR_PRESETS
@@ -244,6 +245,9 @@ class QuadrotorEnv(MujocoGoalEnv):
             noise = self.np_random.normal(size=3).tolist()
             self._gust = [decay * g + scale * n for g, n in zip(self._gust, noise, strict=True)]
         gx, gy, gz = self._gust
+        if s.wind_steady:
+            gx += s.wind_steady * math.cos(s.wind_direction)
+            gy += s.wind_steady * math.sin(s.wind_direction)
         qvel, ctrl, force = self._qvel, self._ctrl, self._force
         rate_ctl, mixer = self.rate_controller, self.mixer
         model, data = self.model, self.data
