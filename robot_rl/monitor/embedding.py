@@ -117,7 +117,7 @@ def demo_histories(path: str | os.PathLike[str], layout: ObsLayout, n_obs_steps:
             demo = ds[name]
             if not demo.success:
                 continue
-            flat = layout.flatten_batch(demo.obs)
+            flat = layout.flatten_batch(demo.obs, demo.actions)
             t = np.arange(len(flat))
             index = np.clip(t[:, None] + np.arange(-n_obs_steps + 1, 1)[None, :], 0, len(flat) - 1)
             histories.append(flat[index])

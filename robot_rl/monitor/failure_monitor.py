@@ -364,7 +364,7 @@ class FailureMonitor:
         """Update the history; at a new chunk, score it and decide. Returns the current decision."""
         if status.step == 0:
             self.reset()
-        flat = self.policy.layout.flatten(observation)
+        flat = self.policy.layout.flatten(observation, getattr(status, "features", None))
         if not self._history:
             self._history.extend([flat] * self.policy.n_obs_steps)
         else:

@@ -259,6 +259,11 @@ class ChunkedActor:
         if seed is not None:
             self.rng = np.random.default_rng(seed)
 
+    @property
+    def current(self) -> np.ndarray:
+        """The flattened observation of the latest call (with the policy's features, when it has any)."""
+        return self._history[-1]
+
     def sent(self, command: np.ndarray) -> None:
         """Tell the actor what was actually sent this step (after a safety filter); by default, what it returned.
 

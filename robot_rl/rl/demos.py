@@ -46,7 +46,9 @@ def demo_transitions(
             for t, obs in enumerate([*obs_t, last]):
                 action = np.asarray(actor(obs), dtype=np.float64)
                 base_actions.append(action)
-                parts = [base.layout.flatten(obs), action]
+                parts = [actor.current, action]  # the base's flattening, with its features when it has any
+                if t < steps:
+                    actor.sent(demo.actions[t])
                 if feedback:
                     parts.append(action if t == 0 else np.asarray(demo.actions[t - 1], dtype=np.float64))
                 features.append(np.concatenate(parts).astype(np.float32))

@@ -111,7 +111,7 @@ class ResidualEnv(gym.Wrapper):
     def _observe(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         self._obs = obs
         self._base_action = np.asarray(self.actor(obs), dtype=np.float64)
-        parts = [self.base.layout.flatten(obs), self._base_action]
+        parts = [self.actor.current, self._base_action]  # the base's own flattening (features included)
         if self.feedback:
             parts.append(self._base_action if self._previous is None else self._previous)
         return np.concatenate(parts).astype(np.float32)
@@ -127,6 +127,7 @@ class ResidualEnv(gym.Wrapper):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply base + scale * correction."""
         applied = apply_correction(self._base_action, action, self.scale, self._low, self._high)
+        self.actor.sent(applied)  # a base with observation features learns what was actually sent
         obs, reward, terminated, truncated, info = self.env.step(applied)
         info = dict(info)
         info["base_action"] = self._base_action
@@ -233,13 +234,14 @@ class ResidualActor:
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Base action plus the agent's deterministic correction."""
         base_action = np.asarray(self.actor(obs), dtype=np.float64)
-        parts = [self.base.layout.flatten(obs), base_action]
+        parts = [self.actor.current, base_action]
         if self.feedback:
             parts.append(base_action if self._previous is None else self._previous)
         features = np.concatenate(parts).astype(np.float32)
         correction = self.agent.predict(features, deterministic=True)[0]
         applied = apply_correction(base_action, correction, self.scale, self._low, self._high)
         self._previous = applied.copy()
+        self.actor.sent(applied)
         return applied
 
 

@@ -155,6 +155,9 @@ class ControlStatus:
     """What each filter reported, in the order they ran."""
     fallback: str | None = None
     """Why the step returned the fallback command instead of the policy's (None: it did not)."""
+    features: np.ndarray | None = None
+    """The policy's observation features at this step (the values appended to the flattened observation; None for
+    a policy without features): monitors that read the policy's input use them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,6 +426,8 @@ class Controller:
             waited=waited,
             prefetching=self._job is not None and not self._job.done(),
         )
+        if self.policy.layout.features:
+            status.features = self._features.last.copy()
         for monitor in self.monitors:
             if monitor(observation, newest.actions, status):
                 status.alarm = True

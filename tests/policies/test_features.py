@@ -156,3 +156,31 @@ def test_a_run_with_a_feature_the_runtime_cannot_compute_is_refused_at_export(fe
     assert "'wind_estimator', which this robot_rl runtime cannot compute" in err
     assert "Features it computes: quadrotor_disturbance" in err
     assert not (tmp_path / "policy").exists()
+
+
+def test_a_residual_on_a_feature_base_sees_the_base_s_features(feature_run):
+    """ResidualEnv runs a base with features: zero correction reproduces the base, and the residual observes the
+    flattened observation with the features (what the exported graph's residual input gets from the Controller)."""
+    from robot_rl.rl.wrappers import ResidualEnv
+
+    base = load_policy(feature_run["run"])
+    env = ResidualEnv(make(WAYPOINT), base, scale=0.5)
+    obs, _ = env.reset(seed=7)
+    assert obs.shape == (base.layout.dim + 4,)
+    applied = []
+    for _ in range(30):
+        obs, _, _, _, info = env.step(np.zeros(4))
+        applied.append(info["applied_action"])
+    reference = make(WAYPOINT)
+    actor = ChunkedActor(base)
+    o, _ = reference.reset(seed=7)
+    actor.reset(7)
+    expected = []
+    for _ in range(30):
+        action = np.clip(actor(o), -1, 1)
+        actor.sent(action)
+        expected.append(action)
+        o, *_ = reference.step(action)
+    np.testing.assert_array_equal(np.array(applied), np.array(expected))
+    actor(o)  # the residual's observation after the last step is the base's input at the next one
+    np.testing.assert_allclose(obs[: base.layout.dim], actor.current, atol=1e-5)
