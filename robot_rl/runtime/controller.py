@@ -4,7 +4,9 @@
 policies/NAME`` drives it with simulated time and the ROS 2 node with the wall clock. Per call it
 
 1. records the clock (``now``, the caller's time [s]) and flags a late step;
-2. appends the observation to the history (padded with the first observation after a reset);
+2. appends the observation to the history (padded with the first observation after a reset), with the
+   policy's observation features when it has any (:mod:`robot_rl.policies.features`: state such as a
+   disturbance observer, updated from the observation and the command sent in the previous period);
 3. takes up the next action chunk when one is due (computed now, or ahead of time with prefetch);
 4. builds the command from the chunks in play (``blend``: plain receding horizon, ACT-style temporal
    ensembling, or a linear cross-fade from the previous chunk);
