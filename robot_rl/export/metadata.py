@@ -372,8 +372,6 @@ def record_eval(policy_dir: str | os.PathLike[str], report: dict[str, Any]) -> d
     Returns:
         The summary written.
     """
-    from robot_rl.export.card import render_readme
-
     policy_dir = Path(policy_dir)
     path = policy_dir / METADATA_FILE
     value = json.loads(path.read_text())
@@ -385,16 +383,23 @@ def record_eval(policy_dir: str | os.PathLike[str], report: dict[str, Any]) -> d
     if "video" in report:
         summary["video"] = Path(report["video"]).name
     value["eval"] = summary
+    _write_card(policy_dir, value, EVAL_FILE, report)
+    return summary
+
+
+def _write_card(policy_dir: Path, value: dict[str, Any], report_file: str, report: dict[str, Any]) -> None:
+    """Write a report beside the card, the card (metadata.json, each atomically) and its README.md."""
+    from robot_rl.export.card import render_readme
+
     for name, text in (
-        (EVAL_FILE, json.dumps(report, indent=2) + "\n"),
+        (report_file, json.dumps(report, indent=2) + "\n"),
         (METADATA_FILE, dumps(value, indent=2) + "\n"),
     ):
         tmp = policy_dir / (name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, policy_dir / name)
-    meta = PolicyMetadata.from_json(value, str(path))
+    meta = PolicyMetadata.from_json(value, str(policy_dir / METADATA_FILE))
     (policy_dir / README_FILE).write_text(render_readme(meta, policy_dir))
-    return summary
 
 
 def record_robustness(policy_dir: str | os.PathLike[str], report: dict[str, Any]) -> dict[str, Any]:
@@ -406,8 +411,6 @@ def record_robustness(policy_dir: str | os.PathLike[str], report: dict[str, Any]
     Returns:
         The summary written.
     """
-    from robot_rl.export.card import render_readme
-
     policy_dir = Path(policy_dir)
     path = policy_dir / METADATA_FILE
     value = json.loads(path.read_text())
@@ -428,13 +431,5 @@ def record_robustness(policy_dir: str | os.PathLike[str], report: dict[str, Any]
         "families": rows,
     }
     value["robustness"] = summary
-    for name, text in (
-        (ROBUSTNESS_FILE, json.dumps(report, indent=2) + "\n"),
-        (METADATA_FILE, dumps(value, indent=2) + "\n"),
-    ):
-        tmp = policy_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, policy_dir / name)
-    meta = PolicyMetadata.from_json(value, str(path))
-    (policy_dir / README_FILE).write_text(render_readme(meta, policy_dir))
+    _write_card(policy_dir, value, ROBUSTNESS_FILE, report)
     return summary
