@@ -38,6 +38,8 @@ BENCHMARKS = {
     "policy": "bench_policy.py",
     "recording": "bench_recording.py",
     "runtime": "bench_runtime.py",
+    "robustness": "bench_robustness.py",
+    "adaptation": "bench_quadrotor_adaptation.py",
 }
 
 
@@ -45,15 +47,22 @@ BENCHMARKS = {
 class Bench:
     """Run a benchmark from bench/ (its markdown and JSON go to --out)."""
 
-    which: tyro.conf.Positional[Literal["envs", "quadrotor", "policy", "recording", "runtime"]]
+    which: tyro.conf.Positional[
+        Literal["envs", "quadrotor", "policy", "recording", "runtime", "robustness", "adaptation"]
+    ]
     """Which benchmark: envs, quadrotor, policy (diffusion latency and success against denoising steps),
-    recording (demo recorder overhead) or runtime (Controller latency and smoothness, shipped policies)."""
+    recording (demo recorder overhead), runtime (Controller latency and smoothness, shipped policies),
+    robustness (the robustness suite on every shipped policy; --episodes per family, --card writes the cards)
+    or adaptation (the shipped waypoint policy over a grid of masses, motor constants and steady winds)."""
     out: Path = Path("bench/results")
     """Folder for the markdown and JSON results."""
     run: Path | None = None
     """policy: the diffusion training run to measure."""
     episodes: int = 100
-    """policy: held-out episodes per number of denoising steps."""
+    """policy: held-out episodes per number of denoising steps; robustness: episodes per family; adaptation:
+    episodes per cell."""
+    card: bool = False
+    """robustness: write each shipped policy's card."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -469,6 +478,10 @@ def run(argv: list[str] | None = None) -> int:
                 raise ValueError("`bench policy` needs --run RUN_DIR (a diffusion training run).")
             module.run(command.run, [1, 2, 3, 5, 10], command.episodes, 300, command.out)
         elif command.which == "runtime":
+            module.run(command.episodes, command.out)
+        elif command.which == "robustness":
+            module.run(command.episodes, card=command.card, out_dir=command.out)
+        elif command.which == "adaptation":
             module.run(command.episodes, command.out)
         else:
             module.run(out_dir=command.out)
