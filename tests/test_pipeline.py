@@ -28,11 +28,11 @@ def test_tiny_pipeline_writes_the_report_and_resumes(tmp_path):
         assert (out / name).is_file(), name
     stages = {"demos", "base", "residual", "export_calibrate", "robustness", "evaluate_report"}
     assert set(report["timings_s"]) == stages
-    # Every learning stage ran under the wide randomization; the suite's table is in the report and on the card.
+    # Every learning stage ran under the train randomization; the suite's table is in the report and on the card.
     with h5py.File(out / "demos.hdf5") as f:
         assert "obs_noise_std" in json.loads(f["data"].attrs["env_kwargs"])["randomize"]
-    assert json.loads((out / "base" / "config.json").read_text())["train"]["eval_randomize"] == "wide"
-    assert json.loads((out / "residual" / "config.json").read_text())["options"]["randomize"] == "wide"
+    assert json.loads((out / "base" / "config.json").read_text())["train"]["eval_randomize"] == "train"
+    assert json.loads((out / "residual" / "config.json").read_text())["options"]["randomize"] == "train"
     assert [r["family"] for r in report["robustness"]["families"]][:2] == ["nominal", "object"]
     assert card["robustness"]["episodes"] == 1 and "## Robustness" in (out / "policy" / "README.md").read_text()
     assert run(argv) == 0  # everything done: only export, calibration, evaluation and the report run again
@@ -40,5 +40,5 @@ def test_tiny_pipeline_writes_the_report_and_resumes(tmp_path):
     assert set(again["timings_s"]) == {"export_calibrate", "robustness", "evaluate_report"}
     assert again["results"] == report["results"]
     # The same folder with another randomization is refused before anything runs.
-    with pytest.raises(ValueError, match="with randomize 'wide'; this one asks for .* with 'nominal'"):
+    with pytest.raises(ValueError, match="with randomize 'train'; this one asks for .* with 'nominal'"):
         run([*argv, "--randomize", "nominal"])
