@@ -299,7 +299,7 @@ def _suite(command: EvalConfig) -> None:
     )
     print(format_table(report))
     if command.json is not None:
-        print(f"report: {write_report(report, command.json)}")
+        write_report(report, command.json)  # run() prints its path
     if command.plot is not None:
         print(f"plot: {plot_suite(report, command.plot)}")
     if command.card:
