@@ -12,8 +12,9 @@ plus the feature values appended to each flattened observation.
 ``robot_rl/envs/quadrotor/expert.py``): the acceleration the vehicle measured over the last period
 minus the one the last command should have produced on the nominal model, low-pass filtered. It
 converges to the unmodelled acceleration: ``g (1 - m / (k m_nom))`` upward at hover for a mass ``m`` and
-a motor constant scale ``k`` (-0.3 g for a payload of 30%), and the wind force over the mass horizontally. A policy trained on demos
-collected under randomized mass, motors and wind, with this estimate in its input, learns the
+a motor constant scale ``k`` (-0.3 g for a payload of 30%), and the wind force over the mass
+horizontally. A policy trained on demos collected under randomized mass, motors and wind, with this
+estimate in its input, learns the
 expert's compensation (thrust up by the missing acceleration times the nominal mass): it is the
 sufficient statistic of a constant offset, and it needs no history in the network.
 

@@ -79,6 +79,11 @@ class ObsLayout:
         return tuple((name, part or slice(None)) for name, part in map(parse_key, self.keys))
 
     @functools.cached_property
+    def plain(self) -> ObsLayout:
+        """This layout without its features (the observation entries alone); the layout itself when it has none."""
+        return dataclasses.replace(self, features=()) if self.features else self
+
+    @functools.cached_property
     def names(self) -> tuple[str, ...]:
         """The dict entries read (keys without slices, plus the goals for ``relative_goal``)."""
         names = tuple(dict.fromkeys(name for name, _ in self._parts))
@@ -133,8 +138,7 @@ class ObsLayout:
                     f"this policy reads the observation features {[f.name for f in self.features]}, computed over "
                     "the episode: run it through ChunkedActor or the runtime Controller, which keep their state."
                 )
-            plain = dataclasses.replace(self, features=())
-            return np.concatenate([plain.flatten(obs), np.asarray(features, dtype=np.float64).reshape(-1)])
+            return np.concatenate([self.plain.flatten(obs), np.asarray(features, dtype=np.float64).reshape(-1)])
         return self.flatten_batch({k: np.asarray(v)[None] for k, v in obs.items()})[0]
 
     def new_feature_state(self) -> FeatureState:
@@ -153,9 +157,8 @@ class ObsLayout:
                     f"this policy reads the observation features {[f.name for f in self.features]}: flattening an "
                     "episode needs its actions."
                 )
-            plain = dataclasses.replace(self, features=())
             series = feature_series(self.features, np.asarray(obs["observation"]), np.asarray(actions))
-            return np.concatenate([plain.flatten_batch(obs), series], axis=1)
+            return np.concatenate([self.plain.flatten_batch(obs), series], axis=1)
         missing = [k for k in self.names if k not in obs]
         if missing:
             raise KeyError(
@@ -312,7 +315,7 @@ def check_layout(layout: ObsLayout, observation_space: Any, action_dim: int, act
     if missing:
         raise ValueError(f"the policy reads observation entries {list(layout.names)}; the env has {sorted(spaces)}.")
     env_layout = layout_from_space(observation_space, layout.keys, layout.relative_goal)
-    difference = dataclasses.replace(layout, features=()).difference(env_layout)
+    difference = layout.plain.difference(env_layout)
     if difference is not None:
         raise ValueError(f"the policy's observation layout differs from the env's: {difference} (policy vs env).")
     if tuple(action_space.shape) != (action_dim,):

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import math
 import os
 import time
@@ -50,7 +49,7 @@ from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
-from robot_rl.policies.layout import ObsLayout, Policy
+from robot_rl.policies.layout import Policy
 
 BlendMode = Literal["none", "ensemble", "crossfade"]
 BLEND_MODES: tuple[str, ...] = get_args(BlendMode)
@@ -453,15 +452,11 @@ class Controller:
         if not layout.features:
             flat = layout.flatten(observation)
             return flat if math.isfinite(float(flat.sum())) else None
-        head = self._plain_layout.flatten(observation)
+        head = layout.plain.flatten(observation)
         if not math.isfinite(float(head.sum())):
             return None
         update = self._features.peek if peek else self._features.update
         return np.concatenate([head, update(observation, self._last_command)])
-
-    @functools.cached_property
-    def _plain_layout(self) -> ObsLayout:
-        return dataclasses.replace(self.policy.layout, features=())
 
     def _fallback_step(
         self,
