@@ -86,7 +86,6 @@ def her_peer(env_id: str, steps: int, eval_every: int, eval_episodes: int, out: 
 
     record(0)
     model.learn(total_timesteps=steps, callback=Every())
-    model.save(out / "model.zip")
 
 
 def check_reused(args, algo: str, run: Path) -> None:

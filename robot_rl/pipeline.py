@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from robot_rl.evaluation.evaluate import EvalConfig, evaluate
+from robot_rl.limits import check_counts
+from robot_rl.rl.config import MAX_STEPS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,16 +74,15 @@ class Pipeline:
     (``robot-rl eval --suite robustness``), written on the policy's card and into the report (0: skip)."""
 
     def __post_init__(self) -> None:
-        if self.demos < 1 or self.base_steps < 1 or self.episodes < 1 or self.residual_steps < 0:
-            raise ValueError("`demos`, `base_steps` and `episodes` must be >= 1 and `residual_steps` >= 0.")
-        if self.video_episodes < 0:
-            raise ValueError(f"`video_episodes` must be >= 0. Got {self.video_episodes}.")
+        check_counts(self, 1, "demos", "base_steps", "episodes", "threads")
+        check_counts(self, 0, "video_episodes", "monitor_episodes")
+        if not 0 <= self.residual_steps <= MAX_STEPS:  # checked here, not after the demos and the base
+            raise ValueError(
+                f"`residual_steps` must be in [0, {MAX_STEPS}] (0 skips the stage). Got {self.residual_steps}."
+            )
         if self.residual_algo not in ("sac", "ppo", "dsrl"):
             raise ValueError(f"`residual_algo` must be sac, ppo or dsrl. Got {self.residual_algo!r}.")
-        if self.suite_episodes < 0:
-            raise ValueError(
-                f"`suite_episodes` must be >= 0 (0: skip the robustness suite). Got {self.suite_episodes}."
-            )
+        check_counts(self, 0, "suite_episodes")
 
 
 def run_pipeline(config: Pipeline) -> dict[str, Any]:
@@ -142,15 +143,13 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
         timings["base"] = time.perf_counter() - start
 
     residual = out / "residual"
-    if config.residual_steps and not (residual / "last.zip").exists():
+    from robot_rl.rl.train import finished
+
+    if config.residual_steps and not finished(residual):
         from robot_rl.rl.config import TrainResidual
         from robot_rl.rl.train import train_residual
 
         start = stage(f"3/5 residual RL ({config.residual_algo}, {config.residual_steps} env steps)")
-        if residual.exists():
-            import shutil
-
-            shutil.rmtree(residual)  # an interrupted residual run restarts (stable-baselines3 has no mid-run resume)
         train_residual(
             TrainResidual(
                 base=base,
@@ -162,6 +161,7 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
                 demos=demos if config.residual_algo == "sac" else None,
                 randomize=config.randomize,
                 threads=config.threads,
+                resume=(residual / "config.json").exists(),  # an interrupted run continues from its checkpoint
             )
         )
         timings["residual"] = time.perf_counter() - start
@@ -172,7 +172,7 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
     start = stage("4/5 export; calibrate the failure monitor")
     base_policy, policy = out / "policy_base", out / "policy"
     export_run(base, base_policy, overwrite=True)
-    has_residual = bool(config.residual_steps) and (residual / "model.zip").exists()
+    has_residual = bool(config.residual_steps) and finished(residual)
     export_run(residual if has_residual else base, policy, overwrite=True)
     monitor = _calibrate_monitor(policy, env_id, demos, config.monitor_episodes)
     timings["export_calibrate"] = time.perf_counter() - start

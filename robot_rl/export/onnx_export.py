@@ -275,7 +275,7 @@ def _check_out_dir(
             same = (
                 existing["base"]["weights_sha256"] == weights_sha256
                 and existing["inference_steps"] == inference_steps
-                and (existing.get("residual") or {}).get("model_sha256") == residual_sha256
+                and (existing.get("residual") or {}).get("agent_sha256") == residual_sha256
             )
             what = f"{existing['base']['policy_type']} from {existing['base']['run_dir']}"
         except (json.JSONDecodeError, KeyError, TypeError):
@@ -359,7 +359,7 @@ def export_run(
     base_dir = residual.base_dir if residual is not None else run_dir
     weights_sha256 = sha256_file(base_dir / ckpt.WEIGHTS)
     _check_out_dir(
-        out_dir, weights_sha256, steps, overwrite, residual.provenance["model_sha256"] if residual is not None else None
+        out_dir, weights_sha256, steps, overwrite, residual.provenance["agent_sha256"] if residual is not None else None
     )
 
     env = make(config["env_id"], **config.get("env_kwargs", {}))

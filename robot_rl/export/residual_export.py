@@ -46,7 +46,7 @@ class ResidualRun:
     base_dir: Path
     """The base's training run (torch weights)."""
     agent: Any
-    """The stable-baselines3 agent (SAC or PPO)."""
+    """The agent (:class:`robot_rl.rl.agent_io.Agent`: stable-baselines3's SAC or PPO policy network)."""
     scale: Any
     """One number or one per action dimension (the run's ``--scale``)."""
     noise_bound: float
@@ -56,15 +56,14 @@ class ResidualRun:
 
 
 def load_residual_run(run_dir: Path) -> ResidualRun:
-    """The residual run's agent and its base's training run.
+    """The residual run's agent (rebuilt from safetensors, nothing unpickled) and its base's training run.
 
     Raises:
         RunError: the base is an exported policy whose training run is not at hand (its weights are
             needed to build the graph), or the run is incomplete.
+        AgentFileError: the agent's files are damaged or of the old pickled format (with how to convert).
     """
-    from stable_baselines3 import PPO, SAC
-
-    from robot_rl.export.metadata import sha256_file
+    from robot_rl.rl.agent_io import load_agent
 
     config = ckpt.read_config(run_dir)
     base = config["base"]
@@ -77,11 +76,7 @@ def load_residual_run(run_dir: Path) -> ResidualRun:
                 f"{run_dir}'s base is the exported policy {base['path']}; exporting the residual needs its training "
                 f"run {base_dir} (the torch weights), which is not there."
             )
-    model = run_dir / "model.zip"
-    if not model.is_file():
-        raise ckpt.RunError(f"{run_dir} has no model.zip: the residual run did not finish.")
-    cls = PPO if config["algo"] == "ppo" else SAC
-    agent = cls.load(model, device="cpu")
+    agent = load_agent(run_dir)
     options = config["options"]
     feedback = bool(options.get("feedback", False))  # runs from before the option have none
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -93,7 +88,7 @@ def load_residual_run(run_dir: Path) -> ResidualRun:
         "noise_bound": options["noise_bound"] if config["algo"] == "dsrl" else None,
         "feedback": feedback,
         "net": options["net"],
-        "model_sha256": sha256_file(model),
+        "agent_sha256": agent.sha256,
         "last_train_eval": metrics[-1] if metrics else None,
     }
     return ResidualRun(

@@ -31,10 +31,11 @@ def check_scale(values: tuple[float, ...]) -> None:
 class TrainResidual:
     """Improve a frozen base policy with RL from the env's sparse reward (sac, ppo or dsrl)."""
 
-    base: Path
-    """The frozen base: a training run (`robot-rl train ...`) or an exported policy folder."""
     out: Path
-    """Run directory for the residual (created)."""
+    """Run directory for the residual (created; with --resume, the run to continue)."""
+    base: Path | None = None
+    """The frozen base: a training run (`robot-rl train ...`) or an exported policy folder (required unless
+    --resume)."""
     algo: Literal["sac", "ppo", "dsrl"] = "sac"
     """sac: off-policy per-step residual (ResFiT-like); ppo: on-policy residual over vectorized envs
     (ResiP-like); dsrl: SAC over the diffusion sampler's initial noise (DSRL-like)."""
@@ -97,18 +98,28 @@ class TrainResidual:
     eval_seed: int = 900_000
     """First seed of the evaluations during training (the final report uses 1000000 on)."""
     keep_best: bool = False
-    """Deploy (``model.zip``) the agent of the best evaluation during training instead of the final one.
+    """Deploy (``agent.safetensors``) the agent of the best evaluation during training instead of the final one.
     Off by default: with 30-episode evaluations the pick was the noise's, measured on 200 fresh seeds
     (3000000...): PandaPush best 0.79 / final 0.87, PandaPickAndPlace best 0.92 / final 0.96 (100k SAC
-    steps each). ``best.zip`` keeps the best either way."""
+    steps each). ``best.safetensors`` keeps the best either way."""
     seed: int = 0
     """RL seed."""
     threads: int = 2
     """torch CPU threads."""
     progress: bool = True
     """Show a progress bar."""
+    resume: bool = False
+    """Continue the run in --out from its last checkpoint (written at every evaluation): networks, optimizer
+    moments, entropy coefficient and env steps are restored, the replay buffer starts again (refilled with
+    --demos and fresh experience before updates resume). The run's own options apply; only --threads and
+    --progress are taken from this command."""
 
     def __post_init__(self) -> None:
+        if self.base is None and not self.resume:
+            raise ValueError(
+                "`base` is required: the frozen base, a training run or an exported policy folder (or pass "
+                "--resume to continue the run in --out)."
+            )
         if not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"`steps` must be in [1, {MAX_STEPS}]. Got {self.steps}.")
         if isinstance(self.scale, int | float):

@@ -7,13 +7,17 @@ agent's output layer starts near zero, so the first evaluation is the base's own
 A residual run directory::
 
     RUN_DIR/
-      config.json      resolved options, the base (path, type, its env and demo seeds), the env
-      model.zip        the stable-baselines3 agent deployed (eval, export): the latest evaluated, or with
-                       ``keep_best`` the best evaluation so far
-      best.zip         the agent of the best evaluation so far
-      last.zip         the agent at the end of training
-      metrics.jsonl    one line per evaluation: env steps, success rate, mean return, wall time
-      tb/              TensorBoard (stable-baselines3's scalars and ours)
+      config.json              resolved options, the base (path, type, its env and demo seeds), the env
+      agent.json               the agent's networks (algorithm, spaces, hidden layers)
+      agent.safetensors        the agent deployed (eval, export): the latest evaluated, or with ``keep_best``
+                               the best evaluation so far
+      best.safetensors         the agent of the best evaluation so far
+      checkpoint.safetensors   the whole training state at the last evaluation (``--resume``)
+      metrics.jsonl            one line per evaluation: env steps, success rate, mean return, wall time
+      tb/                      TensorBoard (stable-baselines3's scalars and ours)
+
+No file of a run is a pickle (:mod:`robot_rl.rl.agent_io`): stable-baselines3 trains the agent, but its
+zip format, which unpickles on load, is neither written nor read.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from robot_rl.rl import agent_io
 from robot_rl.rl.config import TrainResidual
 
 BASE_KINDS = ("bc", "diffusion")
@@ -134,34 +139,63 @@ def evaluate_agent(model: Any | None, env: Any, seeds: list[int]) -> dict[str, A
     }
 
 
-def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_step: int) -> Any:
+@dataclasses.dataclass
+class _Progress:
+    """Where a run stands: restored from metrics.jsonl on --resume."""
+
+    next_eval: int
+    best: float | None = None
+    last_eval: int = -1
+    wall_time_s: float = 0.0
+
+    @classmethod
+    def of(cls, config: TrainResidual, out: Path, resumed_steps: int) -> _Progress:
+        if not resumed_steps:
+            return cls(next_eval=config.eval_every)
+        lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rates = [m["success_rate"] for m in lines if "success_rate" in m]
+        last = lines[-1] if lines else {"env_steps": resumed_steps, "wall_time_s": 0.0}
+        return cls(
+            next_eval=int(last["env_steps"]) + config.eval_every,
+            best=max(rates) if rates else None,
+            last_eval=int(last["env_steps"]),
+            wall_time_s=float(last.get("wall_time_s", 0.0)),
+        )
+
+
+def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_step: int, progress: _Progress) -> Any:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class EvalAndSave(BaseCallback):
         def __init__(self) -> None:
             super().__init__()
-            self.next_eval = config.eval_every
-            self.best: float | None = None
-            self.last_eval = -1
-            self.started = time.perf_counter()
+            self.next_eval = progress.next_eval
+            self.best = progress.best
+            self.last_eval = progress.last_eval
+            self.started = time.perf_counter() - progress.wall_time_s
             self.bar: Any = None
 
         def _on_training_start(self) -> None:
-            self.warming = config.algo != "ppo" and config.actor_warmup > 0
+            steps = self._env_steps()
+            self.warming = config.algo != "ppo" and config.actor_warmup > 0 and steps < self._warmup_end()
             if self.warming:
                 self.model.actor.requires_grad_(False)  # Adam skips parameters without gradients
             if config.progress:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=config.steps, desc=f"train residual ({config.algo})", unit="step")
-            self._evaluate(0)
+                self.bar = tqdm(total=config.steps, initial=steps, desc=f"train residual ({config.algo})", unit="step")
+            if steps == 0:
+                self._evaluate(0)
+
+        def _warmup_end(self) -> int:
+            return config.learning_starts + config.actor_warmup
 
         def _env_steps(self) -> int:
             return self.num_timesteps * env_steps_per_rl_step
 
         def _on_step(self) -> bool:
             steps = self._env_steps()
-            if self.warming and steps >= config.learning_starts + config.actor_warmup:
+            if self.warming and steps >= self._warmup_end():
                 self.model.actor.requires_grad_(True)
                 self.warming = False
             if self.bar is not None and steps > self.bar.n:
@@ -178,6 +212,13 @@ def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_
                 self.bar.close()
 
         def _evaluate(self, steps: int) -> None:
+            import torch
+
+            if not all(bool(torch.isfinite(p).all()) for p in self.model.policy.parameters()):
+                raise RuntimeError(
+                    f"the agent's weights became non-finite (nan or inf) by env step {steps}; the last finite agent "
+                    f"stays in {out} (step {max(self.last_eval, 0)}). Lower --learning-rate or check the env's rewards."
+                )
             self.last_eval = steps
             metrics: dict[str, Any] = {"env_steps": steps, "wall_time_s": round(time.perf_counter() - self.started, 2)}
             if config.eval_episodes:
@@ -192,60 +233,63 @@ def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_
             best = self.best is None or metrics.get("success_rate", 0.0) >= self.best
             if best:
                 self.best = metrics.get("success_rate", 0.0)
-                self.model.save(out / "best.zip")
+                agent_io.save_weights(self.model, out / agent_io.BEST, num_timesteps=self.num_timesteps)
             deploy = best or not config.keep_best
             if deploy:
-                self.model.save(out / "model.zip")
+                agent_io.save_weights(self.model, out / agent_io.DEPLOYED, num_timesteps=self.num_timesteps)
             metrics["best"] = best
             metrics["deployed"] = deploy
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
+            # the checkpoint last: a run killed before it resumes from the previous one and repeats this evaluation
+            agent_io.save_weights(
+                self.model,
+                out / agent_io.CHECKPOINT,
+                training_state=True,
+                num_timesteps=self.num_timesteps,
+                total_timesteps=max(1, config.steps // env_steps_per_rl_step),
+            )
 
     return EvalAndSave()
 
 
-def train_residual(config: TrainResidual) -> dict[str, Any]:
-    """Train a residual (or noise-space) agent on a frozen base; returns the last evaluation."""
-    import torch
+def _resumed_config(config: TrainResidual) -> TrainResidual:
+    """The options the run in ``config.out`` was started with (threads and progress from ``config``)."""
+    path = config.out / "config.json"
+    if not path.is_file():
+        raise ValueError(f"--resume: {config.out} holds no residual run (no config.json); start one without --resume.")
+    saved = json.loads(path.read_text())
+    if saved.get("policy_type") != "residual":
+        raise ValueError(f"--resume: {config.out} is a {saved.get('policy_type')} run, not a residual run.")
+    options = dict(saved["options"])
+    if config.base is not None and Path(config.base) != Path(options["base"]):
+        raise ValueError(
+            f"--resume: {config.out} was started on the base {options['base']}; --base is {config.base} (leave it out "
+            "to resume, or choose a new --out for another base)."
+        )
+    fields = {f.name for f in dataclasses.fields(TrainResidual)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"--resume: {path} has options this version does not know: {unknown}.")
+    for name in ("base", "out", "demos"):
+        if options.get(name) is not None:
+            options[name] = Path(options[name])
+    for name in ("scale", "net"):
+        options[name] = tuple(options[name])
+    options.update(threads=config.threads, progress=config.progress, resume=True)
+    return TrainResidual(**options)
+
+
+def _build_model(config: TrainResidual, base: Any, env_id: str, out: Path) -> Any:
+    """The stable-baselines3 agent of ``config`` on its training env(s), output layer near zero."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    torch.set_num_threads(config.threads)
-    base, info = load_base(config.base)
-    env_id = config.env or info["env_id"]
-    if env_id.replace("Dense", "") != info["env_id"].replace("Dense", ""):
-        raise ValueError(
-            f"the base was trained on {info['env_id']}; --env is {env_id} (its sparse or dense variant is allowed)."
-        )
-    if config.algo == "dsrl" and info["policy_type"] != "diffusion":
-        raise ValueError(f"dsrl steers a diffusion policy's noise; the base {config.base} is a {info['policy_type']}.")
-    overlap = set(range(config.eval_seed, config.eval_seed + config.eval_episodes)) & set(info["seeds"])
-    if overlap:
-        raise ValueError(f"evaluation seeds overlap the base's demo seeds (e.g. {sorted(overlap)[:3]}).")
-    if config.algo != "dsrl":
-        from robot_rl.rl.wrappers import resolve_scale
-
-        resolve_scale(config.scale, base.action_dim)
-    out = config.out
-    if (out / "config.json").exists():
-        raise ValueError(f"{out} already holds a run; choose a new --out.")
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = {
-        "policy_type": "residual",
-        "algo": config.algo,
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
-        "base": info,
-        "env_id": env_id,
-        "env_kwargs": {"randomize": config.randomize},
-        "data": {"seeds": info["seeds"]},
-    }
-    (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-    env_steps_per_rl_step = base.n_action_steps if config.algo == "dsrl" else 1
     policy_kwargs: dict[str, Any] = {"net_arch": list(config.net)}
     if config.algo == "ppo":
         vec = DummyVecEnv([lambda i=i: make_env(config, base, env_id, 1000 * i) for i in range(config.n_envs)])
         vec.seed(config.seed)
-        policy_kwargs["log_std_init"] = -1.0
+        policy_kwargs["log_std_init"] = PPO_LOG_STD_INIT
         model: Any = PPO(
             "MlpPolicy",
             vec,
@@ -281,32 +325,130 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
             device="cpu",
         )
     _near_zero_output(model, config.algo)
+    return model
+
+
+PPO_LOG_STD_INIT = -1.0
+"""PPO's initial log standard deviation of the residual (exploration about a tenth of the scale's reach)."""
+
+
+def train_residual(config: TrainResidual) -> dict[str, Any]:
+    """Train a residual (or noise-space) agent on a frozen base; returns the last evaluation.
+
+    Everything that can refuse the configuration (the base, the env and its randomization, the demos) runs
+    before the run folder is written, so a refused command leaves nothing behind.
+    """
+    import torch
+
+    torch.set_num_threads(config.threads)
+    if config.resume:
+        config = _resumed_config(config)
+    elif (config.out / "config.json").exists():
+        raise ValueError(f"{config.out} already holds a run; pass --resume to continue it or choose a new --out.")
+    assert config.base is not None  # checked by TrainResidual
+    base, info = load_base(config.base)
+    env_id = config.env or info["env_id"]
+    if env_id.replace("Dense", "") != info["env_id"].replace("Dense", ""):
+        raise ValueError(
+            f"the base was trained on {info['env_id']}; --env is {env_id} (its sparse or dense variant is allowed)."
+        )
+    if config.algo == "dsrl" and info["policy_type"] != "diffusion":
+        raise ValueError(f"dsrl steers a diffusion policy's noise; the base {config.base} is a {info['policy_type']}.")
+    if config.demos is not None and config.algo != "sac":
+        raise ValueError("--demos seeds the replay buffer of the off-policy residual; use it with --algo sac.")
+    overlap = set(range(config.eval_seed, config.eval_seed + config.eval_episodes)) & set(info["seeds"])
+    if overlap:
+        raise ValueError(f"evaluation seeds overlap the base's demo seeds (e.g. {sorted(overlap)[:3]}).")
+    if config.algo != "dsrl":
+        from robot_rl.rl.wrappers import resolve_scale
+
+        resolve_scale(config.scale, base.action_dim)
+    out = config.out
+    model = _build_model(config, base, env_id, out)
     if config.demos is not None:
-        if config.algo != "sac":
-            raise ValueError("--demos seeds the replay buffer of the off-policy residual; use it with --algo sac.")
         from robot_rl.rl.demos import add_demos_to_buffer
 
         add_demos_to_buffer(model, config.demos, base, config.scale, feedback=config.feedback)
     eval_env = make_env(config, base, env_id, seed_offset=999)
-    callback = _callback(config, eval_env, out, env_steps_per_rl_step)
+    env_steps_per_rl_step = base.n_action_steps if config.algo == "dsrl" else 1
+
+    resumed = 0
+    if config.resume and (out / agent_io.CHECKPOINT).is_file():
+        resumed = agent_io.restore_training_state(model, out / agent_io.CHECKPOINT)
+        model.num_timesteps = resumed
+        if config.algo != "ppo":  # refill the (empty) replay buffer before updating again
+            model.learning_starts = resumed + config.learning_starts
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.jsonl", agent_io.DEPLOYED, agent_io.BEST):
+            (out / stale).unlink(missing_ok=True)  # a resumed run that never reached its first checkpoint
+        resolved = {
+            "policy_type": "residual",
+            "algo": config.algo,
+            "options": {
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in dataclasses.asdict(config).items()
+                if k not in ("resume", "progress", "threads")
+            },
+            "base": info,
+            "env_id": env_id,
+            "env_kwargs": {"randomize": config.randomize},
+            "data": {"seeds": info["seeds"]},
+        }
+        (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        log_std = PPO_LOG_STD_INIT if config.algo == "ppo" else None
+        agent_io.write_description(
+            out, agent_io.describe(model, config.algo, list(config.net), config.critic_layer_norm, log_std)
+        )
     total = max(1, config.steps // env_steps_per_rl_step)
-    model.learn(total_timesteps=total, callback=callback, tb_log_name="residual")
-    model.save(out / "last.zip")
+    if resumed < total:
+        callback = _callback(config, eval_env, out, env_steps_per_rl_step, _Progress.of(config, out, resumed))
+        model.learn(
+            total_timesteps=total - resumed, callback=callback, tb_log_name="residual", reset_num_timesteps=not resumed
+        )
     lines = (out / "metrics.jsonl").read_text().splitlines()
     return json.loads(lines[-1]) if lines else {}
 
 
+def rebuild_model(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, TrainResidual]:
+    """(stable-baselines3 agent, base, options) of a residual run as its last checkpoint left it, pickle-free.
+
+    The agent is rebuilt from the run's options and loaded with the checkpoint's networks, optimizer moments
+    and entropy coefficient (what ``--resume`` continues from); its replay buffer is empty.
+    """
+    config = _resumed_config(TrainResidual(out=Path(run_dir), resume=True, progress=False, threads=1))
+    assert config.base is not None
+    base, info = load_base(config.base)
+    model = _build_model(config, base, config.env or info["env_id"], Path(run_dir))
+    model.num_timesteps = agent_io.restore_training_state(model, Path(run_dir) / agent_io.CHECKPOINT)
+    return model, base, config
+
+
+def finished(run_dir: str | os.PathLike[str]) -> bool:
+    """True when the residual run in ``run_dir`` reached its configured steps (its last checkpoint says so)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(run_dir) / agent_io.CHECKPOINT), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return int(metadata["num_timesteps"]) >= int(metadata["total_timesteps"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def load_residual(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, Any]]:
-    """(agent, base, config) of a residual run, for evaluation.
+    """(agent, base, config) of a residual run, for evaluation; nothing in the run folder is unpickled.
 
     ``config["options"]["feedback"]`` is set (False for runs from before the option existed), so callers
     can build :class:`robot_rl.rl.wrappers.ResidualActor` from it.
-    """
-    from stable_baselines3 import PPO, SAC
 
+    Raises:
+        AgentFileError: the agent's files are missing, damaged or of the old pickled format (with how to
+            convert them).
+    """
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     config["options"]["feedback"] = bool(config["options"].get("feedback", False))
+    agent = agent_io.load_agent(run_dir)
     base, _ = load_base(config["base"]["path"])
-    cls = PPO if config["algo"] == "ppo" else SAC
-    return cls.load(run_dir / "model.zip", device="cpu"), base, config
+    return agent, base, config

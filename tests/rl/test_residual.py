@@ -16,7 +16,7 @@ from robot_rl.policies import ChunkedActor, load_policy
 from robot_rl.policies.config import BCConfig, DiffusionConfig, TrainBC, TrainDiffusion
 from robot_rl.policies.train import train
 from robot_rl.rl.config import TrainResidual
-from robot_rl.rl.train import load_residual, train_residual
+from robot_rl.rl.train import load_residual, rebuild_model, train_residual
 from robot_rl.rl.wrappers import NoiseEnv, ResidualActor, ResidualEnv, apply_correction
 
 REACH = "robot_rl/PandaReach-v0"
@@ -395,7 +395,7 @@ def test_n_step_returns_use_sb3s_buffer_and_stop_at_each_demo_end(bases, tmp_pat
             demos=bases["demos"],
         )
     )  # fmt: skip
-    agent, base, _ = load_residual(out)
+    agent, base, _ = rebuild_model(out)
     assert agent.n_steps == 3
     agent.replay_buffer = NStepReplayBuffer(
         1000, agent.observation_space, agent.action_space, n_steps=3, gamma=0.98, handle_timeout_termination=True
@@ -430,9 +430,11 @@ def test_critic_layer_norm_and_actor_lr_scale_survive_save_and_load(bases, tmp_p
                 actor_lr_scale=0.1 if flag else 1.0,
             )
         )  # fmt: skip
-    a, _, _ = load_residual(plain)
-    b, _, config = load_residual(normed)
-    assert config["options"]["critic_layer_norm"] is True and b.policy.critic_layer_norm is True
+    a, _, _ = rebuild_model(plain)
+    b, _, config = rebuild_model(normed)
+    assert config.critic_layer_norm is True and b.policy.critic_layer_norm is True
+    deployed = load_residual(normed)[0].policy  # the deploy-side rebuild has the same critics
+    assert [type(m) for m in deployed.critic.q_networks[0]] == [type(m) for m in b.critic.q_networks[0]]
     for critic in (b.critic, b.critic_target):
         for q in critic.q_networks:
             kinds = [type(m) for m in q]
