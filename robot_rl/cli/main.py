@@ -1,4 +1,4 @@
-"""`robot-rl`: list environments, evaluate policies (more verbs arrive with later issues)."""
+"""`robot-rl`: the entry point, the only place that reads argv (the verbs' options: robot_rl.cli.commands)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,27 @@ if not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "osmesa")
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-import tyro
-
+from robot_rl.cli.checks import check_numbers, check_outputs
+from robot_rl.cli.commands import (
+    BENCHMARKS,
+    OUTPUTS,
+    Bench,
+    Collect,
+    Command,
+    Convert,
+    DataCheck,
+    DataFromBag,
+    DataInfo,
+    DataMerge,
+    DataRender,
+    DataReplay,
+    DataSplit,
+    Envs,
+    Export,
+)
+from robot_rl.cli.errors import UsageError, describe_os_error, one_line, parse
 from robot_rl.evaluation.evaluate import EvalConfig
 from robot_rl.monitor.config import MonitorCalibrate, MonitorEval
 from robot_rl.pipeline import Pipeline
@@ -25,207 +42,6 @@ from robot_rl.rl.config import TrainResidual
 if TYPE_CHECKING:
     from robot_rl.data.collect import CollectStatus
     from robot_rl.teleop.view import LiveView
-
-
-@dataclasses.dataclass(frozen=True)
-class Envs:
-    """List the registered environments with a one-line description each."""
-
-
-BENCHMARKS = {
-    "envs": "bench_envs.py",
-    "quadrotor": "bench_quadrotor.py",
-    "policy": "bench_policy.py",
-    "recording": "bench_recording.py",
-    "runtime": "bench_runtime.py",
-    "robustness": "bench_robustness.py",
-    "adaptation": "bench_quadrotor_adaptation.py",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Bench:
-    """Run a benchmark from bench/ (its markdown and JSON go to --out)."""
-
-    which: tyro.conf.Positional[
-        Literal["envs", "quadrotor", "policy", "recording", "runtime", "robustness", "adaptation"]
-    ]
-    """Which benchmark: envs, quadrotor, policy (diffusion latency and success against denoising steps),
-    recording (demo recorder overhead), runtime (Controller latency and smoothness, shipped policies),
-    robustness (the robustness suite on every shipped policy; --episodes per family, --card writes the cards)
-    or adaptation (the shipped waypoint policy over a grid of masses, motor constants and steady winds)."""
-    out: Path = Path("bench/results")
-    """Folder for the markdown and JSON results."""
-    run: Path | None = None
-    """policy: the diffusion training run to measure."""
-    episodes: int = 100
-    """policy: held-out episodes per number of denoising steps; robustness: episodes per family; adaptation:
-    episodes per cell."""
-    card: bool = False
-    """robustness: write each shipped policy's card."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Collect:
-    """Record demonstrations (crash-safe HDF5, robomimic layout) from the expert or a teleop device."""
-
-    env: str
-    """Environment id (``robot-rl envs`` lists them)."""
-    out: Path
-    """HDF5 file to write; appended to if it exists (same env required)."""
-    source: Literal["expert", "keyboard", "gamepad", "spacemouse"] = "expert"
-    """Who acts: the scripted expert or a teleoperation device."""
-    episodes: int = 10
-    """Episodes to keep."""
-    seed: int | None = None
-    """First episode's seed (default: after the largest seed already in the file)."""
-    randomize: str = "nominal"
-    """Domain randomization: nominal, train or a YAML file."""
-    keep_failed: bool = False
-    """Keep episodes that end without success."""
-    view: bool = True
-    """With a teleop source: show a live MuJoCo viewer when a display exists (else a status line)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DataInfo:
-    """Episodes, steps, success rate, per-key shapes and ranges of a demo file."""
-
-    path: tyro.conf.Positional[Path]
-    """The HDF5 file."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DataReplay:
-    """Re-simulate demos from their saved states and actions; report the largest deviation."""
-
-    path: tyro.conf.Positional[Path]
-    """The HDF5 file."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DataRender:
-    """Render demos from their saved states into an MP4."""
-
-    path: tyro.conf.Positional[Path]
-    """The HDF5 file."""
-    out: Path = Path("demos.mp4")
-    """The video to write."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DataMerge:
-    """Merge two demo files of the same env into a new one."""
-
-    a: tyro.conf.Positional[Path]
-    """First file."""
-    b: tyro.conf.Positional[Path]
-    """Second file."""
-    out: Path = Path("merged.hdf5")
-    """The merged file."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSplit:
-    """Write a train/validation split (robomimic mask/train, mask/valid) into a demo file."""
-
-    path: tyro.conf.Positional[Path]
-    """The HDF5 file."""
-    val_fraction: float = 0.1
-    """Fraction of demos for validation."""
-    seed: int = 0
-    """Shuffle seed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DataFromBag:
-    """Convert a rosbag2 recording of the ROS 2 nodes (their /robot_rl/steps records) into demonstrations."""
-
-    bag: tyro.conf.Positional[Path]
-    """The rosbag2 folder (MCAP or sqlite3), e.g. from `ros2 run robot_rl_ros bag_recorder`."""
-    out: Path
-    """Demonstration HDF5 file to write (appended to if it holds the same env)."""
-    env: str | None = None
-    """Environment id of the recorded policy (default: the one named in the bag's episode events)."""
-    topic: str = "/robot_rl/steps"
-    """Topic of the step records."""
-
-
-DataCommand = (
-    Annotated[DataInfo, tyro.conf.subcommand("info")]
-    | Annotated[DataReplay, tyro.conf.subcommand("replay")]
-    | Annotated[DataRender, tyro.conf.subcommand("render")]
-    | Annotated[DataMerge, tyro.conf.subcommand("merge")]
-    | Annotated[DataSplit, tyro.conf.subcommand("split")]
-    | Annotated[DataFromBag, tyro.conf.subcommand("from-bag")]
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Export:
-    """Export a training run to a policy folder: policy.onnx (the whole inference), metadata.json, README.md."""
-
-    run: Path
-    """Training run directory (`robot-rl train bc|diffusion|residual ... --out RUN_DIR`); a residual run exports its
-    base and its residual into one graph."""
-    out: Path
-    """Policy folder to write, e.g. policies/NAME."""
-    inference_steps: int | None = None
-    """Diffusion: DDIM steps unrolled into the graph (default: the run's)."""
-    overwrite: bool = False
-    """Replace another policy already in --out."""
-    eval_episodes: int = 0
-    """Then evaluate the exported policy on this many held-out seeds (from 1000000) and put the report
-    (eval.json) on its card; 0 skips it."""
-    video_episodes: int = 0
-    """With --eval-episodes: also record a video (rollout.mp4) of this many episodes."""
-
-    def __post_init__(self) -> None:
-        if self.eval_episodes < 0 or self.video_episodes < 0:
-            raise ValueError("`eval_episodes` and `video_episodes` must be >= 0.")
-        if self.inference_steps is not None and self.inference_steps < 1:
-            raise ValueError(f"`inference_steps` must be >= 1. Got {self.inference_steps}.")
-
-
-TrainCommand = (
-    Annotated[TrainBC, tyro.conf.subcommand("bc")]
-    | Annotated[TrainDiffusion, tyro.conf.subcommand("diffusion")]
-    | Annotated[TrainResidual, tyro.conf.subcommand("residual")]
-)
-
-MonitorCommand = (
-    Annotated[MonitorCalibrate, tyro.conf.subcommand("calibrate")]
-    | Annotated[MonitorEval, tyro.conf.subcommand("eval")]
-)
-
-
-Command = (
-    Annotated[Envs, tyro.conf.subcommand("envs")]
-    | Annotated[
-        EvalConfig,
-        tyro.conf.subcommand(
-            "eval", description="Evaluate a policy (expert, random, a run, an exported policy) on held-out seeds."
-        ),
-    ]
-    | Annotated[Bench, tyro.conf.subcommand("bench")]
-    | Annotated[Collect, tyro.conf.subcommand("collect")]
-    | Annotated[
-        DataCommand,
-        tyro.conf.subcommand("data", description="Demo files: info | replay | render | merge | split | from-bag."),
-    ]
-    | Annotated[
-        TrainCommand,
-        tyro.conf.subcommand(
-            "train", description="Train a base policy (bc | diffusion) or a residual on a frozen base."
-        ),
-    ]
-    | Annotated[Pipeline, tyro.conf.subcommand("pipeline")]
-    | Annotated[Export, tyro.conf.subcommand("export")]
-    | Annotated[
-        MonitorCommand,
-        tyro.conf.subcommand("monitor", description="Failure monitor (RND + chunk entropy): calibrate | eval."),
-    ]
-)
 
 
 def _envs() -> None:
@@ -334,7 +150,7 @@ def _collect_view(command: Collect) -> tuple[LiveView, Callable[[CollectStatus],
     return live, on_step
 
 
-def _data(command: object) -> None:
+def _data(command: object) -> int:
     import os
 
     if isinstance(command, DataRender):
@@ -348,7 +164,11 @@ def _data(command: object) -> None:
     elif isinstance(command, DataRender):
         print(data.render(command.path, command.out))
     elif isinstance(command, DataMerge):
-        print(data.merge(command.a, command.b, command.out))
+        print(data.merge(command.a, command.b, command.out, drop_duplicates=command.drop_duplicates))
+    elif isinstance(command, DataCheck):
+        report = data.check(command.path)
+        print(data.format_check(report))
+        return 0 if report["ok"] else 2
     elif isinstance(command, DataSplit):
         train, valid = data.split(command.path, command.val_fraction, command.seed)
         print(f"{len(train)} train and {len(valid)} validation demos written to mask/train and mask/valid")
@@ -361,11 +181,14 @@ def _data(command: object) -> None:
             f"human) of {summary['env_id']} from {command.bag}"
             + (f"; {summary['skipped']} single-record episodes skipped" if summary["skipped"] else "")
         )
+    return 0
 
 
 def run(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit code."""
-    command = tyro.cli(Command, args=argv, prog="robot-rl", description="robot_rl: sim-to-real robot learning.")
+    command = parse(Command, argv, description="robot_rl: sim-to-real robot learning.")
+    check_numbers(command)
+    check_outputs(command, OUTPUTS.get(type(command), {}))
     if isinstance(command, Envs):
         _envs()
     elif isinstance(command, EvalConfig):
@@ -407,8 +230,8 @@ def run(argv: list[str] | None = None) -> int:
             + f", {summary['wall_time_s']:.1f} s"
             + (" (quit)" if summary["quit"] else "")
         )
-    elif isinstance(command, DataInfo | DataReplay | DataRender | DataMerge | DataSplit | DataFromBag):
-        _data(command)
+    elif isinstance(command, DataInfo | DataReplay | DataRender | DataMerge | DataSplit | DataCheck | DataFromBag):
+        return _data(command)
     elif isinstance(command, Pipeline):
         from robot_rl.pipeline import run_pipeline
 
@@ -460,6 +283,11 @@ def run(argv: list[str] | None = None) -> int:
             print(f"report: {command.out / 'eval.json'}")
         else:
             print(f"evaluate: robot-rl eval --policy {command.out} --episodes 100")
+    elif isinstance(command, Convert):
+        from robot_rl.rl.agent_io import convert_zip
+
+        written = convert_zip(command.run, trust_pickle=command.trust_pickle)
+        print(f"{command.run}: wrote {', '.join(p.name for p in written)}; the zips are no longer read")
     elif isinstance(command, MonitorCalibrate | MonitorEval):
         from robot_rl.monitor.commands import run_command
 
@@ -470,12 +298,12 @@ def run(argv: list[str] | None = None) -> int:
         path = Path(__file__).resolve().parents[2] / "bench" / BENCHMARKS[command.which]
         if not path.is_file():
             raise ValueError(f"benchmark script {path} not found (it ships with the source checkout).")
+        if command.which == "policy":
+            _check_bench_run(command.run)
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         if command.which == "policy":
-            if command.run is None:
-                raise ValueError("`bench policy` needs --run RUN_DIR (a diffusion training run).")
             module.run(command.run, [1, 2, 3, 5, 10], command.episodes, 300, command.out)
         elif command.which == "runtime":
             module.run(command.episodes, command.out)
@@ -488,15 +316,37 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _check_bench_run(run_dir: Path | None) -> None:
+    """`bench policy` measures a diffusion run: refuse anything else before the benchmark loads."""
+    from robot_rl.policies.checkpoint import read_config
+
+    if run_dir is None:
+        raise ValueError("`bench policy` needs --run RUN_DIR (a diffusion training run).")
+    kind = read_config(run_dir).get("policy_type")
+    if kind != "diffusion":
+        raise ValueError(
+            f"`bench policy` measures denoising steps: --run must be a diffusion run; {run_dir} is {kind}."
+        )
+
+
 def main() -> None:
     """Console entry point: user errors print one line and exit 2, never a traceback wall."""
     try:
         code = run()
     except BrokenPipeError:  # output piped into `head` and the like
         code = 0
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"robot-rl: error: {err}", file=sys.stderr)
+    except (UsageError, ValueError, RuntimeError) as err:
+        print(f"robot-rl: error: {one_line(str(err))}", file=sys.stderr)
         code = 2
+    except OSError as err:  # permission denied, a missing folder, a full disk, a folder where a file goes
+        print(f"robot-rl: error: {describe_os_error(err)}", file=sys.stderr)
+        code = 2
+    except SystemExit as stop:  # a benchmark script refusing its input with a message
+        if isinstance(stop.code, str):
+            print(f"robot-rl: error: {one_line(stop.code)}", file=sys.stderr)
+            code = 2
+        else:
+            raise
     except KeyboardInterrupt:
         print("robot-rl: interrupted", file=sys.stderr)
         code = 130

@@ -6,12 +6,15 @@ Entry points (what ``robot-rl collect`` and ``robot-rl data`` call):
 - :func:`info` / :func:`format_info`: episodes, steps, success rate, per-key shapes and ranges.
 - :func:`replay` / :func:`format_replay`: re-simulate demos and report the deviation from the file.
 - :func:`render`: MP4 of demos from their saved states.
-- :func:`merge`: combine two files of the same env into a new one.
+- :func:`check` / :func:`format_check`: every dataset against its checksum and for finite numbers.
+- :func:`merge`: combine files of the same env into a new one (checked, checksummed, no duplicates).
 - :func:`split`: robomimic ``mask/train`` and ``mask/valid``.
 """
 
+from robot_rl.data.check import check, format_check
 from robot_rl.data.collect import ActionSource, EpisodeEvent, PolicySource, collect, register_source
-from robot_rl.data.dataset import Demo, DemoDataset, format_info, info, merge, merge_files, split
+from robot_rl.data.dataset import Demo, DemoDataset, format_info, info
+from robot_rl.data.merge import merge, merge_files, split
 from robot_rl.data.recorder import DemoRecorder, mujoco_state
 from robot_rl.data.replay import format_replay, render, replay
 from robot_rl.data.schema import DatasetError
@@ -24,7 +27,9 @@ __all__ = [
     "DemoRecorder",
     "EpisodeEvent",
     "PolicySource",
+    "check",
     "collect",
+    "format_check",
     "format_info",
     "format_replay",
     "info",

@@ -1,28 +1,32 @@
-"""Read, validate, summarize, merge and split demonstration files (the layout of :mod:`schema`).
+"""Read, validate and summarize demonstration files (the layout of :mod:`schema`).
 
 Every function that opens a file checks it first and raises :class:`DatasetError` naming what is
-wrong (missing file, not HDF5, truncated, not a robot_rl file, a demo lacking a key or with
-mismatched lengths) and how to fix it, never a bare h5py error.
+wrong (missing file, not HDF5, truncated, corrupt, not a robot_rl file, a demo lacking a key or with
+mismatched lengths) and how to fix it, never a bare h5py error. Every demo read is checked as in
+:mod:`integrity`: its datasets must match their checksums and hold finite numbers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from robot_rl.data import schema
-from robot_rl.data.journal import JournaledFile, recover
-from robot_rl.data.schema import DatasetError, DatasetMeta, DemoAttrs, FileAttrs
+from robot_rl.data import integrity, schema
+from robot_rl.data.integrity import H5_ERRORS, Problem, corrupt_error, stored_checksum
+from robot_rl.data.journal import recover
+from robot_rl.data.schema import DatasetError, DatasetMeta, DemoAttrs
 
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+"""The first 8 bytes of every HDF5 file."""
 _HINT = "Expected a demonstration file written by `robot-rl collect` (HDF5, robomimic layout)."
 
 
@@ -44,6 +48,11 @@ def open_h5(path: str | os.PathLike[str]) -> h5py.File:
     if not h5py.is_hdf5(path):
         with open(path, "rb") as fh:
             head = fh.read(16)
+        if b"HDF" in head[:8] or head[4:8] == _SIGNATURE[4:]:  # the 8-byte signature with a byte changed
+            raise DatasetError(
+                f"{path} is corrupt: its HDF5 signature is damaged (it starts with {head[:8]!r}, expected "
+                f"{_SIGNATURE!r}). Copy it again from its source or re-collect it."
+            )
         raise DatasetError(f"{path} is not an HDF5 file (it starts with {head!r}). {_HINT}")
     try:
         return h5py.File(path, "r")
@@ -69,7 +78,11 @@ def _explain_open_error(path: Path, size: int, message: str) -> str:
     if "unable to lock file" in message:
         return f"{path} is locked by another HDF5 program writing it. Wait for it to close the file."
     first = message.splitlines()[0] if message else "unknown error"
-    return f"{path} cannot be read as HDF5 ({first}): the file is damaged. {_HINT} Re-collect or copy it again."
+    found = re.search(r"\(([^()]*)\)\s*$", first)
+    return (
+        f"{path} is corrupt: HDF5 cannot open it ({found.group(1) if found else first}). The file was damaged "
+        f"after it was written (disk, copy or transfer). {_HINT} Re-collect or copy it again."
+    )
 
 
 @dataclasses.dataclass
@@ -109,6 +122,9 @@ class Demo:
 class DemoDataset:
     """A validated demonstration file, open for reading. Iterating yields :class:`Demo` objects.
 
+    Each demo read is checked: a dataset that does not match its checksum or holds NaN or inf
+    raises :class:`DatasetError` naming file, demo, key and step (:meth:`inspect` reports instead).
+
     Args:
         path: The HDF5 file.
 
@@ -126,8 +142,15 @@ class DemoDataset:
             raise
 
     def _validate(self, f: h5py.File) -> tuple[DatasetMeta, list[str]]:
+        try:
+            return self._validate_layout(f)
+        except H5_ERRORS as err:
+            raise corrupt_error(self.path, "its layout (groups and attributes)", err) from None
+
+    def _validate_layout(self, f: h5py.File) -> tuple[DatasetMeta, list[str]]:
         where = str(self.path)
-        data = f.get(schema.DATA_GROUP)
+        # Not f.get(): it returns None for a group whose header HDF5 cannot read (a corrupt file).
+        data = f[schema.DATA_GROUP] if schema.DATA_GROUP in f else None
         if not isinstance(data, h5py.Group):
             top = ", ".join(sorted(f)) or "nothing"
             raise DatasetError(
@@ -171,7 +194,7 @@ class DemoDataset:
         steps = int(demo.attrs[DemoAttrs.NUM_SAMPLES])
         expected = [f"{sub}/{key}" for sub in (schema.OBS, schema.NEXT_OBS) for key in schema.OBS_KEYS]
         expected += list(schema.STEP_KEYS)
-        missing = [key for key in expected if not isinstance(demo.get(key), h5py.Dataset)]
+        missing = [key for key in expected if key not in demo or not isinstance(demo[key], h5py.Dataset)]
         if missing:
             raise DatasetError(
                 f"{where}: data/{name} lacks {', '.join(missing)}. Every demo needs {', '.join(expected)}. "
@@ -212,30 +235,69 @@ class DemoDataset:
         raise DatasetError(f"{self.path}: no demo {which!r}. Valid: {valid}.")
 
     def __getitem__(self, which: int | str) -> Demo:
+        """Demo ``which`` (index or name), checked.
+
+        Raises:
+            DatasetError: a dataset does not match its checksum (the file was damaged), holds NaN or
+                inf (the message names file, demo, key and step), or cannot be read.
+        """
+        demo, _, problems = self.inspect(which)
+        if problems:
+            raise DatasetError(_refusal(self.path, problems))
+        return demo
+
+    def inspect(self, which: int | str, want_digests: bool = False) -> tuple[Demo, dict[str, str], list[Problem]]:
+        """Demo ``which`` and what is wrong with it, without raising for bad values (``data info``, merge).
+
+        Args:
+            which: Index into :attr:`demo_names` or a name.
+            want_digests: Also compute the digest of datasets without a stored checksum.
+
+        Returns:
+            (the demo as read; dataset path -> sha256 digest, of the datasets with a stored checksum or
+            of all with ``want_digests``; the problems: checksum mismatches, then non-finite values).
+
+        Raises:
+            DatasetError: HDF5 cannot read the demo (damaged metadata).
+        """
         name = self.resolve(which)
         f = self._require_open()
-        demo = f[schema.DATA_GROUP][name]
         try:
-            attrs = demo.attrs
+            group = f[schema.DATA_GROUP][name]
+            arrays: dict[str, np.ndarray] = {}
+            stored: dict[str, str | None] = {}
+            keys = [f"{sub}/{k}" for sub in (schema.OBS, schema.NEXT_OBS) for k in group[sub]]
+            keys += [k for k in (*schema.STEP_KEYS, schema.INTERVENTIONS) if k in group]
+            for key in keys:
+                dset = group[key]
+                arrays[key] = dset[()]
+                stored[key] = stored_checksum(dset)
+            attrs = dict(group.attrs)
+            digests, problems = integrity.verify(name, arrays, stored, want_digests)
             seed = int(attrs.get(DemoAttrs.SEED, -1))
             success = bool(attrs.get(DemoAttrs.SUCCESS, False))
-            return Demo(
+            demo = Demo(
                 name=name,
-                obs={k: demo[schema.OBS][k][()] for k in demo[schema.OBS]},
-                next_obs={k: demo[schema.NEXT_OBS][k][()] for k in demo[schema.NEXT_OBS]},
-                actions=demo[schema.ACTIONS][()],
-                rewards=demo[schema.REWARDS][()],
-                dones=demo[schema.DONES][()].astype(bool),
-                states=demo[schema.STATES][()],
-                interventions=demo[schema.INTERVENTIONS][()].astype(bool) if schema.INTERVENTIONS in demo else None,
+                obs={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{schema.OBS}/")},
+                next_obs={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{schema.NEXT_OBS}/")},
+                actions=arrays[schema.ACTIONS],
+                rewards=arrays[schema.REWARDS],
+                dones=arrays[schema.DONES].astype(bool),
+                states=arrays[schema.STATES],
+                interventions=arrays[schema.INTERVENTIONS].astype(bool) if schema.INTERVENTIONS in arrays else None,
                 seed=None if seed < 0 else seed,
                 success=success,
                 env_success=bool(attrs.get(DemoAttrs.ENV_SUCCESS, success)),
                 source=str(attrs.get(DemoAttrs.SOURCE, self.meta.source)),
                 randomization=json.loads(str(attrs.get(DemoAttrs.RANDOMIZATION, "null"))),
             )
-        except (OSError, KeyError, json.JSONDecodeError) as err:
-            raise DatasetError(f"{self.path}: data/{name} cannot be read ({err}); the file is damaged.") from None
+        except H5_ERRORS as err:
+            raise corrupt_error(self.path, f"{name}", err) from None
+        except json.JSONDecodeError as err:
+            raise DatasetError(
+                f"{self.path}: {name}'s randomization attribute is not JSON ({err}); the file is damaged."
+            ) from None
+        return demo, digests, problems
 
     def __iter__(self) -> Iterator[Demo]:
         for name in self.demo_names:
@@ -255,6 +317,11 @@ class DemoDataset:
             return {}
         return {key: [n.decode() if isinstance(n, bytes) else str(n) for n in group[key][()]] for key in group}
 
+    @property
+    def file(self) -> h5py.File:
+        """The open HDF5 file (read-only)."""
+        return self._require_open()
+
     def _require_open(self) -> h5py.File:
         if self._f is None:
             raise RuntimeError(f"{self.path} is closed.")
@@ -273,8 +340,16 @@ class DemoDataset:
         self.close()
 
 
+def _refusal(path: Path, problems: list[Problem]) -> str:
+    more = f" ({len(problems) - 1} more problems in this demo)" if len(problems) > 1 else ""
+    return problems[0].refusal(path) + more
+
+
 def info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Summary of a file: episodes, steps, success rate, and per key the shape and min/max per dimension.
+
+    Bad values are reported, not raised: ``problems`` lists checksum mismatches and NaN/inf (one
+    line each), each key's ``nonfinite`` counts them, and its min/max are over the finite values.
 
     Returns:
         A JSON-serializable dict; :func:`format_info` prints it.
@@ -283,7 +358,13 @@ def info(path: str | os.PathLike[str]) -> dict[str, Any]:
         lengths, successes, interventions = [], [], 0
         tracked = False
         ranges: dict[str, dict[str, Any]] = {}
-        for demo in ds:
+        problems: list[str] = []
+        verified = unsealed = 0
+        for name in ds.demo_names:
+            demo, digests, found = ds.inspect(name)
+            problems += [p.line(ds.path) for p in found]
+            verified += len(digests) - sum(p.kind == "checksum" for p in found)
+            unsealed += not digests
             lengths.append(demo.num_samples)
             successes.append(demo.success)
             if demo.interventions is not None:
@@ -292,13 +373,29 @@ def info(path: str | os.PathLike[str]) -> dict[str, Any]:
             columns = {f"{schema.OBS}/{k}": v for k, v in demo.obs.items()}
             columns |= {f"{schema.NEXT_OBS}/{k}": v for k, v in demo.next_obs.items()}
             columns |= {schema.ACTIONS: demo.actions, schema.REWARDS: demo.rewards, schema.STATES: demo.states}
+            bad_keys = {p.where.split("/", 1)[1] for p in found if p.kind == "nonfinite"}
             for key, value in columns.items():
-                low, high = value.min(axis=0), value.max(axis=0)
+                count = 0
+                if key in bad_keys:
+                    finite = np.isfinite(value)
+                    count = int(value.size - finite.sum())
+                    value = np.where(finite, value, np.nan)
+                with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a column without a finite value
+                    low, high = np.nanmin(value, axis=0), np.nanmax(value, axis=0)
                 entry = ranges.setdefault(
-                    key, {"shape": list(value.shape[1:]), "dtype": str(value.dtype), "min": low, "max": high}
+                    key,
+                    {
+                        "shape": list(value.shape[1:]),
+                        "dtype": str(value.dtype),
+                        "min": low,
+                        "max": high,
+                        "nonfinite": 0,
+                    },
                 )
-                entry["min"] = np.minimum(entry["min"], low)
-                entry["max"] = np.maximum(entry["max"], high)
+                entry["min"] = np.fmin(entry["min"], low)
+                entry["max"] = np.fmax(entry["max"], high)
+                entry["nonfinite"] += count
         for entry in ranges.values():
             entry["min"] = np.atleast_1d(entry["min"]).tolist()
             entry["max"] = np.atleast_1d(entry["max"]).tolist()
@@ -325,6 +422,8 @@ def info(path: str | os.PathLike[str]) -> dict[str, Any]:
             "mujoco_version": meta.mujoco_version,
             "size_bytes": ds.path.stat().st_size,
             "keys": ranges,
+            "checksums": {"verified_datasets": verified, "demos_without": unsealed},
+            "problems": problems,
         }
 
 
@@ -343,128 +442,33 @@ def format_info(summary: dict[str, Any]) -> str:
         lines.append(f"interventions: {summary['interventions']} steps")
     if summary["masks"]:
         lines.append("masks: " + ", ".join(f"{k} {v}" for k, v in summary["masks"].items()))
-    lines.append("| key | shape | min | max |")
-    lines.append("|---|---|---|---|")
+    bad = any(entry["nonfinite"] for entry in summary["keys"].values())
+    lines.append("| key | shape | min | max |" + (" non-finite |" if bad else ""))
+    lines.append("|---|---|---|---|" + ("---|" if bad else ""))
     for key, entry in summary["keys"].items():
         low, high = entry["min"], entry["max"]
-        lines.append(f"| {key} | {tuple(entry['shape'])} | {_short(low)} | {_short(high)} |")
+        row = f"| {key} | {tuple(entry['shape'])} | {_short(low)} | {_short(high)} |"
+        lines.append(row + (f" {entry['nonfinite']} |" if bad else ""))
     lines.append(
         f"created {summary['created']}, updated {summary['updated']}, robot_rl {summary['robot_rl_version']}, "
         f"mujoco {summary['mujoco_version']}"
     )
+    checksums = summary["checksums"]
+    if checksums["demos_without"]:
+        lines.append(
+            f"checksums: {checksums['demos_without']} of {summary['episodes']} demos have none (written before "
+            f"robot_rl stored them); re-write with `robot-rl data merge {summary['path']} --out NEW.hdf5` to add them"
+        )
+    problems = summary["problems"]
+    if problems:
+        lines.append(
+            f"problems: {len(problems)}; training, merge and split refuse this file "
+            f"(`robot-rl data check {summary['path']}` verifies it):"
+        )
+        lines += [f"  {line}" for line in problems]
     return "\n".join(lines)
 
 
 def _short(values: list[float], limit: int = 6) -> str:
     shown = ", ".join(f"{v:.3g}" for v in values[:limit])
     return f"[{shown}{', ...' if len(values) > limit else ''}]" if len(values) > 1 else shown
-
-
-def merge(a: str | os.PathLike[str], b: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write the demos of ``a`` then ``b`` into a new file ``out`` (renumbered ``demo_0``...).
-
-    Both inputs must come from the same env (id, kwargs, control period). Each copied demo records
-    where it came from (``origin`` attribute). Train/valid masks are not carried over (demo names
-    change); split the merged file again.
-
-    Returns:
-        ``{"out", "episodes", "steps", "inputs": {path: episodes}}``.
-
-    Raises:
-        DatasetError: an input is invalid, the envs differ, or ``out`` exists or is an input.
-    """
-    return merge_files([a, b], out)
-
-
-def merge_files(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> dict[str, Any]:
-    """:func:`merge` for any number of inputs, in order."""
-    out = Path(out)
-    paths = [Path(p) for p in inputs]
-    if len(paths) < 2:
-        raise ValueError(f"merge needs at least two input files. Got {len(paths)}.")
-    if out.exists():
-        raise DatasetError(f"{out} already exists; merge writes a new file. Choose another --out or delete it.")
-    resolved = {p.resolve() for p in paths}
-    if out.resolve() in resolved:
-        raise DatasetError(f"{out} is also an input; merge writes a new file.")
-    datasets: list[DemoDataset] = []
-    try:
-        for p in paths:
-            datasets.append(DemoDataset(p))
-        first = datasets[0].meta
-        for ds in datasets[1:]:
-            difference = first.same_env(ds.meta)
-            if difference is not None:
-                raise DatasetError(
-                    f"cannot merge {datasets[0].path} ({first.env_id}) with {ds.path} ({ds.meta.env_id}): they "
-                    f"differ in {difference}. Only demonstrations of the same env and kwargs can be merged."
-                )
-        sources: list[str] = []
-        for ds in datasets:
-            sources += [s for s in ds.meta.source.split(",") if s and s not in sources]
-        now = schema.utc_now()
-        meta = dataclasses.replace(
-            first, source=",".join(sources), created=now, updated=now, total=sum(ds.meta.total for ds in datasets)
-        )
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        index = 0
-        try:
-            with h5py.File(tmp, "w", libver="latest") as f:
-                data = f.create_group(schema.DATA_GROUP)
-                for key, value in meta.to_attrs().items():
-                    data.attrs[key] = value
-                for ds in datasets:
-                    src = ds._require_open()[schema.DATA_GROUP]
-                    for name in ds.demo_names:
-                        new = schema.demo_name(index)
-                        src.file.copy(src[name], data, name=new)
-                        data[new].attrs[DemoAttrs.ORIGIN] = f"{ds.path}:{name}"
-                        index += 1
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return {
-            "out": str(out),
-            "episodes": index,
-            "steps": meta.total,
-            "inputs": {str(ds.path): len(ds) for ds in datasets},
-        }
-    finally:
-        for ds in datasets:
-            ds.close()
-
-
-def split(path: str | os.PathLike[str], val_fraction: float = 0.1, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Shuffle the demos with ``seed`` and store robomimic's ``mask/train`` and ``mask/valid``.
-
-    ``round(val_fraction * N)`` demos (at least 1, at most N - 1) go to validation. Existing masks
-    are replaced. The update is atomic (see :mod:`robot_rl.data.journal`).
-
-    Returns:
-        (train demo names, validation demo names), each in numeric order.
-
-    Raises:
-        ValueError: ``val_fraction`` is not in (0, 1).
-        DatasetError: the file is invalid or holds fewer than 2 demos.
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"`val_fraction` must be in (0, 1). Got {val_fraction}.")
-    with DemoDataset(path) as ds:
-        names = list(ds.demo_names)
-    if len(names) < 2:
-        raise DatasetError(f"{path}: a split needs at least 2 demos; the file holds {len(names)}.")
-    n_valid = min(max(1, round(val_fraction * len(names))), len(names) - 1)
-    order = np.random.default_rng(seed).permutation(len(names))
-    valid = schema.sorted_demo_names([names[i] for i in order[:n_valid]])
-    train = schema.sorted_demo_names([names[i] for i in order[n_valid:]])
-    with JournaledFile(path) as journaled, journaled.transaction() as f:
-        masks = f.require_group(schema.MASK_GROUP)
-        for key, values in ((schema.TRAIN_MASK, train), (schema.VALID_MASK, valid)):
-            with contextlib.suppress(KeyError):
-                del masks[key]
-            masks.create_dataset(key, data=np.array(values, dtype="S"))
-        f[schema.DATA_GROUP].attrs[FileAttrs.UPDATED] = schema.utc_now()
-    return train, valid

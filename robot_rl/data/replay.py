@@ -26,18 +26,18 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b))) if np.size(b) else 0.0
 
 
-def _check_states(demo: Demo) -> None:
+def _check_states(demo: Demo, where: str = "") -> None:
     """Refuse a demo without simulator states (recorded on a robot or converted from a ROS bag)."""
     states = demo.states
     if states.ndim != 2 or states.shape[1] == 0:
         raise ValueError(
-            f"{demo.name} has no simulator states (states of shape {tuple(states.shape)}; demos recorded on a "
-            "robot or converted with `robot-rl data from-bag` have none): replay and render need demos recorded "
-            "in simulation. Training uses them as they are."
+            f"{where}{': ' if where else ''}{demo.name} has no simulator states (states of shape "
+            f"{tuple(states.shape)}; demos recorded on a robot or converted with `robot-rl data from-bag` have "
+            "none): replay and render need demos recorded in simulation. Training uses them as they are."
         )
 
 
-def replay_demo(env: Any, demo: Demo) -> dict[str, Any]:
+def replay_demo(env: Any, demo: Demo, where: str = "") -> dict[str, Any]:
     """Re-simulate one demo on ``env`` and compare with what was saved.
 
     Resets with the demo's seed (which redraws the same goal, objects and randomization), restores
@@ -51,8 +51,11 @@ def replay_demo(env: Any, demo: Demo) -> dict[str, Any]:
         ``max_obs_deviation``, ``max_reward_deviation``, ``worst_step`` (step of the largest state
         deviation), ``saved_success``, ``replayed_success``, ``ended_early`` (the env ended the
         episode before the demo did).
+
+    Raises:
+        ValueError: the env refuses a step; the message names ``where`` (the file), the demo and the step.
     """
-    _check_states(demo)
+    _check_states(demo, where)
     env.reset(seed=demo.seed)
     reset_deviation = _max_abs(mujoco_state(env), demo.states[0])
     _set_state(env, demo.states[0])
@@ -66,7 +69,10 @@ def replay_demo(env: Any, demo: Demo) -> dict[str, Any]:
         deviation = _max_abs(mujoco_state(env), demo.states[t])
         if deviation > state_dev:
             state_dev, worst = deviation, t
-        obs, reward, terminated, truncated, info = env.step(demo.actions[t])
+        try:
+            obs, reward, terminated, truncated, info = env.step(demo.actions[t])
+        except ValueError as err:
+            raise ValueError(f"{where}{': ' if where else ''}{demo.name}/actions step {t}: {err}") from None
         for key, saved in demo.next_obs.items():
             obs_dev = max(obs_dev, _max_abs(obs[key], saved[t]))
         reward_dev = max(reward_dev, abs(float(reward) - float(demo.rewards[t])))
@@ -117,7 +123,7 @@ def replay(
 
             iterator = tqdm(names, desc=f"replay {Path(path).name}", unit="demo")
         try:
-            per_episode = [replay_demo(env, ds[name]) for name in iterator]
+            per_episode = [replay_demo(env, ds[name], str(ds.path)) for name in iterator]
         finally:
             env.close()
     keys = ("reset_state_deviation", "max_state_deviation", "max_obs_deviation", "max_reward_deviation")
@@ -199,7 +205,7 @@ def render(
             with imageio.get_writer(out, fps=rate, macro_block_size=8) as writer:
                 for name in names:
                     demo = ds[name]
-                    _check_states(demo)
+                    _check_states(demo, str(ds.path))
                     env.reset(seed=demo.seed)  # goal marker and randomized model parameters
                     for state in demo.states[::stride]:
                         _set_state(env, state)

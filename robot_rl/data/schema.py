@@ -179,6 +179,12 @@ class DatasetMeta:
         """Read and check the ``data`` group's attributes; ``where`` names the file in errors."""
         fmt = _text(attrs.get(FileAttrs.FORMAT, ""))
         missing = [a for a in (FileAttrs.ENV_ID, FileAttrs.ENV_KWARGS, FileAttrs.CTRL_DT) if a not in attrs]
+        if fmt != FORMAT and len(fmt) == len(FORMAT) and sum(a != b for a, b in zip(fmt, FORMAT, strict=True)) <= 2:
+            raise DatasetError(
+                f"{where} is corrupt: group 'data' has format {fmt!r}, a byte or two away from {FORMAT!r}. The file "
+                "was damaged after it was written (disk, copy or transfer); copy it again from its source or "
+                "re-collect it."
+            )
         if fmt != FORMAT or missing:
             what = f"lacks the attributes {', '.join(missing)}" if missing else f"has format {fmt!r}"
             raise DatasetError(

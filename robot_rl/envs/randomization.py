@@ -174,7 +174,7 @@ class DomainRandomization:
         )
         try:
             values = yaml.load(path.read_text(), Loader=loader)  # a SafeLoader: no arbitrary objects
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise ValueError(f"{path}: not valid YAML ({err}).") from None
         # An empty file is "randomize nothing"; any other non-mapping (a list, `false`) is refused.
         return cls.from_dict({} if values is None else values, source=str(path))

@@ -20,6 +20,7 @@ import numpy as np
 from robot_rl.envs.registry import check_env_id, make
 from robot_rl.evaluation.guard import Guard, load_monitor
 from robot_rl.evaluation.rollout import EPISODE_EXTRAS
+from robot_rl.limits import check_counts, check_seed
 
 if TYPE_CHECKING:
     from robot_rl.envs.randomization import DomainRandomization
@@ -103,20 +104,19 @@ class EvalConfig:
     ``fiper_progress_split`` (the same, alpha split between the two: on PandaPush the one that meets the targets)."""
 
     def __post_init__(self) -> None:
-        if self.episodes < 1:
-            raise ValueError(f"`episodes` must be >= 1. Got {self.episodes}.")
-        if self.video_episodes < 1:
-            raise ValueError(f"`video_episodes` must be >= 1. Got {self.video_episodes}.")
+        check_counts(self, 1, "episodes", "video_episodes", "threads", "inference_steps", "n_action_steps")
+        if self.prefetch_lead < 0:
+            raise ValueError(f"`prefetch_lead` must be >= 0 (0: off). Got {self.prefetch_lead}.")
+        check_counts(self, 0, "prefetch_lead")
+        check_seed("seed", self.seed)
+        if not 0.0 <= self.takeover_hold <= 60.0:
+            raise ValueError(f"`takeover_hold` must be in [0, 60] s. Got {self.takeover_hold}.")
         if self.policy not in ("expert", "random") and not Path(self.policy).is_dir():
             raise ValueError(
                 f"`policy` must be 'expert', 'random', a training run directory (`robot-rl train ... --out DIR`) or "
                 "an exported policy folder (`robot-rl export ... --out DIR`). "
                 f"Got {self.policy!r}, which is neither a keyword nor an existing directory."
             )
-        if self.inference_steps is not None and self.inference_steps < 1:
-            raise ValueError(f"`inference_steps` must be >= 1. Got {self.inference_steps}.")
-        if self.n_action_steps is not None and self.n_action_steps < 1:
-            raise ValueError(f"`n_action_steps` must be >= 1. Got {self.n_action_steps}.")
         if self.blend != "none":
             from robot_rl.export.metadata import is_policy_dir
 
@@ -125,8 +125,6 @@ class EvalConfig:
                     f"`blend` applies to exported policies (`robot-rl export ... --out DIR`); {self.policy!r} is not "
                     "one. Use --blend none."
                 )
-        if self.prefetch_lead < 0:
-            raise ValueError(f"`prefetch_lead` must be >= 0 (0: off). Got {self.prefetch_lead}.")
         if self.prefetch_lead:
             from robot_rl.export.metadata import is_policy_dir
 
@@ -154,8 +152,6 @@ class EvalConfig:
                 )
         if self.plot is not None and self.policy in ("expert", "random") and self.suite is None:
             raise ValueError("`plot` draws a training run's curves; --policy must be a run directory.")
-        if self.takeover_hold < 0.0:
-            raise ValueError(f"`takeover_hold` must be >= 0. Got {self.takeover_hold}.")
         for name in ("safety", "monitor"):
             if getattr(self, name) not in ("on", "off"):
                 raise ValueError(f"`{name}` must be 'on' or 'off'. Got {getattr(self, name)!r}.")

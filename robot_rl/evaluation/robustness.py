@@ -99,7 +99,7 @@ def load_suite(spec: str | Path, env_id: str) -> Suite:
 
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid YAML ({err}).") from None
     if not isinstance(raw, Mapping) or not isinstance(raw.get("families"), Mapping) or not raw["families"]:
         raise ValueError(

@@ -265,6 +265,8 @@ class PolicyMetadata:
         Raises:
             PolicyFormatError: a newer format version, or a field missing.
         """
+        if not isinstance(value, dict):
+            raise PolicyFormatError(f"{where}: expected a JSON object (a policy card). Got {type(value).__name__}.")
         version = value.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise PolicyFormatError(
@@ -351,7 +353,7 @@ def read_metadata(policy_dir: str | os.PathLike[str]) -> PolicyMetadata:
         )
     try:
         value = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # text that is not JSON, bytes that are not text
         raise PolicyFormatError(f"{path} is not valid JSON ({err}).") from None
     return PolicyMetadata.from_json(value, str(path))
 

@@ -198,7 +198,7 @@ def read_calibration(policy_dir: str | os.PathLike[str]) -> Calibration:
         )
     try:
         value = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # text that is not JSON, bytes that are not text
         raise MonitorNotCalibratedError(
             f"{path} is not valid JSON ({err}); re-run `robot-rl monitor calibrate`."
         ) from None

@@ -31,6 +31,8 @@ from robot_rl.policies.models import POLICY_TYPES, build_policy
 CONFIG = "config.json"
 WEIGHTS = "policy.safetensors"
 LATEST = Path("checkpoints") / "latest"
+BASE_RUN_KEYS = ("env_id", "policy", "train", "data")
+"""Keys every bc|diffusion config.json holds (eval, export and residual training read them)."""
 
 
 class RunError(ValueError):
@@ -109,9 +111,16 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"--data FILE.hdf5 --out {run_dir}`."
         )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # text that is not JSON, bytes that are not text
         raise RunError(f"{path} is not valid JSON ({err}).") from None
+    if not isinstance(config, dict) or not isinstance(config.get("policy_type"), str):
+        raise RunError(f"{path} is not a training run's config: expected a JSON object with a `policy_type`.")
+    base = config["policy_type"] in ("bc", "diffusion")
+    missing = [key for key in BASE_RUN_KEYS if key not in config] if base else []
+    if missing:
+        raise RunError(f"{path} lacks {missing}: it is damaged, or was not written by `robot-rl train bc|diffusion`.")
+    return config
 
 
 def load_policy(run_dir: str | os.PathLike[str], weights: str = WEIGHTS) -> torch.nn.Module:

@@ -7,8 +7,11 @@ Every field is a command-line option of ``robot-rl train bc|diffusion`` (nested 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Literal
+
+from robot_rl.limits import MAX_COUNT, check_counts, check_range, check_seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +40,7 @@ class ChunkConfig:
 
         for name in self.features:
             feature_from_json({"name": name}, "--policy.features")
-        if self.n_obs_steps < 1 or self.horizon < 1:
-            raise ValueError(f"`n_obs_steps` and `horizon` must be >= 1. Got {self.n_obs_steps}, {self.horizon}.")
+        check_counts(self, 1, "n_obs_steps", "horizon")
         if not 1 <= self.n_action_steps <= self.horizon:
             raise ValueError(f"`n_action_steps` must be in [1, horizon={self.horizon}]. Got {self.n_action_steps}.")
 
@@ -59,6 +61,13 @@ class BCConfig(ChunkConfig):
     """Hidden layer widths."""
     dropout: float = 0.0
     """Dropout after each hidden layer (0 = off)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for width in self.hidden:
+            check_range("hidden", width, 1, MAX_COUNT)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Got {self.dropout}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +108,14 @@ class DiffusionConfig(ChunkConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_counts(self, 1, "embed_dim", "unet_kernel", "mlp_hidden", "mlp_blocks", "train_timesteps")
+        if self.unet_kernel % 2 == 0:
+            raise ValueError(f"`unet_kernel` must be odd (the chunk keeps its length). Got {self.unet_kernel}.")
+        if not self.unet_dims or any(d < 8 or d % 8 or d > MAX_COUNT for d in self.unet_dims):
+            raise ValueError(
+                f"`unet_dims` must be one or more channel counts, each a multiple of 8 (GroupNorm's 8 groups). "
+                f"Got {self.unet_dims}."
+            )
         if not 1 <= self.inference_steps <= self.train_timesteps:
             raise ValueError(
                 f"`inference_steps` must be in [1, train_timesteps={self.train_timesteps}]. Got {self.inference_steps}."
@@ -164,19 +181,14 @@ class TrainConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        checks = {
-            "steps": self.steps >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "eval_every": self.eval_every >= 1,
-            "eval_episodes": self.eval_episodes >= 0,
-            "log_every": self.log_every >= 1,
-            "threads": self.threads >= 1,
-            "warmup_steps": self.warmup_steps >= 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid options {bad}: counts must be >= 1 (eval_episodes, warmup >= 0), lr > 0.")
+        check_counts(self, 1, "steps", "batch_size", "eval_every", "log_every", "threads", "max_demos")
+        check_counts(self, 0, "eval_episodes", "warmup_steps")
+        check_seed("seed", self.seed)
+        check_seed("eval_seed", self.eval_seed)
+        if not 0.0 < self.lr < math.inf:
+            raise ValueError(f"`lr` must be a number > 0. Got {self.lr}.")
+        if not 0.0 <= self.weight_decay < math.inf:
+            raise ValueError(f"`weight_decay` must be a number >= 0. Got {self.weight_decay}.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"`ema_decay` must be in [0, 1). Got {self.ema_decay}.")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from robot_rl.data.dataset import DemoDataset
+from robot_rl.data.integrity import nonfinite
 from robot_rl.data.schema import DatasetError
 from robot_rl.policies.base import ObsLayout, parse_key
 
@@ -70,12 +71,26 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def _windows(
-    demos: Sequence, layout: ObsLayout, n_obs: int, horizon: int, names: list[str], seeds: list[int | None]
+    demos: Sequence,
+    layout: ObsLayout,
+    n_obs: int,
+    horizon: int,
+    names: list[str],
+    seeds: list[int | None],
+    path: Path | None = None,
 ) -> DemoWindows:
     obs_parts, action_parts, obs_index, action_index = [], [], [], []
     offset = 0
     for demo in demos:
         obs = layout.flatten_batch(demo.obs, demo.actions)
+        # The reader refused NaN/inf in the file; this catches a feature that makes one from finite inputs.
+        bad = nonfinite(obs)
+        if bad is not None:
+            raise DatasetError(
+                f"{path}: {demo.name} step {bad.index[0]}: the policy input built from obs keys {list(layout.keys)} "
+                f"and features holds {bad.value} (column {bad.index[1]}) although the file's numbers are finite; "
+                "choose other --policy.obs-keys or --policy.features."
+            )
         length = len(obs)
         t = np.arange(length)
         obs_index.append(offset + np.clip(t[:, None] + np.arange(-n_obs + 1, 1)[None, :], 0, length - 1))
@@ -111,8 +126,9 @@ def load_demo_data(
     split``) when it has one, else a random ``val_fraction`` of the demos (seeded).
 
     Raises:
-        DatasetError: the file is not a demo file, holds no usable demos, or lacks ``obs_keys``
-            (the message lists the keys it has).
+        DatasetError: the file is not a demo file, is damaged (a dataset does not match its checksum),
+            holds NaN or inf (the message names demo, key and step), holds no usable demos, or lacks
+            ``obs_keys`` (the message lists the keys it has).
     """
     path = Path(path)
     with DemoDataset(path) as ds:
@@ -169,7 +185,7 @@ def load_demo_data(
 
     def windows(selected: list[str]) -> DemoWindows:
         chosen = [by_name[n] for n in selected]
-        return _windows(chosen, layout, n_obs_steps, horizon, selected, [d.seed for d in chosen])
+        return _windows(chosen, layout, n_obs_steps, horizon, selected, [d.seed for d in chosen], path)
 
     return DemoData(
         path=path,

@@ -182,18 +182,24 @@ def train(config: TrainConfig) -> dict[str, Any]:
         generator.manual_seed(config.seed + start_step)
         if start_step >= config.steps:
             raise ValueError(f"{run_dir} already finished {start_step} steps; pass a larger --steps to continue.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / ckpt.CONFIG).write_text(json.dumps(resolved, indent=2) + "\n")
-    writer = SummaryWriter(str(run_dir / "tb"))
+    from robot_rl.envs.registry import make
+
+    # The evaluation env before the run folder: a randomization it refuses (--eval-randomize) leaves no run behind.
+    eval_kwargs = {**data.env_kwargs, "randomize": config.eval_randomize}
+    eval_env = make(data.env_id, **eval_kwargs) if config.eval_episodes else None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ckpt.CONFIG).write_text(json.dumps(resolved, indent=2) + "\n")
+        writer = SummaryWriter(str(run_dir / "tb"))
+    except BaseException:
+        if eval_env is not None:
+            eval_env.close()
+        raise
     n_train = len(data.train)
     valid_batch = None
     if data.valid is not None:
         index = torch.randperm(len(data.valid), generator=torch.Generator().manual_seed(1))[:1024]
         valid_batch = data.valid.batch(index)
-    from robot_rl.envs.registry import make
-
-    eval_kwargs = {**data.env_kwargs, "randomize": config.eval_randomize}
-    eval_env = make(data.env_id, **eval_kwargs) if config.eval_episodes else None
     bar = None
     if config.progress:
         from tqdm import tqdm
@@ -208,14 +214,21 @@ def train(config: TrainConfig) -> dict[str, Any]:
             index = torch.randint(0, n_train, (config.batch_size,), generator=generator)
             obs, actions = data.train.batch(index)
             loss = model.loss(obs, actions)
+            value = float(loss.detach())
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            if math.isfinite(value):
+                loss.backward()
+                norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0))
+            if not (math.isfinite(value) and math.isfinite(norm)):
+                what = f"the training loss became {value}" if not math.isfinite(value) else "a gradient became non-finite"
+                raise RuntimeError(
+                    f"{what} at step {step + 1}; stopped before the update, so no non-finite weights were written "
+                    f"({run_dir} keeps its last checkpoint). Lower --lr or check the data with `robot-rl data check`."
+                )
             optimizer.step()
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
-            value = float(loss.detach())
             running = 0.98 * running + 0.02 * value if step > start_step else value
             done = step + 1
             if done % config.log_every == 0:

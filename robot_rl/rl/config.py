@@ -120,6 +120,10 @@ class TrainResidual:
                 "`base` is required: the frozen base, a training run or an exported policy folder (or pass "
                 "--resume to continue the run in --out)."
             )
+        from robot_rl.limits import check_seed
+
+        check_seed("seed", self.seed)
+        check_seed("eval_seed", self.eval_seed)
         if not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"`steps` must be in [1, {MAX_STEPS}]. Got {self.steps}.")
         if isinstance(self.scale, int | float):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 from robot_rl.data import collect
+from robot_rl.data.integrity import CHECKSUM_ATTR, checksum_value, digest
 
 PUSH = "robot_rl/PandaPush-v0"
 HOVER = "robot_rl/QuadrotorHover-v0"
@@ -35,3 +39,17 @@ def demo_file(_collected: dict[str, Path], tmp_path: Path):
         return dst
 
     return _copy
+
+
+def edit_dataset(path: Path, key: str, edit: Callable[[np.ndarray], None], reseal: bool = True) -> None:
+    """Change dataset ``key`` (``data/demo_0/actions``) of ``path`` in place with ``edit(values)``.
+
+    With ``reseal`` the dataset's checksum is recomputed: the file looks as if it had been written with
+    the new values (a recorder that stored a NaN). Without it, it is a file changed after it was written.
+    """
+    with h5py.File(path, "r+") as f:
+        values = f[key][()]
+        edit(values)
+        f[key][...] = values
+        if reseal:
+            f[key].attrs[CHECKSUM_ATTR] = checksum_value(digest(values))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import h5py
@@ -14,7 +13,7 @@ from robot_rl.data import DatasetError, DemoDataset, info, merge, render, replay
 from robot_rl.data.dataset import format_info
 from robot_rl.data.replay import format_replay
 
-from .conftest import HOVER, PUSH
+from .conftest import HOVER, PUSH, edit_dataset
 
 
 def _refusal(path: Path) -> str:
@@ -120,15 +119,17 @@ class TestInfo:
 
 class TestMergeAndSplit:
     def test_merge_renumbers_and_records_origins(self, demo_file, tmp_path: Path) -> None:
+        from robot_rl.data import collect
+
         a = demo_file(PUSH)
         b = tmp_path / "b.hdf5"
-        shutil.copy(a, b)
+        collect(PUSH, "expert", 2, b, seed=100, progress=False)
         out = tmp_path / "merged.hdf5"
         summary = merge(a, b, out)
-        assert summary["episodes"] == 6 and summary["steps"] == 300
-        with DemoDataset(out) as ds, DemoDataset(a) as src:
-            assert ds.demo_names == [f"demo_{k}" for k in range(6)]
-            assert ds.meta.total == 300
+        assert summary["episodes"] == 5 and summary["steps"] == 250
+        with DemoDataset(out) as ds, DemoDataset(b) as src:
+            assert ds.demo_names == [f"demo_{k}" for k in range(5)]
+            assert ds.meta.total == 250
             np.testing.assert_array_equal(ds[4].actions, src[1].actions)
             f = ds._require_open()
             assert f["data/demo_4"].attrs["origin"] == f"{b}:demo_1"
@@ -170,8 +171,11 @@ class TestReplay:
 
     def test_a_changed_action_shows_up_as_a_deviation(self, demo_file) -> None:
         path = demo_file(PUSH)
-        with h5py.File(path, "r+") as f:
-            f["data/demo_0/actions"][10] = -f["data/demo_0/actions"][10]
+
+        def negate_step_10(actions: np.ndarray) -> None:
+            actions[10] = -actions[10]
+
+        edit_dataset(path, "data/demo_0/actions", negate_step_10)  # a file written with that action
         report = replay(path, episodes=[0])
         assert report["max_state_deviation"] > 1e-4
         assert report["per_episode"][0]["worst_step"] > 10

@@ -199,3 +199,23 @@ def test_env_layout_mismatch_is_refused():
     with pytest.raises(ValueError, match="outputs 3-D actions"):
         check_layout(good, env.observation_space, 3, env.action_space)
     env.close()
+
+
+def test_a_non_finite_loss_stops_training_before_the_update(reach_demos, tmp_path, monkeypatch):
+    """A loss that turns NaN mid-run stops with a clear error; the weights on disk stay finite."""
+    from safetensors.torch import load_file
+
+    real = BCPolicy.loss
+    calls = {"n": 0}
+
+    def loss_turning_nan(self, obs, actions):
+        calls["n"] += 1
+        value = real(self, obs, actions)
+        return value * float("nan") if calls["n"] > 40 else value
+
+    monkeypatch.setattr(BCPolicy, "loss", loss_turning_nan)
+    out = tmp_path / "nan"
+    with pytest.raises(RuntimeError, match=r"training loss became nan at step \d+; stopped before the update"):
+        _train(TrainBC, reach_demos, out, policy=BCConfig(hidden=(32,)), eval_episodes=0)
+    weights = load_file(str(out / "policy.safetensors"))  # the step-30 evaluation's weights
+    assert all(bool(torch.isfinite(t).all()) for t in weights.values())
