@@ -105,7 +105,15 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         RunError: not a run directory.
     """
     path = Path(run_dir) / CONFIG
+    if not path.is_file() and (Path(run_dir) / "policy.onnx").is_file():
+        raise RunError(
+            f"{run_dir} holds policy.onnx but no metadata.json: an exported policy folder needs its card (written by "
+            "`robot-rl export` beside the graph, with the graph's sha256); copy the whole folder, or export it again "
+            "from its training run."
+        )
     if not path.is_file():
+        if not Path(run_dir).is_dir():
+            raise RunError(f"{run_dir} does not exist: expected a training run or an exported policy folder.")
         raise RunError(
             f"{run_dir} is not a training run: it has no {CONFIG}. Train one with `robot-rl train bc|diffusion "
             f"--data FILE.hdf5 --out {run_dir}`."

@@ -219,3 +219,11 @@ def test_a_non_finite_loss_stops_training_before_the_update(reach_demos, tmp_pat
         _train(TrainBC, reach_demos, out, policy=BCConfig(hidden=(32,)), eval_episodes=0)
     weights = load_file(str(out / "policy.safetensors"))  # the step-30 evaluation's weights
     assert all(bool(torch.isfinite(t).all()) for t in weights.values())
+
+
+def test_a_graph_without_its_card_is_called_that_not_a_missing_run(tmp_path):
+    from robot_rl.policies.checkpoint import RunError, read_config
+
+    (tmp_path / "policy.onnx").write_bytes(b"not checked")
+    with pytest.raises(RunError, match="holds policy.onnx but no metadata.json"):
+        read_config(tmp_path)
