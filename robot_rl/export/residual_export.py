@@ -55,12 +55,19 @@ class ResidualRun:
     """The agent also observes the previous applied action (the run's ``--feedback``)."""
 
 
+RESTORED_BASE = "base_restored"
+"""Folder in a residual run for its base's training run rebuilt from the exported base (robot_rl.export.restore)."""
+
+
 def load_residual_run(run_dir: Path) -> ResidualRun:
     """The residual run's agent (rebuilt from safetensors, nothing unpickled) and its base's training run.
 
+    A base given as an exported policy folder is used through its training run when that is at hand, else
+    through a run rebuilt from the folder (:func:`robot_rl.export.restore.restore_base_run`).
+
     Raises:
-        RunError: the base is an exported policy whose training run is not at hand (its weights are
-            needed to build the graph), or the run is incomplete.
+        RunError: the run is incomplete.
+        RestoreError: the exported base cannot be rebuilt exactly.
         AgentFileError: the agent's files are damaged or of the old pickled format (with how to convert).
     """
     from robot_rl.rl.agent_io import load_agent
@@ -70,12 +77,13 @@ def load_residual_run(run_dir: Path) -> ResidualRun:
     base_dir = Path(base["path"])
     if base.get("source") == "onnx":
         card = json.loads((base_dir / "metadata.json").read_text())
-        base_dir = Path(card["base"]["run_dir"])
-        if not (base_dir / ckpt.CONFIG).is_file():
-            raise ckpt.RunError(
-                f"{run_dir}'s base is the exported policy {base['path']}; exporting the residual needs its training "
-                f"run {base_dir} (the torch weights), which is not there."
-            )
+        trained = Path(card["base"]["run_dir"])
+        if (trained / ckpt.CONFIG).is_file() and (trained / ckpt.WEIGHTS).is_file():
+            base_dir = trained
+        else:  # the base's training run is elsewhere: rebuild it from the exported folder (checked for parity)
+            from robot_rl.export.restore import restore_base_run
+
+            base_dir = restore_base_run(base_dir, run_dir / RESTORED_BASE)
     agent = load_agent(run_dir)
     options = config["options"]
     feedback = bool(options.get("feedback", False))  # runs from before the option have none
