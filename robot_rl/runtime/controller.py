@@ -15,8 +15,12 @@ policies/NAME`` drives it with simulated time and the ROS 2 node with the wall c
 
 an observation holding NaN or inf never reaches the policy: the step returns the fallback command
 (hold; or the one given) with the reason in ``status.fallback``, and the history keeps the last good
-observation. An observation missing an entry or with one of the wrong shape raises (KeyError /
-ValueError naming the entry and the expected shape): that is a wiring fault, not a transient;
+observation. A policy output that is not finite (a finite but absurd observation, e.g. 3e38, can
+overflow the network) is never sent either: the fallback's command goes through the filters instead,
+with ``status.fallback`` "non-finite policy output"; and should a filter return a non-finite
+command, the fallback's command is sent unfiltered. So a step never returns a non-finite command.
+An observation missing an entry or with one of the wrong shape raises (KeyError / ValueError naming
+the entry and the expected shape): that is a wiring fault, not a transient;
 
 and returns a :class:`ControlOutput`: the command and a :class:`ControlStatus` saying what happened.
 
@@ -434,10 +438,18 @@ class Controller:
                 status.alarm = True
                 status.alarms.append(getattr(monitor, "name", type(monitor).__name__))
         command = action
+        if not np.all(np.isfinite(action)):
+            # A finite observation the network cannot digest (e.g. 3e38 overflowing the normalization) gives a
+            # non-finite action: never sent. The fallback's command goes through the filters instead.
+            status.fallback = "non-finite policy output"
+            command = self._fallback_command(observation)
         for action_filter in self.filters:
             command, report = action_filter(command, observation, status)
             command = np.asarray(command, dtype=np.float64)
             status.filter_reports.append(report)
+        if not np.all(np.isfinite(command)):
+            status.fallback = "non-finite command after the filters"
+            command = self._fallback_command(observation)
         status.compute_s = time.perf_counter() - start
         self._last_command = command
         return ControlOutput(action=command, policy_action=action, status=status)
@@ -458,6 +470,16 @@ class Controller:
         update = self._features.peek if peek else self._features.update
         return np.concatenate([head, update(observation, self._last_command)])
 
+    def _fallback_command(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The fallback's command (hold by default), zeros should the fallback itself give a non-finite one."""
+        if self.fallback is not None:
+            command = np.asarray(self.fallback(observation), dtype=np.float64)
+        else:
+            command = np.zeros(self.policy.action_dim)
+            if self._last_command is not None:
+                command[self._hold_dims] = self._last_command[self._hold_dims]
+        return command if np.all(np.isfinite(command)) else np.zeros(self.policy.action_dim)
+
     def _fallback_step(
         self,
         observation: Mapping[str, np.ndarray],
@@ -469,14 +491,7 @@ class Controller:
         """The step for an observation with NaN/inf: the fallback command, the policy untouched."""
         bad = [name for name in self.policy.layout.names if not np.all(np.isfinite(observation[name]))]
         reason = f"non-finite observation entries {bad}" if bad else "non-finite observation"
-        if self.fallback is not None:
-            command = np.asarray(self.fallback(observation), dtype=np.float64)
-        else:
-            command = np.zeros(self.policy.action_dim)
-            if self._last_command is not None:
-                command[self._hold_dims] = self._last_command[self._hold_dims]
-        if not np.all(np.isfinite(command)):
-            command = np.zeros(self.policy.action_dim)
+        command = self._fallback_command(observation)
         self._t += 1
         newest = self._chunks[-1] if self._chunks else None
         status = ControlStatus(

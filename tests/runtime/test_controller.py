@@ -480,6 +480,44 @@ class TestBadObservations:
         assert held[3] == first[3]
         env.close()
 
+    def test_a_huge_finite_observation_never_gives_a_non_finite_command(self):
+        """3e38 passes the NaN check but overflows the network: the fallback goes out, through the filters."""
+        seen = []
+
+        def clip(command, observation, status):
+            seen.append(command.copy())
+            return np.clip(command, -0.5, 0.5), {"name": "clip"}
+
+        for policy_dir in (PUSH, POLICIES / "quadrotor_hover_diffusion"):
+            policy = OnnxPolicy(policy_dir)
+            env = make(policy.metadata.env_id)
+            observation, _ = env.reset(seed=1_000_000)
+            for filters in ((), (clip,)):
+                controller = Controller(policy, filters=list(filters))
+                controller.reset(1_000_000)
+                controller.step(observation, 0.0)
+                signs = np.where(np.arange(observation["observation"].size) % 2 == 0, 1.0, -1.0)
+                reasons = set()
+                for t in range(1, 13):  # past the chunk in play, so the network sees the huge history
+                    huge = {k: np.full_like(v, 3e38) for k, v in observation.items()}
+                    huge["observation"] = huge["observation"] * signs
+                    output = controller.step(huge, 0.04 * t)
+                    assert np.all(np.isfinite(output.action)), (policy_dir.name, t)
+                    reasons.add(output.status.fallback)
+                assert "non-finite policy output" in reasons
+                assert all(np.all(np.isfinite(c)) for c in seen)
+            env.close()
+
+    def test_a_policy_giving_nan_takes_the_fallback_with_the_reason(self):
+        class NanPolicy(FakePolicy):
+            def predict(self, obs_history, rng=None):
+                return np.full((self.horizon, self.action_dim), np.nan)
+
+        controller = Controller(NanPolicy(), ControllerConfig(ctrl_dt=0.02), fallback=lambda o: np.array([0.1, 0.2]))
+        output = controller.step(obs(1), 0.0)
+        np.testing.assert_array_equal(output.action, [0.1, 0.2])
+        assert output.status.fallback == "non-finite policy output"
+
     def test_a_missing_entry_or_wrong_shape_names_the_key_and_the_expected_shape(self):
         controller = Controller(FakePolicy(), ControllerConfig(ctrl_dt=0.02))
         with pytest.raises(KeyError, match="missing 'observation'"):
