@@ -369,7 +369,7 @@ def _exported_actor(config: EvalConfig, env: Any, guard: Guard) -> tuple[Policy,
         ),
         filters=[chain] if chain is not None else [],
         monitors=monitors,
-        fallback=chain.fallback if chain is not None else None,
+        fallback=chain.fallback.command if chain is not None else None,
     )
     clock = {"step": 0}
 

@@ -115,7 +115,9 @@ class QuadrotorFallback:
         wx, wy = steer_rates(rp, [fx / norm, fy / norm, fz / norm], model.attitude_gain)
         box = model.max_rates
         (wx, wy), _ = project_rates((wx, wy), (box[0], box[1]), tilt_row(model, rp))
-        return np.array(_to_action(model, thrust, (wx, wy, -0.5 * rates[2])))
+        # Damp the yaw rate, within the configured limit like every other rate (hardware/crazyflie.yaml).
+        wz = min(box[2], max(-box[2], -0.5 * rates[2]))
+        return np.array(_to_action(model, thrust, (wx, wy, wz)))
 
 
 class QuadrotorConstraintCheck:

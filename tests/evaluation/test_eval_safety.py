@@ -59,3 +59,27 @@ def test_monitor_detector_picks_the_calibrated_detector():
         )
     )
     assert report["monitor"] == "on (progress)" and report["monitor_alarms"] is not None
+
+
+@pytest.mark.parametrize("name", ["panda_push_diffusion", "quadrotor_hover_diffusion"])
+def test_a_non_finite_observation_under_the_chain_gets_the_robot_s_fallback(name, monkeypatch):
+    """Eval with --safety on hands the Controller the chain's fallback command; NaN sensing mid-episode runs on."""
+    import gymnasium as gym
+    import numpy as np
+
+    import importlib
+
+    module = importlib.import_module("robot_rl.evaluation.evaluate")
+
+    class NanOnce(gym.Wrapper):
+        def step(self, action):
+            observation, *rest = self.env.step(action)
+            self.count = getattr(self, "count", 0) + 1
+            if self.count == 5:
+                observation = {k: np.full_like(v, np.nan) for k, v in observation.items()}
+            return (observation, *rest)
+
+    real = module.make
+    monkeypatch.setattr(module, "make", lambda *a, **k: NanOnce(real(*a, **k)))
+    report = evaluate(EvalConfig(policy=str(POLICIES / name), episodes=1, safety="on", progress=False))
+    assert report["episodes"] == 1 and report["safety_violations"] == 0

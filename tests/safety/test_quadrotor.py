@@ -338,3 +338,24 @@ def test_hover_fallback_brakes_inside_the_geofence() -> None:
             assert not terminated and not check.violations(unwrapped.robot_state())
         state = unwrapped.robot_state()
         assert np.linalg.norm(state["velocity"]) < 0.05 and state["rotation"][8] > 0.999
+
+
+def test_the_fallback_obeys_every_rate_limit_under_a_state_fuzz() -> None:
+    """20,000 random states (spinning fast about z included): hover and land stay inside max_body_rates_rad_s."""
+    rng = np.random.default_rng(20_000)
+    limits = np.asarray(MODEL.max_rates) / np.asarray(MODEL.full_rates)  # in action units
+    for name in ("hover", "land"):
+        fallback = QuadrotorFallback(MODEL, mode=name)
+        worst = 0.0
+        for _ in range(10_000):
+            rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+            state = {
+                "position": rng.uniform(-3, 3, 3),
+                "velocity": rng.uniform(-5, 5, 3),
+                "rotation": rotation.ravel(),
+                "body_rates": rng.uniform(-15, 15, 3),
+            }
+            out = fallback(state)
+            assert np.all(np.isfinite(out))
+            worst = max(worst, float(np.max(np.abs(out[1:]) - limits)))
+        assert worst <= 1e-9, (name, worst)
