@@ -64,10 +64,10 @@ def test_monitor_detector_picks_the_calibrated_detector():
 @pytest.mark.parametrize("name", ["panda_push_diffusion", "quadrotor_hover_diffusion"])
 def test_a_non_finite_observation_under_the_chain_gets_the_robot_s_fallback(name, monkeypatch):
     """Eval with --safety on hands the Controller the chain's fallback command; NaN sensing mid-episode runs on."""
+    import importlib
+
     import gymnasium as gym
     import numpy as np
-
-    import importlib
 
     module = importlib.import_module("robot_rl.evaluation.evaluate")
 
