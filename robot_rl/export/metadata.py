@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -57,8 +58,20 @@ RESIDUAL_ROWS_AXIS = "rows"
 BATCH_AXIS = "batch"
 """Name of the dynamic first axis of every input and output."""
 
-CONTRACT_FIELDS = ("env_id", "observation", "n_obs_steps", "action", "horizon", "inference_steps", "onnx")
-"""Fields that describe the graph itself: metadata.json must agree with the embedded copy on these."""
+CONTRACT_FIELDS = (
+    "env_id",
+    "observation",
+    "n_obs_steps",
+    "action",
+    "horizon",
+    "n_action_steps",
+    "inference_steps",
+    "control_rate_hz",
+    "ctrl_dt",
+    "normalization",
+    "onnx",
+)
+"""Fields that describe the graph and how it is run: metadata.json must agree with the embedded copy on these."""
 
 
 class PolicyFormatError(ValueError):
@@ -273,7 +286,37 @@ class PolicyMetadata:
                 f"{where}: format_version {version!r}; this robot_rl reads versions up to {FORMAT_VERSION} "
                 "(upgrade robot_rl, or re-export the policy)."
             )
-        return _build(cls, value, where)
+        card = _build(cls, value, where)
+        card.check_runtime(where)
+        return card
+
+    def check_runtime(self, where: str = METADATA_FILE) -> None:
+        """Refuse runtime fields a Controller cannot run: counts, the control period, the action box.
+
+        Raises:
+            PolicyFormatError: naming the field, what it holds and what is valid.
+        """
+
+        def count(name: str, value: Any, low: int, high: int | None = None) -> None:
+            valid = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            if not ok or value < low or (high is not None and value > high):
+                raise PolicyFormatError(f"{where}: {name} must be {valid}. Got {value!r}.")
+
+        count("n_obs_steps", self.n_obs_steps, 1)
+        count("horizon", self.horizon, 1)
+        count("n_action_steps", self.n_action_steps, 1, self.horizon)
+        if self.inference_steps is not None:
+            count("inference_steps", self.inference_steps, 1)
+        for name in ("ctrl_dt", "control_rate_hz"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise PolicyFormatError(f"{where}: {name} must be a finite number > 0. Got {value!r}.")
+        if abs(self.ctrl_dt * self.control_rate_hz - 1.0) > 1e-6:
+            raise PolicyFormatError(
+                f"{where}: ctrl_dt {self.ctrl_dt} s and control_rate_hz {self.control_rate_hz} disagree (one is the "
+                "other's inverse)."
+            )
 
 
 def _build(cls: type, value: Any, where: str) -> Any:

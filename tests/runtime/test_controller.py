@@ -1,6 +1,7 @@
 """The runtime Controller: receding horizon as ChunkedActor, blending, prefetch, hooks, clock, reset."""
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -524,3 +525,40 @@ class TestBadObservations:
             controller.step({"obs": np.zeros(2)}, 0.0)
         with pytest.raises(ValueError, match=r"'observation' must have shape \(2,\). Got \(3,\)"):
             controller.step({"observation": np.zeros(3)}, 0.0)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("n_action_steps", 0, r"n_action_steps must be an integer in \[1, 8\]. Got 0"),
+        ("n_action_steps", -3, r"n_action_steps must be an integer in \[1, 8\]. Got -3"),
+        ("n_action_steps", "four", r"n_action_steps must be an integer in \[1, 8\]. Got 'four'"),
+        ("n_action_steps", 9, r"n_action_steps must be an integer in \[1, 8\]. Got 9"),
+        ("ctrl_dt", 0, r"ctrl_dt must be a finite number > 0. Got 0"),
+        ("ctrl_dt", -0.04, r"ctrl_dt must be a finite number > 0"),
+        ("ctrl_dt", 0.004, r"ctrl_dt 0.004 s and control_rate_hz 25.0 disagree"),
+        ("horizon", 2.5, r"horizon must be an integer >= 1. Got 2.5"),
+    ],
+)
+def test_a_card_with_runtime_fields_a_controller_cannot_run_is_refused(tmp_path, field, value, message):
+    from robot_rl.export.metadata import PolicyFormatError
+
+    folder = tmp_path / "policy"
+    shutil.copytree(PUSH, folder, ignore=shutil.ignore_patterns("monitor", "*.mp4"))
+    card = json.loads((folder / "metadata.json").read_text())
+    card[field] = value
+    (folder / "metadata.json").write_text(json.dumps(card))
+    with pytest.raises(PolicyFormatError, match=message):
+        OnnxPolicy(folder)
+
+
+def test_runtime_fields_edited_consistently_still_disagree_with_the_graph(tmp_path):
+    from robot_rl.runtime.onnx_policy import PolicyIntegrityError
+
+    folder = tmp_path / "policy"
+    shutil.copytree(PUSH, folder, ignore=shutil.ignore_patterns("monitor", "*.mp4"))
+    card = json.loads((folder / "metadata.json").read_text())
+    card.update(ctrl_dt=0.004, control_rate_hz=250.0, n_action_steps=1)
+    (folder / "metadata.json").write_text(json.dumps(card))
+    with pytest.raises(PolicyIntegrityError, match=r"edited by hand"):
+        OnnxPolicy(folder)
