@@ -126,10 +126,13 @@ def sil_episodes(driver: Driver, episodes: int, safety: bool, params: dict[str, 
     from robot_rl.evaluation.evaluate import wilson_interval
 
     tag = label(name)
-    bridge_params = {"env_id": "robot_rl/PandaPush-v0", "seed": FIRST_SEED}
+    # The eval replica (success compared with `robot-rl eval`): the bridge without the FR3's limits, the node's
+    # forward path. The FR3 command path (trajectory, the node's default) is slower than eval's servo.
+    bridge_params = {"env_id": "robot_rl/PandaPush-v0", "seed": FIRST_SEED, "fr3_limits": False}
     bridge = start("sim_bridge", bridge_params, logs / f"sil_{tag}_bridge.log")
     node_params = {"policy": PUSH, "safety": safety, "require_safety": safety, "monitor": False,
-                   "diagnostics_period": 0.5, "stats_window": 100000, **params}  # fmt: skip
+                   "diagnostics_period": 0.5, "stats_window": 100000, "command_interface": "forward",
+                   "allow_forward": True, **params}  # fmt: skip
     policy = start("policy_node", node_params, logs / f"sil_{tag}_policy.log")
     per_episode = []
     start_time = time.perf_counter()

@@ -27,7 +27,7 @@ def test_recorded_episode_becomes_a_demo(storage, ros_context, executor, tmp_pat
     from robot_rl.data import DemoDataset
 
     bag = tmp_path / "run_bag"
-    topics = ["/robot_rl/steps", "/robot_rl/episode", "/joint_states", "/forward_position_controller/commands"]
+    topics = ["/robot_rl/steps", "/robot_rl/episode", "/joint_states", "/robot_rl_arm_controller/joint_trajectory"]
     recorder = BagRecorder(
         context=ros_context,
         parameter_overrides=[Parameter("output", value=str(bag)), Parameter("topics", value=topics),

@@ -103,13 +103,15 @@ class TestPoses:
 
 
 class TestCrazyflieLegacy:
-    def test_rate_mode_follows_crazyswarm2_conventions(self):
-        # Hover-ish thrust, roll rate +1 rad/s... as action fractions of the env's maximum rates.
+    def test_rate_mode_follows_crazyswarm2_cpp_conventions(self):
+        # Hover-ish thrust, roll rate +1 rad/s... as action fractions of the env's maximum rates. The defaults
+        # are the cpp backend's (crazyflie_vendor.Backend.node_signs): the firmware wants the packet's pitch
+        # and yaw rate negated; crazyswarm2 negates linear.x into the pitch and crazyflie_cpp sends it as is.
         action = np.array([0.0, 1.0 / 6.0, 1.0 / 6.0, 1.0 / 3.0])
         lx, ly, lz, az = ctbr_to_legacy(action, np.eye(3).ravel(), 0.596, LegacyConfig())
         assert ly == pytest.approx(math.degrees(1.0))  # linear.y = roll
-        assert lx == pytest.approx(-math.degrees(1.0))  # linear.x = -pitch
-        assert az == pytest.approx(math.degrees(1.0))  # angular.z = yaw rate
+        assert lx == pytest.approx(math.degrees(1.0))  # linear.x = pitch (packet pitch = -linear.x)
+        assert az == pytest.approx(-math.degrees(1.0))  # angular.z = -yaw rate (the firmware inverts it)
         assert lz == pytest.approx(0.5 * 65535.0)  # half of full thrust
 
     def test_thrust_is_clipped_at_60000(self):

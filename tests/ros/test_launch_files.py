@@ -81,5 +81,5 @@ def test_launch_file_nodes_configure(launch_file, monkeypatch, ros_context, exec
     executor.add_node(policy)
     assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert policy.runtime.chain is not None
-    expected = "/forward_position_controller/commands" if "fr3" in launch_file else "/cf231/cmd_vel_legacy"
+    expected = "/robot_rl_arm_controller/joint_trajectory" if "fr3" in launch_file else "/cf231/cmd_vel_legacy"
     assert policy.adapter.command_topic == expected

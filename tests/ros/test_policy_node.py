@@ -82,8 +82,9 @@ class TestEpisode:
     def test_an_episode_through_topics_matches_eval_on_its_seed(self, ros_context, executor):
         from robot_rl.evaluation.evaluate import EvalConfig, evaluate
 
-        bridge = SimBridge(context=ros_context, parameter_overrides=params(seed=EVAL_SEED))
-        policy = make_policy(ros_context, seed=EVAL_SEED, safety=False)
+        # Eval's servo has no FR3 motion limits: the bridge without them, the node's forward path, as eval steps.
+        bridge = SimBridge(context=ros_context, parameter_overrides=params(seed=EVAL_SEED, fr3_limits=False))
+        policy = make_policy(ros_context, seed=EVAL_SEED, safety=False, command_interface="forward", allow_forward=True)
         executor.add_node(bridge)
         executor.add_node(policy)
         tap = Tap(ros_context, executor)
@@ -262,6 +263,7 @@ class TestMalformedInput:
             JointState(name=arm, position=[poison] * 7, velocity=[0.0] * 6),  # counts disagree
         ]
         for msg in messages:
+            msg.header.stamp = policy.get_clock().now().to_msg()  # fresh: refused for its joints, not its stamp
             bad.publish(msg)
             spin_for(executor, 0.05)
         spin_for(executor, 0.2)

@@ -51,10 +51,14 @@ def test_an_eval_seed_replays_through_two_processes(ros_context, executor):
 
     from robot_rl.evaluation.evaluate import EvalConfig, evaluate
 
-    bridge = start("sim_bridge", "env_id:=robot_rl/PandaPush-v0", f"seed:={EVAL_SEED}")
+    # The eval replica: the bridge without FR3 limits, the node's forward path (tests/ros/test_fr3_vendor.py runs the
+    # FR3 command path).
+    bridge = start("sim_bridge", "env_id:=robot_rl/PandaPush-v0", f"seed:={EVAL_SEED}", "fr3_limits:=false")
     policy = start(
         "policy_node",
         f"policy:={PUSH_POLICY}",
+        "command_interface:=forward",
+        "allow_forward:=true",
         "require_safety:=false",
         "safety:=false",
         "monitor:=false",

@@ -56,16 +56,26 @@ def test_commands_carry_the_ros_type_name_and_cdr_bytes(robot, ros_context, exec
     wrong = "Twist" if kind == "Float64MultiArray" else "Float64MultiArray"
     right = witness(ros_domain, topic, kind, count=5, timeout=20.0)
     mismatched = witness(ros_domain, topic, wrong, count=1, timeout=6.0)
-    bridge = SimBridge(context=ros_context, parameter_overrides=[Parameter("env_id", value=env_id),
-                                                                 Parameter("seed", value=EVAL_SEED)])  # fmt: skip
+    # The FR3 case witnesses the forward path's Float64MultiArray (sim only: the bridge without FR3 limits).
+    forward = robot == "fr3"
+    bridge = SimBridge(
+        context=ros_context,
+        parameter_overrides=[
+            Parameter("env_id", value=env_id),
+            Parameter("seed", value=EVAL_SEED),
+            Parameter("fr3_limits", value=not forward),
+        ],
+    )
     policy = PolicyNode(
         context=ros_context,
         parameter_overrides=[
             Parameter("policy", value=policy_dir),
             Parameter("require_safety", value=False),
             Parameter("monitor", value=False),
+            *([Parameter("command_interface", value="forward"), Parameter("allow_forward", value=True)] if forward
+              else []),
         ],
-    )
+    )  # fmt: skip
     executor.add_node(bridge)
     executor.add_node(policy)
     raw: list[bytes] = []

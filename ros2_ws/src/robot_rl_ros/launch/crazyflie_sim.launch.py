@@ -3,7 +3,8 @@
     ros2 launch robot_rl_ros crazyflie_sim.launch.py policy:=quadrotor_waypoint_diffusion seed:=1000000
 
 Each episode starts in the air at the task's start state (takeoff is a no-op in the sim); the
-bridge reads cmd_vel_legacy back into CTBR with the same conventions the policy node sends.
+bridge reads cmd_vel_legacy as crazyswarm2's `backend` and the firmware would (hardware/crazyswarm2/crazyflies.yaml),
+not with the policy node's conventions, so a sign error in hardware/crazyflie.yaml shows in the sim.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from robot_rl_ros.control import hardware_ros_parameters, resolve_policy_dir
 from robot_rl_ros.launching import argument_reader, flag, sim_launch_description, sim_nodes
 
 # The policy node's parameters the bridge needs too, to read cmd_vel_legacy back into CTBR.
-_LEGACY_PREFIXES = ("legacy_", "thrust_", "max_thrust", "attitude_", "pitch_", "yaw_")
+_LEGACY_PREFIXES = ("legacy_", "thrust_", "max_thrust", "attitude_", "pitch_", "yaw_", "backend")
 
 
 def _nodes(context: Any, *args: object, **kwargs: object) -> list[Any]:

@@ -5,8 +5,9 @@
 
 Topics, joint names and the command interface come from the ``ros:`` section of
 ``hardware/fr3.yaml``; the safety chain from its ``safety:`` section (required). franka_ros2 must
-run a forward position controller (or fr3_arm_controller with command_interface:=trajectory), and
-a perception node must publish /object_pose and /goal in fr3_link0.
+run the JointTrajectoryController of ``hardware/fr3_controllers.yaml`` (``robot_rl_arm_controller``;
+ros2_ws/README.md, FR3 command path checklist), and a perception node must publish /object_pose and
+/goal in fr3_link0.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ def _nodes(context: Any, *args: object, **kwargs: object) -> list[Any]:
     params.update(
         object_twist_topic="/object_twist", policy=arg("policy"), seed=seed, autostart=True, follow_episodes=True
     )
+    params["gripper_topic"] = "/robot_rl/gripper_width"  # the bridge's stand-in for a franka_gripper relay
     params["require_safety"] = params["safety"] = flag(arg("safety"))
     bridge = {"env_id": env_id, "seed": seed, "mode": arg("mode"), "autoreset": True}
     return sim_nodes(bridge, params, arg("record"))

@@ -2,22 +2,27 @@
 
 An adapter owns a robot's subscriptions and command publishers on a node. Its subscription
 callbacks check and convert each message as it arrives (:mod:`robot_rl_ros.conversions`) and cache
-the newest valid one with its receipt time; a malformed message is refused there, counted in
+the newest valid one with its header stamp; a malformed message is refused there, counted in
 ``rejected`` (every one of them, not only those a tick happens to see) and never reaches the
-policy. :meth:`RobotAdapter.observation` (called from the node's timer) assembles the cached values
-into the mapping :meth:`robot_rl.runtime.Controller.step` takes: the env observation keys, the
-safety chain's robot-state keys, and ``stamp``: the receipt time [s, node clock] of the oldest of
-the newest streaming inputs (the robot state, and the object
-pose for the arm), which the chain's watchdog compares with ``now``. :meth:`RobotAdapter.publish`
-turns an action into the robot's command message.
+policy. The streaming inputs (the robot state, the object pose and twist) are also judged by their
+own header stamp against the node's clock (:class:`robot_rl_ros.control.StampCheck`, parameters
+``max_state_age`` and ``clock_skew_tolerance``): a stale, future or zero stamp is refused the same
+way and counted per kind in ``stamp_check.counts``. :meth:`RobotAdapter.observation` (called from the
+node's timer) assembles the cached values into the mapping :meth:`robot_rl.runtime.Controller.step`
+takes: the env observation keys, the safety chain's robot-state keys, and ``stamp``: the header
+stamp [s, the publisher's clock, synchronized with the node's] of the oldest of the newest streaming
+inputs, which the chain's watchdog compares with ``now``. :meth:`RobotAdapter.publish` turns an
+action into the robot's command message.
 
 - :class:`Fr3Adapter`: franka_ros2. In: ``/joint_states`` (fr3_joint1..7, fingers optional),
   ``/object_pose`` (PoseStamped), optional ``/object_twist`` (TwistStamped; else the pose is
-  differentiated), ``/goal`` (PointStamped), all in ``fr3_link0``. Out: joint position targets on
-  ``/<forward_controller>/commands`` (Float64MultiArray, a ros2_control forward command controller)
-  or ``/fr3_arm_controller/joint_trajectory`` (JointTrajectory, one point ``trajectory_time`` ahead),
-  and the gripper width on ``gripper_topic`` (Float64MultiArray; franka_gripper takes actions
-  whose types are not on PyPI, so a small relay on the robot forwards it).
+  differentiated), ``/goal`` (PointStamped), all in ``fr3_link0``. Out: ``trajectory_topic``
+  (JointTrajectory to a JointTrajectoryController: the motion towards each joint target shaped within
+  libfranka's FR3 limits, :mod:`robot_rl_ros.fr3_command`), or, only with ``allow_forward``, joint
+  position targets on ``/<forward_controller>/commands`` (Float64MultiArray: steps a real FR3 answers
+  with a reflex unless the controller behind it interpolates), and the gripper width on
+  ``gripper_topic`` (Float64MultiArray; franka_gripper takes actions whose types are not on PyPI, so
+  a small relay on the robot forwards it).
 - :class:`CrazyflieAdapter`: crazyswarm2. In: ``/<name>/odom`` (Odometry) or ``/<name>/pose``
   (PoseStamped, differentiated), ``/<name>/goal`` (PointStamped, ``world``). Out:
   ``/<name>/cmd_vel_legacy`` (Twist; :mod:`robot_rl_ros.crazyflie`). ``/<name>/emergency``
@@ -47,6 +52,7 @@ from std_srvs.srv import Empty
 from trajectory_msgs.msg import JointTrajectory
 
 from robot_rl_ros import conversions as conv
+from robot_rl_ros.control import CLOCK_SKEW_TOLERANCE_S, STALE_PERIODS, StampCheck
 from robot_rl_ros.crazyflie import (
     PoseDifferentiator,
     QuadrotorObserver,
@@ -54,7 +60,14 @@ from robot_rl_ros.crazyflie import (
     legacy_config,
     quat_to_rotation,
 )
+from robot_rl_ros.crazyflie_vendor import CrazyflieVendorChecks
 from robot_rl_ros.fr3 import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Fr3Kinematics, Fr3Measurement
+from robot_rl_ros.fr3_command import (
+    Fr3CommandPath,
+    PredictedReflex,
+    forward_interface_error,
+    gripper_interface_error,
+)
 
 PublisherFactory = Callable[[Any, str, Any], Any]
 """``(msg_type, topic, qos) -> publisher``: ``node.create_publisher`` or ``create_lifecycle_publisher``."""
@@ -78,21 +91,31 @@ class _Input:
         self.rejected = 0
         self.last_error = ""
 
-    def store(self, msg: Any, now: float) -> bool:
+    def store(self, msg: Any, now: float, check: StampCheck | None = None) -> bool:
         """Convert ``msg`` (received at ``now``); a refused one is counted and leaves the last valid value.
+
+        Args:
+            msg: The message.
+            now: Its receipt time [s, node clock].
+            check: Judges the header stamp first (streaming state inputs); None: no stamp check.
 
         Returns:
             Whether the message was accepted.
         """
+        header = getattr(msg, "header", None)
+        stamp = conv.stamp_to_seconds(header.stamp) if header is not None else now
+        refusal = check.refuse(stamp, now) if check is not None else ""
+        if refusal:  # before converting: a refused state must not advance a differentiator either
+            self.rejected += 1
+            self.last_error = f"{self.name}: {refusal}"
+            return False
         try:
             value = self.convert(msg)
         except ValueError as err:
             self.rejected += 1
             self.last_error = f"{self.name}: {err}"
             return False
-        self.value, self.received = value, now
-        header = getattr(msg, "header", None)
-        self.stamp = conv.stamp_to_seconds(header.stamp) if header is not None else now
+        self.value, self.received, self.stamp = value, now, stamp
         self.accepted += 1
         return True
 
@@ -127,6 +150,17 @@ class RobotAdapter:
         """Optional inputs published with the state (used when they arrive): part of a fresh state once seen."""
         self.last_command: Any = None
         """The last command message published."""
+        # A state may be stamped ahead of receipt only by the skew between the publisher's clock and the node's
+        # (0 on one machine; chrony/PTP between the robot's computer and this one): see CLOCK_SKEW_TOLERANCE_S.
+        skew = float(self._param("clock_skew_tolerance", CLOCK_SKEW_TOLERANCE_S))
+        max_age = float(self._param("max_state_age", 0.0))
+        if max_age < 0:
+            raise ValueError(f"`max_state_age` must be >= 0 [s] (0: the watchdog's deadline). Got {max_age}.")
+        self.stamp_check = StampCheck(max_age or STALE_PERIODS * float(env.unwrapped.ctrl_dt), skew)
+        """Judges the streaming inputs' stamps (the policy node sets ``max_age_s`` to the watchdog's deadline when
+        ``max_state_age`` is 0)."""
+        self.max_state_age = max_age
+        """The ``max_state_age`` parameter [s] (0: the watchdog's deadline, or 2.5 periods without one)."""
         self.on_input: Callable[[str], None] | None = None
         """Called with the input's name after each accepted message (the policy node primes a chunk with it)."""
         self._entities: list[Any] = []
@@ -161,7 +195,8 @@ class RobotAdapter:
         entry = self.inputs[name] = _Input(name, convert)
 
         def callback(msg: Any) -> None:
-            if entry.store(msg, self.clock()) and self.on_input is not None:
+            checked = name in self.streaming or name in self.companions
+            if entry.store(msg, self.clock(), self.stamp_check if checked else None) and self.on_input is not None:
                 self.on_input(name)
 
         self._entities.append(self.node.create_subscription(msg_type, topic, callback, qos))
@@ -183,9 +218,9 @@ class RobotAdapter:
     def fresh_since(self, t: float) -> bool:
         """Every streaming input holds a message stamped after ``t`` [s] (header stamps; the node's clock).
 
-        Stamps, not receipt times: a message of the previous state delivered late is not fresh. (Against a
-        robot whose clock is not synchronized with this one the answer is wrong either way; the node then
-        computes the chunk in the tick, or primes it from the first messages after the tick.)
+        Stamps, not receipt times: a message of the previous state delivered late is not fresh. (The stamp check
+        refuses states from a clock more than ``clock_skew_tolerance`` off this one; within it, the answer may be
+        off by that much, and the node then computes the chunk in the tick, or primes it from the next state.)
         """
         streaming = all(self.inputs[n].value is not None and self.inputs[n].stamp > t for n in self.streaming)
         return streaming and all(self.inputs[n].value is None or self.inputs[n].stamp > t for n in self.companions)
@@ -213,8 +248,16 @@ class RobotAdapter:
     def estop(self) -> None:
         """The e-stop was triggered (beyond the chain's fallback command)."""
 
+    def preflight(self) -> str:
+        """Checked at activation: one line saying why the inputs do not match the configuration, or ''."""
+        return ""
+
+    def start(self) -> None:
+        """Called once the command publishers are active (activation), before the first tick."""
+
     def _stamp(self) -> float:
-        return min(self.inputs[name].received for name in self.streaming)
+        """The oldest header stamp of the streaming inputs [s]: when the state the tick reads was measured."""
+        return min(self.inputs[name].stamp for name in self.streaming)
 
 
 class Fr3Adapter(RobotAdapter):
@@ -226,11 +269,12 @@ class Fr3Adapter(RobotAdapter):
     def __init__(self, node: Node, env: Any, publisher_factory: PublisherFactory, clock: Callable[[], float]) -> None:
         super().__init__(node, env, publisher_factory, clock)
         self.kinematics = Fr3Kinematics(env)
-        self.interface = str(self._param("command_interface", "forward"))
+        self.interface = str(self._param("command_interface", "trajectory"))
         if self.interface not in ("forward", "trajectory"):
             raise ValueError(f"`command_interface` must be 'forward' or 'trajectory'. Got {self.interface!r}.")
+        if self.interface == "forward" and not bool(self._param("allow_forward", False)):
+            raise ValueError(forward_interface_error())
         controller = str(self._param("forward_controller", "forward_position_controller"))
-        self.trajectory_time = float(self._param("trajectory_time", self.kinematics.ctrl_dt))
         # Other names for the same 7 + 2 joints (franka_ros2 v0.1.0 and multipanda name a Panda's panda_joint1..7).
         self.arm_joints = [str(n) for n in self._param("joint_names", list(FR3_ARM_JOINTS))]
         self.finger_joints = [str(n) for n in self._param("finger_joint_names", list(FR3_FINGER_JOINTS))]
@@ -259,12 +303,21 @@ class Fr3Adapter(RobotAdapter):
             topic = f"/{controller}/commands"
             self._command = self._create_publisher(Float64MultiArray, topic, COMMAND_QOS)
         else:
-            topic = str(self._param("trajectory_topic", "/fr3_arm_controller/joint_trajectory"))
+            topic = str(self._param("trajectory_topic", "/robot_rl_arm_controller/joint_trajectory"))
             self._command = self._create_publisher(JointTrajectory, topic, COMMAND_QOS)
-        self.command_topic = topic
-        self._gripper = self._create_publisher(
-            Float64MultiArray, str(self._param("gripper_topic", "/robot_rl/gripper_width")), COMMAND_QOS
+        self.command_path = Fr3CommandPath(
+            self.arm_joints,
+            self.kinematics.ctrl_dt,
+            commit=int(self._param("trajectory_commit", 1)),
+            margin=float(self._param("motion_margin", 0.8)),
         )
+        self.fault = ""
+        """A predicted FR3 reflex: no command is sent until the next episode (reset)."""
+        self.command_topic = topic
+        gripper_topic = str(self._param("gripper_topic", "/robot_rl/gripper_width"))
+        if not gripper_topic and not self.kinematics.block_gripper:
+            raise ValueError(gripper_interface_error(env.spec.id if env.spec is not None else "this task"))
+        self._gripper = self._create_publisher(Float64MultiArray, gripper_topic, COMMAND_QOS) if gripper_topic else None
         self._meas: Fr3Measurement | None = None
         self._gripper_width: float | None = None
         self._align = True
@@ -275,6 +328,7 @@ class Fr3Adapter(RobotAdapter):
         self._object_rates.reset()
         self._align = True
         self._gripper_width = None
+        self.fault = ""
 
     def _joint_states(self, msg: JointState) -> Fr3Measurement:
         meas = conv.joint_state_to_fr3(msg, self._fingers, self.arm_joints, self.finger_joints)
@@ -303,6 +357,7 @@ class Fr3Adapter(RobotAdapter):
         obs, state = self.kinematics.observe(meas, self.inputs["goal"].value)
         if self._align:
             self.kinematics.reset()
+            self.command_path.reset(meas.joint_pos, self.clock())
             self._align = False
         self._meas = meas
         return {**obs, **state, "stamp": self._stamp()}
@@ -313,14 +368,26 @@ class Fr3Adapter(RobotAdapter):
         if self.interface == "forward":
             msg = conv.joint_command(q)
         else:
-            msg = conv.joint_trajectory(q, self.trajectory_time, self.node.get_clock().now().to_msg(), self.arm_joints)
+            if self.fault:
+                return
+            try:
+                msg = self.command_path.message(q, self.clock())
+            except PredictedReflex as err:
+                self.fault = str(err)
+                self.node.get_logger().error(f"{err}; nothing more is sent until the next episode (~/reset)")
+                return
         self._command.publish(msg)
-        if width != self._gripper_width:  # a width command is a set point: sent when it changes
+        if self._gripper is not None and width != self._gripper_width:  # a set point: sent when it changes
             gripper = Float64MultiArray()
             gripper.data = [float(width)]
             self._gripper.publish(gripper)
             self._gripper_width = width
         self.last_command = msg
+
+    @property
+    def last_error(self) -> str:
+        """A predicted FR3 reflex first, else the newest refused message."""
+        return self.fault or super().last_error
 
     def hold_action(self) -> np.ndarray:
         """Zero displacement, the current finger opening."""
@@ -340,11 +407,15 @@ class CrazyflieAdapter(RobotAdapter):
         self.state_source = str(self._param("state_source", "odom"))
         if self.state_source not in ("odom", "pose"):
             raise ValueError(f"`state_source` must be 'odom' or 'pose'. Got {self.state_source!r}.")
-        self.twist_frame = str(self._param("odom_twist_frame", "body"))
         self.legacy = legacy_config(self._param)
         self.estop_emergency = bool(self._param("estop_emergency", False))
         self.land_on_stop = bool(self._param("land_on_deactivate", False))
         base = f"/{self.name}"
+        topic = f"{base}/{self.state_source}"
+        self.vendor = CrazyflieVendorChecks(self._param, self.name, topic, self.observer.ctrl_dt)
+        self.vendor.check_firmware(self.legacy.mode)
+        for warning in self.vendor.sign_warnings(self.legacy.pitch_sign, self.legacy.yaw_sign):
+            node.get_logger().warning(warning)
         self._differentiate = PoseDifferentiator()
         if self.state_source == "odom":
             self._subscribe("state", Odometry, f"{base}/odom", qos_profile_sensor_data, self._measure)
@@ -365,12 +436,26 @@ class CrazyflieAdapter(RobotAdapter):
         """New episode: fresh inputs."""
         super().reset()
         self._differentiate.reset()
+        self.vendor.reset()
+
+    def preflight(self) -> str:
+        """What arrived so far against the ``backend`` configuration: one line naming the fix, or ''."""
+        return self.vendor.problem()
+
+    def start(self) -> None:
+        """Unlock the firmware's legacy thrust where the backend does not (cpp): one zero setpoint."""
+        if not self.vendor.backend.sends_unlock and not self.vendor.unlocked:
+            self._command.publish(conv.legacy_twist((0.0, 0.0, 0.0, 0.0)))
+            self.vendor.unlocked = True
 
     def _measure(self, msg: Any) -> Any:
+        self.vendor.arrived(self.clock())
         if self.state_source == "odom":
-            return conv.odometry_to_quadrotor(msg, self.twist_frame)
+            return self.vendor.read_odom(conv.odometry_fields(msg))
+        self.vendor.check_rate()
         position, quat = conv.pose_to_arrays(msg)
-        return self._differentiate(conv.stamp_to_seconds(msg.header.stamp), position, quat_to_rotation(*quat.tolist()))
+        rotation = self.vendor.pose_rotation(msg.header.frame_id, quat)
+        return self._differentiate(conv.stamp_to_seconds(msg.header.stamp), position, rotation)
 
     def observation(self) -> dict[str, Any] | None:
         """The env observation, the robot state and ``stamp``, or None while an input is missing."""
@@ -396,8 +481,8 @@ class CrazyflieAdapter(RobotAdapter):
         """``notify_setpoints_stop`` (and ``land`` with ``land_on_deactivate``), when crazyflie_interfaces exists."""
         if self._services is None:
             self.node.get_logger().info(
-                "crazyflie_interfaces is not installed: notify_setpoints_stop/land not sent (the firmware's "
-                "setpoint timeout levels the vehicle after 0.5 s without setpoints)."
+                "crazyflie_interfaces is not installed: notify_setpoints_stop/land not sent (without setpoints the "
+                "firmware's supervisor levels the vehicle after 0.5 s and stops the motors after 2 s, supervisor.c)."
             )
             return
         self._services.notify_stop()

@@ -7,6 +7,10 @@ policy.onnx that is not the one the card was written for), builds the robot's sa
 degrade with a note (``safety: off (...)``, ``monitor: off (...)``) that the node logs and puts in
 its diagnostics, except that ``require_safety`` turns a missing safety chain into an error.
 
+:func:`check_control_period` is the configure-time check of the card's ``ctrl_dt`` (the node's timer
+period): a number within the robot's plausible range and equal to the period the env was trained at.
+:class:`StampCheck` judges each state message by its own header stamp against the node's clock (stale,
+from the future, unset) before it is cached.
 :class:`LoopStats` keeps the per-step numbers the diagnostics and the benchmark report.
 :class:`RealtimeLoop` is the control thread's real-time setup (SCHED_FIFO, locked memory, the
 garbage collector kept out of the tick), as ros2_control's controller_manager does for its loop.
@@ -18,6 +22,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import gc
+import json
 import math
 import os
 import sys
@@ -125,6 +130,120 @@ def resolve_policy_dir(name: str) -> Path:
     raise FileNotFoundError(f"no policy folder {name!r} (nor {shipped / name}). Shipped policies: {available}.")
 
 
+CONTROL_PERIOD_RANGE_S: dict[Robot, tuple[float, float]] = {
+    # franka_ros2's controller_manager reads commands at 1 kHz: a shorter period sends commands it never reads.
+    # Over 1 s between joint targets the arm is no longer under closed-loop control worth the name.
+    "fr3": (0.001, 1.0),
+    # The firmware's stabilizer loop runs at 1 kHz (the fastest a setpoint can matter), and commander.c drops a
+    # legacy setpoint older than 500 ms (COMMANDER_WDT_TIMEOUT_STABILIZE: the vehicle levels out between them).
+    "crazyflie": (0.001, 0.5),
+}
+"""Robot -> plausible control periods [s] of a policy driving it (both ends included)."""
+
+
+def check_control_period(robot: Robot, ctrl_dt: Any, trained_dt: float, env_id: str, where: str = "") -> float:
+    """The card's control period, checked: a finite number in the robot's range, the period ``env_id`` was trained at.
+
+    The node's timer runs at this period, and the robot-side arithmetic (the FR3's IK step, the quadrotor's
+    observer) assumes the env's ``ctrl_dt``: a card edited to another period would run the policy at a rate it
+    was never trained for.
+
+    Args:
+        robot: The robot the policy drives (:data:`CONTROL_PERIOD_RANGE_S`).
+        ctrl_dt: ``metadata.json``'s ``ctrl_dt`` as read (any JSON value).
+        trained_dt: ``ctrl_dt`` of the env the card names (``robot_rl.envs.registry.make(env_id).unwrapped``) [s].
+        env_id: The card's env id (for the message).
+        where: The card's path (for the message).
+
+    Returns:
+        The period [s].
+
+    Raises:
+        ValueError: not a number, not finite, outside the robot's range or not the trained period (one line:
+            what was expected, what arrived, what is valid).
+    """
+    low, high = CONTROL_PERIOD_RANGE_S[robot]
+    expected = (
+        f"{where + ': ' if where else ''}`ctrl_dt` must be {trained_dt:g} s, the control period {env_id} was trained "
+        f"at (valid for the {robot}: a number of seconds in [{low:g}, {high:g}] equal to the env's ctrl_dt)."
+    )
+    if isinstance(ctrl_dt, bool) or not isinstance(ctrl_dt, int | float):
+        raise ValueError(f"{expected} Got {ctrl_dt!r} ({type(ctrl_dt).__name__}).")
+    period = float(ctrl_dt)
+    if not (math.isfinite(period) and low <= period <= high):
+        raise ValueError(f"{expected} Got {ctrl_dt!r}, outside [{low:g}, {high:g}] s.")
+    if not math.isclose(period, trained_dt, rel_tol=1e-6, abs_tol=1e-9):
+        raise ValueError(f"{expected} Got {ctrl_dt!r} ({1.0 / period:g} Hz instead of {1.0 / trained_dt:g} Hz).")
+    return period
+
+
+CLOCK_SKEW_TOLERANCE_S = 0.01
+"""Default ``clock_skew_tolerance`` [s]: how far ahead of the node's clock a state's stamp may be.
+
+On one machine (the sim bridge, or crazyswarm2's server beside the node) publisher and node read the same
+clock and a stamp can never be ahead of receipt: 0 would do. Across machines (franka_ros2 on the robot's
+real-time PC, the policy on another) the two clocks agree only as well as chrony or PTP keeps them: PTP within
+microseconds, chrony on a quiet LAN well under 1 ms once converged, a few ms after a restart or a step. 10 ms
+covers that with margin and is still a quarter of the FR3's period and a fifth of the Crazyflie's 50 ms
+watchdog deadline, while an unsynchronized clock (seconds off) or a fabricated stamp is refused.
+"""
+STALE_PERIODS = 2.5
+"""Without a watchdog (no safety chain) a state older than this many control periods is stale (the hardware
+files' deadlines are 2.5 periods)."""
+STAMP_REFUSALS = ("stale", "future", "zero")
+"""Kinds of states :class:`StampCheck` refuses."""
+
+
+class StampCheck:
+    """Refuses state messages by their own header stamp, compared with the node's clock, before they are cached.
+
+    A refused state never reaches the Controller; the cache keeps the previous one, whose stamp keeps ageing,
+    so the safety chain's watchdog turns a stream of refused states into its fallback exactly as it would a
+    silent topic.
+
+    Args:
+        max_age_s: A state stamped more than this before ``now`` is stale [s] (the node passes the watchdog's
+            deadline of ``hardware/<robot>.yaml`` unless ``max_state_age`` is set).
+        skew_s: A state stamped more than this after ``now`` is from the future [s] (clock skew allowance; see
+            :data:`CLOCK_SKEW_TOLERANCE_S`).
+
+    Raises:
+        ValueError: ``max_age_s`` not finite and > 0, or ``skew_s`` not finite and >= 0.
+    """
+
+    def __init__(self, max_age_s: float, skew_s: float = CLOCK_SKEW_TOLERANCE_S) -> None:
+        if not (math.isfinite(max_age_s) and max_age_s > 0):
+            raise ValueError(f"`max_state_age` must be finite and > 0 [s]. Got {max_age_s}.")
+        if not (math.isfinite(skew_s) and skew_s >= 0):
+            raise ValueError(f"`clock_skew_tolerance` must be finite and >= 0 [s]. Got {skew_s}.")
+        self.max_age_s = float(max_age_s)
+        self.skew_s = float(skew_s)
+        self.counts: dict[str, int] = dict.fromkeys(STAMP_REFUSALS, 0)
+        """States refused per kind (``stale``, ``future``, ``zero``)."""
+
+    def refuse(self, stamp: float, now: float) -> str:
+        """Why a state stamped ``stamp`` [s] and received at ``now`` [s] is refused ('' when it is not); counted.
+
+        A zero stamp (``header.stamp`` never set) carries no time at all; a stamp more than ``max_age_s`` old is
+        a state the watchdog would already call stale (replayed, queued or delayed); one more than ``skew_s``
+        ahead comes from a clock the node's does not agree with.
+        """
+        age = now - stamp
+        if stamp == 0.0:
+            kind, why = "zero", "header.stamp is zero (unset): the publisher must stamp its states"
+        elif not math.isfinite(age):
+            kind, why = "stale", f"stamp {stamp!r} is not a time"
+        elif age > self.max_age_s:
+            kind, why = "stale", f"stamped {age:.3f} s before receipt (max_state_age {self.max_age_s:g} s)"
+        elif -age > self.skew_s:
+            why = f"stamped {-age:.3f} s after receipt (clock_skew_tolerance {self.skew_s:g} s: are the clocks "
+            kind, why = "future", why + "of the robot's computer and this one synchronized (chrony/PTP)?)"
+        else:
+            return ""
+        self.counts[kind] += 1
+        return f"{kind} state: {why}"
+
+
 @dataclasses.dataclass
 class Runtime:
     """The pieces one policy node runs."""
@@ -141,6 +260,8 @@ class Runtime:
     robot: Robot
     notes: list[str] = dataclasses.field(default_factory=list)
     """One line per degraded piece (``safety: off (...)``, ``monitor: off (...)``)."""
+    env: Any = None
+    """The env the card names (``env_id`` with its ``env_kwargs``): constants and kinematics for the adapter."""
 
     @property
     def ctrl_dt(self) -> float:
@@ -195,6 +316,9 @@ def build_runtime(config: RuntimeConfig) -> Runtime:
     from robot_rl.runtime import Controller, ControllerConfig, OnnxPolicy
 
     policy_dir = resolve_policy_dir(config.policy)
+    # The control period first, from the card as written: the node's timer would run at it, and the robot's and
+    # the env's view (what it was trained at, what the robot allows) says more than a generic format error.
+    env = _check_card_period(policy_dir)
     policy = OnnxPolicy(policy_dir, threads=config.threads)
     meta = policy.metadata
     family = meta.action.family
@@ -202,6 +326,12 @@ def build_runtime(config: RuntimeConfig) -> Runtime:
         raise ValueError(
             f"{policy_dir} acts for the {family!r} family; the ROS nodes drive {sorted(ROBOT_OF_FAMILY)} policies."
         )
+    robot = ROBOT_OF_FAMILY[family]
+    if env is None:
+        env = _make_env(meta.env_id, meta.env_kwargs, policy_dir)
+    check_control_period(
+        robot, meta.ctrl_dt, float(env.unwrapped.ctrl_dt), meta.env_id, str(policy_dir / "metadata.json")
+    )
     notes: list[str] = []
     chain = None
     if config.safety:
@@ -241,7 +371,47 @@ def build_runtime(config: RuntimeConfig) -> Runtime:
     )
     # The first inference of a session is several times slower (allocations): pay it here, not in the first step.
     policy.predict(np.zeros((policy.n_obs_steps, policy.obs_dim)), np.random.default_rng(0))
-    return Runtime(policy, controller, chain, monitor, meta.env_id, ROBOT_OF_FAMILY[family], notes)
+    return Runtime(policy, controller, chain, monitor, meta.env_id, robot, notes, env)
+
+
+def _check_card_period(policy_dir: Path) -> Any:
+    """:func:`check_control_period` on ``metadata.json`` as written, before the policy is loaded.
+
+    Returns:
+        The env the card names (built to read its ``ctrl_dt``), or None when the card does not say which robot
+        and env it is for (loading the policy then reports what is wrong with it).
+
+    Raises:
+        ValueError: the period is refused, or the card's env cannot be built.
+    """
+    path = policy_dir / "metadata.json"
+    try:
+        card = json.loads(path.read_text())
+        env_id, family, ctrl_dt = card["env_id"], card["action"]["family"], card["ctrl_dt"]
+        env_kwargs = card.get("env_kwargs") or {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(env_id, str) or family not in ROBOT_OF_FAMILY:
+        return None
+    env = _make_env(env_id, env_kwargs, policy_dir)
+    check_control_period(ROBOT_OF_FAMILY[family], ctrl_dt, float(env.unwrapped.ctrl_dt), env_id, str(path))
+    return env
+
+
+def _make_env(env_id: str, env_kwargs: Any, policy_dir: Path) -> Any:
+    """The env a card names, built from the registry (its ``ctrl_dt`` is what the policy was trained at).
+
+    Raises:
+        ValueError: an unknown id, or kwargs the env refuses.
+    """
+    from robot_rl.envs.registry import make
+
+    if not isinstance(env_kwargs, dict):
+        raise ValueError(f"{policy_dir / 'metadata.json'}: `env_kwargs` must be an object. Got {env_kwargs!r}.")
+    try:
+        return make(env_id, **env_kwargs)
+    except TypeError as err:
+        raise ValueError(f"{policy_dir / 'metadata.json'}: env {env_id!r} refuses its `env_kwargs`: {err}") from None
 
 
 class LoopStats:
@@ -261,7 +431,7 @@ class LoopStats:
         self.inference_steps = 0
         """Steps that ran the policy's inference inside the tick (a chunk computed there, or waited for)."""
         self.state_age_s: deque[float] = deque(maxlen=window)
-        """Receipt of the newest state message to command published [s]."""
+        """Age of the state a step read at its tick: ``now`` minus the state's header stamp [s]."""
         self.steps = 0
         self.late = 0
         """Ticks more than 1.5 periods after the previous one."""

@@ -196,6 +196,33 @@ def odometry_to_quadrotor(msg: Odometry, twist_frame: str = "body") -> Quadrotor
     return QuadrotorMeasurement(position, velocity, rotation, rates)
 
 
+def odometry_fields(msg: Odometry) -> tuple[float, str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fields of an Odometry as published: ``(stamp [s], frame_id, position, quat_wxyz, linear, angular)``.
+
+    Checked finite, with a unit quaternion; frames and units are the publisher's (crazyswarm2's backends
+    differ: :mod:`robot_rl_ros.crazyflie_vendor`).
+    """
+    position, quat = pose_to_arrays(PoseStamped(header=msg.header, pose=msg.pose.pose))
+    t = msg.twist.twist
+    linear = _finite((t.linear.x, t.linear.y, t.linear.z), "odometry twist.linear")
+    angular = _finite((t.angular.x, t.angular.y, t.angular.z), "odometry twist.angular")
+    return stamp_to_seconds(msg.header.stamp), msg.header.frame_id, position, quat, linear, angular
+
+
+def raw_odometry(
+    position: np.ndarray, quat_wxyz: np.ndarray, linear: np.ndarray, angular: np.ndarray, frame: str, child: str,
+    stamp: Time,
+) -> Odometry:  # fmt: skip
+    """nav_msgs/Odometry with the given fields as they are (the sim bridge's crazyswarm2 backends)."""
+    msg = Odometry()
+    msg.header.stamp, msg.header.frame_id, msg.child_frame_id = stamp, frame, child
+    msg.pose.pose = pose_stamped(position, quat_wxyz, frame, stamp).pose
+    t = msg.twist.twist
+    t.linear.x, t.linear.y, t.linear.z = (float(v) for v in linear)
+    t.angular.x, t.angular.y, t.angular.z = (float(v) for v in angular)
+    return msg
+
+
 def quadrotor_odometry(
     meas: QuadrotorMeasurement, quat_wxyz: np.ndarray, frame: str, child: str, stamp: Time
 ) -> Odometry:

@@ -3,10 +3,11 @@
 A robot_rl quadrotor policy observes position, world velocity, the body->world rotation, body rates
 and the goal relative to the vehicle (:class:`robot_rl.envs.quadrotor.quadrotor_env.QuadrotorEnv`),
 and commands collective thrust and body rates (CTBR), normalized to [-1, 1]. crazyswarm2 publishes
-``/cfN/odom`` (nav_msgs/Odometry: twist in the body frame, ``child_frame_id``) and ``/cfN/pose``, and
-takes ``/cfN/cmd_vel_legacy`` (geometry_msgs/Twist), which crazyswarm2 forwards to cflib's
-``send_setpoint(roll, pitch, yawrate, thrust)`` as ``roll = linear.y``, ``pitch = -linear.x``,
-``yawrate = angular.z`` [deg, deg/s] and ``thrust = linear.z`` (0 to 60000, clipped there).
+``/cfN/odom`` (nav_msgs/Odometry; frames and units depend on its backend, read by
+:class:`robot_rl_ros.crazyflie_vendor.OdomReader`) and ``/cfN/pose``, and takes ``/cfN/cmd_vel_legacy``
+(geometry_msgs/Twist), which both backends forward as ``roll = linear.y``, ``pitch = -linear.x``,
+``yawrate = angular.z`` [deg, deg/s] and ``thrust = linear.z`` (0 to 60000, clipped there); cflib then
+negates the pitch again, crazyflie_cpp does not (:mod:`robot_rl_ros.crazyflie_vendor`).
 
 Two ways to fly CTBR through that message (:class:`LegacyConfig.mode`):
 
@@ -22,7 +23,7 @@ Two ways to fly CTBR through that message (:class:`LegacyConfig.mode`):
 Thrust: ``linear.z = thrust / max_thrust * thrust_full_scale`` clipped to ``[0, thrust_limit]``,
 a linear map of collective thrust [N] to the 16-bit motor command. The real motors are not
 linear: calibrate ``max_thrust`` (hardware/crazyflie.yaml) on the vehicle. Sign conventions
-(``pitch_sign``, ``yaw_sign``) follow crazyswarm2's callback; check them with the propellers off
+(``pitch_sign``, ``yaw_sign``) default to the ``backend``'s; check them with the propellers off
 before the first flight.
 """
 
@@ -55,10 +56,11 @@ class LegacyConfig:
     """Largest thrust command sent (crazyswarm2 clips ``linear.z`` here) [1]."""
     attitude_lookahead: float = 0.05
     """``angle`` mode: the attitude setpoint is where the commanded rates lead in this time [s]."""
-    pitch_sign: float = -1.0
-    """``linear.x = pitch_sign * pitch`` (crazyswarm2: ``pitch = -linear.x``)."""
-    yaw_sign: float = 1.0
-    """``angular.z = yaw_sign * yaw rate``."""
+    pitch_sign: float = 1.0
+    """``linear.x = pitch_sign * pitch`` [body FLU]: +1 for crazyswarm2's cpp backend, -1 for cflib
+    (:attr:`robot_rl_ros.crazyflie_vendor.Backend.node_signs`)."""
+    yaw_sign: float = -1.0
+    """``angular.z = yaw_sign * yaw rate``: -1 (the firmware inverts the legacy yaw rate, crtp_commander_rpyt.c)."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("rate", "angle"):
@@ -72,15 +74,21 @@ class LegacyConfig:
 
 
 def legacy_config(param: Callable[[str, Any], Any]) -> LegacyConfig:
-    """The ``cmd_vel_legacy`` mapping from node parameters (``param(name, default)``), shared by adapter and bridge."""
+    """The ``cmd_vel_legacy`` mapping from node parameters (``param(name, default)``).
+
+    ``pitch_sign`` and ``yaw_sign`` default to the signs of the crazyswarm2 ``backend`` parameter (``cpp``).
+    """
+    from robot_rl_ros.crazyflie_vendor import backend
+
+    signs = backend(str(param("backend", "cpp"))).node_signs
     return LegacyConfig(
         mode=str(param("legacy_mode", "rate")),  # type: ignore[arg-type]
         max_thrust=float(param("max_thrust", 0.596)),
         thrust_full_scale=float(param("thrust_full_scale", 65535.0)),
         thrust_limit=float(param("thrust_limit", 60000.0)),
         attitude_lookahead=float(param("attitude_lookahead", 0.05)),
-        pitch_sign=float(param("pitch_sign", -1.0)),
-        yaw_sign=float(param("yaw_sign", 1.0)),
+        pitch_sign=float(param("pitch_sign", signs[0])),
+        yaw_sign=float(param("yaw_sign", signs[1])),
     )
 
 
@@ -173,7 +181,10 @@ def ctbr_to_legacy(
 def legacy_to_ctbr(
     twist: tuple[float, float, float, float], rotation: np.ndarray, env_max_thrust: float, config: LegacyConfig
 ) -> np.ndarray:
-    """The normalized CTBR action a ``cmd_vel_legacy`` command asks for (the sim bridge's firmware stand-in).
+    """The normalized CTBR action a ``cmd_vel_legacy`` command asks for, read with the sender's own conventions.
+
+    The inverse of :func:`ctbr_to_legacy`, so it cannot catch a sign error; the sim bridge reads commands as
+    crazyswarm2 and the firmware do instead (:class:`robot_rl_ros.crazyflie_vendor.LegacyFirmware`).
 
     Args:
         twist: ``(linear.x, linear.y, linear.z, angular.z)``.

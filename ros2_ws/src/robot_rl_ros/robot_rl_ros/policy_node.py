@@ -2,21 +2,25 @@
 
 Lifecycle (ros2/demos ``lifecycle_py``):
 
-- ``configure``: load ``policy`` (``policies/NAME``; OnnxPolicy checks the sha256 of policy.onnx),
-  build the Controller with the robot's safety chain (``hardware/<robot>.yaml``) and the failure
-  monitor (off, with the reason in the diagnostics, when the folder has no calibration), make the
-  robot adapter (:mod:`robot_rl_ros.adapters`: subscriptions, command publishers);
+- ``configure``: load ``policy`` (``policies/NAME``; OnnxPolicy checks the sha256 of policy.onnx;
+  a card whose ``ctrl_dt`` is not the period its env was trained at, or not a plausible period for the
+  robot, is refused: :func:`robot_rl_ros.control.check_control_period`), build the Controller with the
+  robot's safety chain (``hardware/<robot>.yaml``) and the failure monitor (off, with the reason in the
+  diagnostics, when the folder has no calibration), make the robot adapter
+  (:mod:`robot_rl_ros.adapters`: subscriptions, command publishers);
 - ``activate``: new episode (the Controller and the safety chain reset, noise seeded with
   ``seed`` when >= 0; cached states dropped), then the control timer runs at the policy's rate;
 - ``deactivate``: the timer stops, the adapter stops streaming (Crazyflie: notify_setpoints_stop);
 - ``cleanup``: everything is released.
 
 Each tick (crazyswarm2's ``_timer_callback`` shape): read the cached inputs (the subscription
-callbacks checked and converted each message on arrival, refusing and counting malformed ones),
-build the observation, ``Controller.step(observation, now)`` with ``stamp`` = receipt time of the
-newest state, publish the command. While no complete state has arrived since activation nothing
-is published. The chain's watchdog turns a silent state topic into the fallback command (hold /
-hover) at the first tick past its deadline. With ``prefetch`` each chunk is computed in a background
+callbacks checked and converted each message on arrival, refusing and counting malformed ones, and
+states whose own header stamp is stale, ahead of the node's clock by more than
+``clock_skew_tolerance`` or zero), build the observation, ``Controller.step(observation, now)`` with
+``stamp`` = the header stamp of the newest state, publish the command. While no complete state has
+arrived since activation nothing is published. The chain's watchdog turns a silent state topic (or
+one whose states are all refused) into the fallback command (hold / hover) at the first tick past its
+deadline. With ``prefetch`` each chunk is computed in a background
 thread ahead of the tick that needs it: with ``prefetch_lead`` 0 (default) the first complete state
 after the tick before (a state callback, between ticks) starts it (``Controller.prime``); with N >= 1
 the tick N steps before starts it, and the state callback only the episode's first. No tick runs the
@@ -34,7 +38,11 @@ the percentiles), the real-time setup of the control loop (:class:`robot_rl_ros.
 in force while active): ``realtime_priority`` (SCHED_FIFO priority of the thread running the timer,
 1..99; 0: off; refused by the OS: a warning, and the loop runs as before), ``lock_memory``
 (``mlockall``), ``manage_gc`` (objects frozen at activation, collections run after the command is
-out instead of inside the tick), and the robot adapter's (:mod:`robot_rl_ros.adapters`).
+out instead of inside the tick), and the robot adapter's (:mod:`robot_rl_ros.adapters`), among them
+the state stamp check's: ``max_state_age`` [s] (a state stamped longer ago is refused on arrival; 0,
+the default: the watchdog deadline of ``hardware/<robot>.yaml``, or 2.5 periods without a safety
+chain) and ``clock_skew_tolerance`` [s] (how far ahead of the node's clock a stamp may be; 0.01 by
+default, see :data:`robot_rl_ros.control.CLOCK_SKEW_TOLERANCE_S`).
 
 Services: ``~/estop`` and ``~/reset`` (std_srvs/Trigger). The e-stop latches: the fallback
 command is sent every tick until ``~/reset``, which releases it and starts a new episode.
@@ -151,11 +159,12 @@ class PolicyNode(LifecycleNode):
                 warn=self.get_logger().warning,
             )
             self.runtime = runtime = build_runtime(config)
-            from robot_rl.envs.registry import make
-
-            env = make(runtime.env_id)
-            self.adapter = ADAPTERS[runtime.robot](self, env, self.create_lifecycle_publisher, self.now)
+            self.adapter = ADAPTERS[runtime.robot](self, runtime.env, self.create_lifecycle_publisher, self.now)
             self.adapter.on_input = self._on_input
+            watchdog = getattr(runtime.chain, "watchdog", None)
+            if not self.adapter.max_state_age and watchdog is not None:
+                # A state already past the watchdog's deadline on arrival would only ever give the fallback.
+                self.adapter.stamp_check.max_age_s = float(watchdog.deadline_s)
         except (ValueError, RuntimeError, OSError) as err:
             self.get_logger().error(f"configure failed: {err}")
             self.runtime = self.adapter = None
@@ -180,10 +189,17 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start an episode and the control timer."""
         assert self.runtime is not None and self.stats is not None and self.realtime is not None
+        problem = self.adapter.preflight() if self.adapter is not None else ""
+        if problem:  # inputs that contradict the configuration (crazyflie_vendor.py): stay inactive
+            self.get_logger().error(f"activate refused: {problem}")
+            return TransitionCallbackReturn.FAILURE
         self._new_episode()
         self.realtime.start()  # the scheduler changes at the first tick, in the timer's thread
         self._timer = self.create_timer(self.runtime.ctrl_dt, self.tick)
-        return super().on_activate(state)
+        result = super().on_activate(state)
+        if self.adapter is not None:
+            self.adapter.start()  # after the lifecycle publishers are active
+        return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop the control timer and the command stream."""
@@ -400,6 +416,11 @@ class PolicyNode(LifecycleNode):
         }
         for name, count in adapter.rejected.items():
             values[f"rejected_{name}"] = count
+        check = adapter.stamp_check
+        for kind, count in check.counts.items():  # also counted in rejected_<input>
+            values[f"refused_{kind}_stamp"] = count
+        values["max_state_age_ms"] = 1e3 * check.max_age_s
+        values["clock_skew_tolerance_ms"] = 1e3 * check.skew_s
         values["rejected_total"] = sum(adapter.rejected.values())
         values["last_rejection"] = adapter.last_error
         if latched:

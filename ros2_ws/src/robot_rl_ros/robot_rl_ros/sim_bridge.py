@@ -7,16 +7,37 @@ object pose and twist, the goal).
 Franka envs (``robot_rl/Panda*``). Out: ``/joint_states`` (fr3_joint1..7 and the two finger
 joints), ``/franka_robot_state_broadcaster/current_pose`` (TCP, PoseStamped), ``/object_pose``,
 ``/object_twist``, ``/goal`` (``fr3_link0`` = the sim's world frame). In: joint position targets on
-``/<forward_controller>/commands`` (Float64MultiArray) and ``/fr3_arm_controller/joint_trajectory``
-(JointTrajectory, last point), the gripper width on ``/robot_rl/gripper_width``. The targets
-replace the env's own differential-IK output and go through the env's servo ramp exactly as the
-env's controller output does, so an adapter running the same CartesianController reproduces
-``robot-rl eval``. Service ``/franka_gripper/stop`` (std_srvs/Trigger).
+``/<forward_controller>/commands`` (Float64MultiArray) and ``trajectory_topic`` (JointTrajectory),
+the gripper width on ``/robot_rl/gripper_width``. Service ``/franka_gripper/stop`` (std_srvs/Trigger).
+
+``fr3_limits`` (default true): the FR3 as franka_ros2 drives it (:class:`robot_rl_ros.fr3_vendor.Fr3ArmModel`).
+Each command goes to a model of its controller (JointTrajectoryController interpolation, or the steps of a
+forward_command_controller), the 1 kHz command of every period is checked against libfranka's FR3
+limits, and the period's last command is the env's joint target. A violation is a reflex: the arm stops
+following commands, ``/joint_states`` and ``current_pose`` fall silent (franka_hardware's ``read()``
+returns ERROR on the ControlException and controller_manager stops the component, its broadcasters
+with it: franka_hardware ``src/franka_hardware_interface.cpp``), and the episode ends with
+``crash: "reflex: <libfranka error>: ..."`` on ``/sim/episode_info``; the next reset recovers.
+After a reset, trajectories planned from where the arm was (stamped before the reset, or starting more than
+0.01 rad from the reset posture: sent before the node saw the reset) are not judged: the arm holds.
+``fr3_limits: false``: each command's last positions replace the env's differential-IK output and go
+through the env's servo ramp exactly as the env's controller output does, so an adapter running the
+same CartesianController reproduces ``robot-rl eval``. ``joint_state_rate`` (default 30 Hz, as
+franka_bringup's ``joint_state_rate``; realtime mode only, 0: with every step) sets how often
+``/joint_states`` is published.
 
 Quadrotor envs (``robot_rl/Quadrotor*``). Out: ``/<robot_name>/pose`` (PoseStamped),
-``/<robot_name>/odom`` (Odometry, twist in the body frame), ``/<robot_name>/goal`` (``world``). In:
-``/<robot_name>/cmd_vel_legacy``, read back into CTBR by the firmware stand-in
-:func:`robot_rl_ros.crazyflie.legacy_to_ctbr` (same ``legacy_*`` parameters as the policy node).
+``/<robot_name>/odom`` (Odometry), ``/<robot_name>/goal`` (``world``). In: ``/<robot_name>/cmd_vel_legacy``.
+The bridge stands in for crazyswarm2 and the firmware as their sources define them
+(:mod:`robot_rl_ros.crazyflie_vendor`), independent of the policy node's configuration: the ``backend``
+(``cpp`` or ``cflib``) sets the pitch sign on the radio and how odom is filled (frames, units, cflib's
+negated pitch); ``crazyflies_yaml`` (default ``hardware/crazyswarm2/crazyflies.yaml``) sets the controller,
+the flight modes and which topics are published at what rate (in simulated time); the firmware's thrust
+lock (released by a zero-thrust packet; in lockstep that packet takes no step) and the supervisor's
+setpoint timeouts (``realtime`` mode: level out after 0.5 s, motors off after 2 s) apply. (The bridge used
+to decode with the node's own ``legacy_*`` parameters, :func:`robot_rl_ros.crazyflie.legacy_to_ctbr`, which
+could not catch a sign error; that stand-in is gone. Its ``max_thrust`` and ``thrust_full_scale`` are the
+simulated vehicle's.)
 Services ``/<robot_name>/emergency`` and ``/all/emergency`` (std_srvs/Empty: motors off, the
 episode ends). takeoff, land and notify_setpoints_stop take crazyflie_interfaces types (not on
 PyPI): served only when that package is importable; the sim starts each episode in the air at the
@@ -59,8 +80,11 @@ from trajectory_msgs.msg import JointTrajectory
 
 from robot_rl.data.bag import EPISODE_TOPIC
 from robot_rl_ros import conversions as conv
-from robot_rl_ros.crazyflie import WORLD_FRAME, QuadrotorMeasurement, legacy_config, legacy_to_ctbr
-from robot_rl_ros.fr3 import BASE_FRAME, Fr3Measurement
+from robot_rl_ros import crazyflie_vendor as vendor
+from robot_rl_ros.crazyflie import WORLD_FRAME, QuadrotorMeasurement, legacy_config
+from robot_rl_ros.fr3 import BASE_FRAME, FR3_ARM_JOINTS, Fr3Measurement
+from robot_rl_ros.fr3_command import message_points
+from robot_rl_ros.fr3_vendor import Fr3ArmModel, JointPoint
 from robot_rl_ros.spin import spin_node
 
 STATE_QOS = QoSProfile(depth=1)
@@ -122,6 +146,14 @@ class SimBridge(Node):
         self.success = False
         self.ignored_commands = 0
         self._last_publish = 0.0
+        self.firmware: vendor.LegacyFirmware | None = None
+        """The Crazyflie firmware stand-in (quadrotor envs; None for arms)."""
+        self._log_periods: dict[str, float | None] = {}
+        self._last_logged: dict[str, float] = {}
+        self._last_logged_wall: dict[str, float] = {}
+        self._setpoint_steps = 0
+        self._last_command_time = -float("inf")
+        self._idle_publish = False
         self._pending: Any = None
         self._obs: dict[str, np.ndarray] = {}
         self._info_pub = self.create_publisher(String, "/sim/episode_info", 10)
@@ -133,7 +165,8 @@ class SimBridge(Node):
             self._setup_quadrotor()
         if self.mode == "realtime":
             self.create_timer(self.ctrl_dt, self._realtime_tick)
-        self.create_timer(self.republish_period, self._idle_tick)
+        periods = [p for p in self._log_periods.values() if p] if self.firmware is not None else []
+        self.create_timer(min([self.republish_period, *periods]), self._idle_tick)
         if bool(param("reset_on_start", True)):
             # A robot to look at from the start; the first /sim/reset_episode still starts at `seed`.
             first = self.next_seed
@@ -169,8 +202,15 @@ class SimBridge(Node):
         self.unwrapped.controller = self._targets
         self._gripper_action = -1.0
         controller = str(self._param("forward_controller", "forward_position_controller"))
+        self._arm = Fr3ArmModel(self.ctrl_dt) if bool(self._param("fr3_limits", True)) else None
+        self._reset_ns = self._arm_wall_ns = 0
         self.create_subscription(Float64MultiArray, f"/{controller}/commands", self._on_joint_command, 10)
-        self.create_subscription(JointTrajectory, "/fr3_arm_controller/joint_trajectory", self._on_trajectory, 10)
+        trajectory_topic = str(self._param("trajectory_topic", "/robot_rl_arm_controller/joint_trajectory"))
+        self.create_subscription(JointTrajectory, trajectory_topic, self._on_trajectory, 10)
+        rate = float(self._param("joint_state_rate", 30.0))
+        self._joint_states_each_step = self.mode == "lockstep" or rate <= 0.0
+        if not self._joint_states_each_step:
+            self.create_timer(1.0 / rate, self._publish_joint_states)
         self.create_subscription(Float64MultiArray, "/robot_rl/gripper_width", self._on_gripper, 10)
         self.create_service(Trigger, "/franka_gripper/stop", self._on_gripper_stop)
         self._joint_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
@@ -182,17 +222,37 @@ class SimBridge(Node):
 
     def _on_joint_command(self, msg: Float64MultiArray) -> None:
         try:
-            self._command(conv.joint_command_to_array(msg))
+            q = conv.joint_command_to_array(msg)
         except conv.MessageError as err:
             self.ignored_commands += 1
             self.get_logger().warning(f"joint command refused: {err}", throttle_duration_sec=1.0)
+            return
+        if self._arm is not None and not self.done:
+            self._arm.receive("forward", [JointPoint(q)], [0.0])
+        self._command(q)
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         try:
-            self._command(conv.trajectory_to_joint_targets(msg))
-        except conv.MessageError as err:
+            if self._arm is None:
+                q = conv.trajectory_to_joint_targets(msg)
+            else:
+                points, times = message_points(msg, FR3_ARM_JOINTS)
+                q = points[-1].positions
+        except (conv.MessageError, ValueError) as err:
             self.ignored_commands += 1
             self.get_logger().warning(f"trajectory refused: {err}", throttle_duration_sec=1.0)
+            return
+        stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        if self._arm is not None and not self._arm.commanded:
+            held = self._arm.controllers["trajectory"].state.positions
+            if 0 < stamp_ns < self._reset_ns or np.max(np.abs(points[0].positions - held)) > 0.01:
+                # Planned before the node saw the episode's reset, from where the arm no longer is: not judged, and
+                # the arm holds (a lockstep step still follows, as for any command).
+                self._command(held)
+                return
+        if self._arm is not None and not self.done:
+            self._arm.receive("trajectory", points, times, stamp_ns)
+        self._command(q)
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         if len(msg.data) == 1 and np.isfinite(msg.data[0]):
@@ -204,7 +264,10 @@ class SimBridge(Node):
         response.success, response.message = True, f"gripper held at {width:.4f} m"
         return response
 
-    def _publish_franka(self, stamp: Any) -> None:
+    def _publish_joint_states(self, stamp: Any = None) -> None:
+        if self._arm is not None and self._arm.reflex is not None:
+            return  # the reflex stopped the hardware component and its broadcasters
+        stamp = self.get_clock().now().to_msg() if stamp is None else stamp
         state = self.unwrapped.robot_state()
         data = self.unwrapped.data
         qpos, qvel = data.qpos, data.qvel
@@ -215,6 +278,12 @@ class SimBridge(Node):
         tcp_quat = np.zeros(4)
         self._mat2quat(tcp_quat, data.site_xmat[self._tcp_site])
         self._tcp_pub.publish(conv.pose_stamped(state["tcp_pos"], tcp_quat, BASE_FRAME, stamp))
+
+    def _publish_franka(self, stamp: Any) -> None:
+        data = self.unwrapped.data
+        qpos, qvel = data.qpos, data.qvel
+        if self._joint_states_each_step:
+            self._publish_joint_states(stamp)
         self._goal_pub.publish(conv.point_stamped(self._obs["desired_goal"], BASE_FRAME, stamp))
         if self.unwrapped.has_object:
             q, v = self._obj_qadr, self._obj_dofadr
@@ -227,6 +296,7 @@ class SimBridge(Node):
     def _setup_quadrotor(self) -> None:
         self.robot_name = str(self._param("robot_name", "cf231"))
         self.legacy = legacy_config(self._param)
+        self._setup_vendor()
         base = f"/{self.robot_name}"
         self.create_subscription(Twist, f"{base}/cmd_vel_legacy", self._on_legacy, 10)
         self.create_service(Empty, f"{base}/emergency", self._on_emergency)
@@ -254,7 +324,56 @@ class SimBridge(Node):
             self.get_logger().warning(f"cmd_vel_legacy refused: {err}", throttle_duration_sec=1.0)
             return
         rotation = self.unwrapped.robot_state()["rotation"]
-        self._command(legacy_to_ctbr(values, rotation, float(self.unwrapped.params.max_thrust), self.legacy))
+        assert self.firmware is not None
+        locked = self.firmware.thrust_locked
+        self.firmware.receive(values)
+        self._setpoint_steps = 0
+        self._last_command_time = self.now()
+        if locked and not self.firmware.thrust_locked and self.mode == "lockstep":
+            return  # the unlock packet: in lockstep it lasts no simulated time
+        self._command(self.firmware.action(rotation))
+
+    def _setup_vendor(self) -> None:
+        from robot_rl.safety.config import HARDWARE_DIR
+
+        self.backend = vendor.backend(str(self._param("backend", "cpp")))
+        path = str(self._param("crazyflies_yaml", "")) or str(HARDWARE_DIR / "crazyswarm2" / "crazyflies.yaml")
+        self.crazyswarm = vendor.CrazyswarmConfig.from_yaml(path, self.robot_name)
+        self.firmware = vendor.LegacyFirmware(
+            self.backend,
+            self.crazyswarm,
+            vehicle_max_thrust=self.legacy.max_thrust,
+            env_max_thrust=float(self.unwrapped.params.max_thrust),
+            thrust_full_scale=self.legacy.thrust_full_scale,
+            attitude_time_constant=float(self._param("attitude_time_constant", 0.05)),
+            thrust_locked=bool(self._param("thrust_locked", True)),
+        )
+        self._log_periods = {topic: self.crazyswarm.log_period(topic, self.backend) for topic in ("pose", "odom")}
+
+    def _publish_vendor(self, meas: QuadrotorMeasurement, stamp: Any) -> None:
+        """Pose and odom as the backend logs them, each at its crazyflies.yaml rate (simulated time)."""
+        t, now = self.steps * self.ctrl_dt, self.now()
+        frame = self.crazyswarm.reference_frame
+        for topic, period in self._log_periods.items():
+            if not period:
+                continue
+            if self._idle_publish:  # between commands: the log rate in wall time
+                due = now - self._last_logged_wall.get(topic, -float("inf")) >= 0.9 * period
+            else:  # stepping: the log rate in simulated time
+                last = self._last_logged.get(topic)
+                due = last is None or t - last >= period - 1e-9
+            if not due:
+                continue
+            self._last_logged[topic], self._last_logged_wall[topic] = t, now
+            if topic == "pose":
+                quat = vendor.backend_pose_quat(self.backend, meas)
+                self._pose_pub.publish(conv.pose_stamped(meas.position, quat, frame, stamp))
+            else:
+                frame_id, child, quat, linear, angular = vendor.backend_odometry(
+                    self.backend, self.robot_name, frame, meas
+                )
+                self._odom_pub.publish(conv.raw_odometry(meas.position, quat, linear, angular, frame_id, child, stamp))
+        self._goal_pub.publish(conv.point_stamped(self._obs["desired_goal"], WORLD_FRAME, stamp))
 
     def _on_emergency(self, request: Empty.Request, response: Empty.Response) -> Empty.Response:
         if not self.done:
@@ -264,11 +383,8 @@ class SimBridge(Node):
 
     def _publish_quadrotor(self, stamp: Any) -> None:
         state = self.unwrapped.robot_state()
-        quat = self.unwrapped.data.qpos[3:7].copy()
         meas = QuadrotorMeasurement(state["position"], state["velocity"], state["rotation"], state["body_rates"])
-        self._pose_pub.publish(conv.pose_stamped(meas.position, quat, WORLD_FRAME, stamp))
-        self._odom_pub.publish(conv.quadrotor_odometry(meas, quat, WORLD_FRAME, self.robot_name, stamp))
-        self._goal_pub.publish(conv.point_stamped(self._obs["desired_goal"], WORLD_FRAME, stamp))
+        self._publish_vendor(meas, stamp)
 
     # --------------------------------------------------------------- stepping
     def _command(self, command: np.ndarray) -> None:
@@ -282,7 +398,7 @@ class SimBridge(Node):
 
     def _action(self, command: np.ndarray | None) -> np.ndarray:
         if self.franka:
-            if command is not None:
+            if command is not None and self._arm is None:
                 self._targets.target = np.asarray(command, dtype=np.float64)
             return np.array([0.0, 0.0, 0.0, self._gripper_action])
         if command is None:
@@ -290,6 +406,18 @@ class SimBridge(Node):
         return command
 
     def _step(self, command: np.ndarray | None) -> None:
+        if self.franka and self._arm is not None:
+            duration = None
+            if self.mode == "realtime":
+                now_ns = self.get_clock().now().nanoseconds
+                duration, self._arm_wall_ns = (now_ns - self._arm_wall_ns) * 1e-9, now_ns
+            target = self._arm.advance(duration)
+            if target is None:
+                self.get_logger().error(f"FR3 reflex at step {self.steps}: {self._arm.reflex}")
+                self._finish(crash=f"reflex: {self._arm.reflex}")
+                return
+            if self._arm.commanded:
+                self._targets.target = target
         self._obs, reward, terminated, truncated, info = self.env.step(self._action(command))
         self.steps += 1
         self.total_return += float(reward)
@@ -321,14 +449,32 @@ class SimBridge(Node):
         self._info_pub.publish(String(data=json.dumps(info)))
 
     def _realtime_tick(self) -> None:
-        if not self.done:
-            self._step(self._pending)
+        if self.done:
+            return
+        if self.firmware is not None and self.firmware.packet is not None:
+            # The firmware keeps flying the last setpoint; the supervisor's timeouts count simulated time.
+            age = self._setpoint_steps * self.ctrl_dt
+            self._setpoint_steps += 1
+            self._step(self.firmware.action(self.unwrapped.robot_state()["rotation"], age))
+            return
+        self._step(self._pending)
 
     def _idle_tick(self) -> None:
         if self.done and self.autoreset:
             self.reset_episode()
-        elif self.now() - self._last_publish >= 0.9 * self.republish_period:
-            self.publish_state()
+        elif self.now() - self._last_publish >= 0.9 * self._idle_period():
+            self._idle_publish = True
+            try:
+                self.publish_state()
+            finally:
+                self._idle_publish = False
+
+    def _idle_period(self) -> float:
+        """Between commands, ``republish_period``; after ``republish_period`` without one, the vendor's log period."""
+        periods = [p for p in self._log_periods.values() if p]
+        if self.firmware is None or not periods or self.now() - self._last_command_time < self.republish_period:
+            return self.republish_period
+        return min(periods)
 
     def publish_state(self) -> None:
         """Publish the robot state and the perception inputs, stamped now."""
@@ -347,8 +493,17 @@ class SimBridge(Node):
         self._obs, _ = self.env.reset(seed=seed)
         self.seed, self.steps, self.total_return, self.done, self.success = seed, 0, 0.0, False, False
         self._pending = None
+        self._last_logged.clear()
+        if self.firmware is not None:
+            self.firmware.packet = None  # a new flight: no setpoint yet (the thrust lock stays as it was)
         if self.franka:
             self._targets.target = None
+            if self._arm is not None:
+                self._reset_ns = self._arm_wall_ns = self.get_clock().now().nanoseconds
+                # realtime: the controller model runs on this clock (a late tick covers the time that passed);
+                # lockstep: on the commands (one period each).
+                realtime = self.mode == "realtime"
+                self._arm.reset(self.unwrapped.robot_state()["joint_pos"], self._reset_ns if realtime else None)
             width = float(self.unwrapped.robot_state()["gripper_width"][0])
             self._gripper_action = float(np.clip(width / self._finger_open - 1.0, -1.0, 1.0))
         self._event_pub.publish(
