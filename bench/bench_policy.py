@@ -68,7 +68,7 @@ def latency(policy: Any, steps_list: list[int], reps: int) -> dict[int, dict[str
 
 def quality(policy: Any, config: dict, steps: int, seeds: list[int]) -> dict[str, Any]:
     from robot_rl.envs.registry import make
-    from robot_rl.evaluation.rollout import run_episodes
+    from robot_rl.envs.rollout import run_episodes
 
     policy.inference_steps = steps
     env = make(config["env_id"], **config.get("env_kwargs", {}))

@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from robot_rl.evaluation.evaluate import EvalConfig, policy_env_id  # noqa: E402
 from robot_rl.evaluation.robustness import format_table, load_suite, plot_suite, run_suite  # noqa: E402
-from robot_rl.export.metadata import is_policy_dir, record_robustness  # noqa: E402
+from robot_rl.export.card import record_robustness  # noqa: E402
+from robot_rl.export.metadata import is_policy_dir  # noqa: E402
 from robot_rl.provenance import machine_info  # noqa: E402
 
 MARGIN = 0.05

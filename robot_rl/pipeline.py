@@ -166,14 +166,14 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
         )
         timings["residual"] = time.perf_counter() - start
 
-    from robot_rl.export import export_run
-    from robot_rl.export.metadata import record_eval
+    from robot_rl.export.card import record_eval
+    from robot_rl.rl.residual_export import export_training_run
 
     start = stage("4/5 export; calibrate the failure monitor")
     base_policy, policy = out / "policy_base", out / "policy"
-    export_run(base, base_policy, overwrite=True)
+    export_training_run(base, base_policy, overwrite=True)
     has_residual = bool(config.residual_steps) and finished(residual)
-    export_run(residual if has_residual else base, policy, overwrite=True)
+    export_training_run(residual if has_residual else base, policy, overwrite=True)
     monitor = _calibrate_monitor(policy, env_id, demos, config.monitor_episodes)
     timings["export_calibrate"] = time.perf_counter() - start
 
@@ -198,7 +198,7 @@ def run_pipeline(config: Pipeline) -> dict[str, Any]:
     robustness = None
     if config.suite_episodes:
         from robot_rl.evaluation.robustness import load_suite, plot_suite, run_suite
-        from robot_rl.export.metadata import record_robustness
+        from robot_rl.export.card import record_robustness
 
         suite_start = time.perf_counter()
         suite_config = EvalConfig(policy=str(policy), episodes=config.suite_episodes, safety="on", suite="robustness")

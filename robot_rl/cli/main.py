@@ -119,7 +119,7 @@ def _suite(command: EvalConfig) -> None:
     if command.plot is not None:
         print(f"plot: {plot_suite(report, command.plot)}")
     if command.card:
-        from robot_rl.export.metadata import record_robustness
+        from robot_rl.export.card import record_robustness
 
         record_robustness(command.policy, report)
         print(f"card: {command.policy}/metadata.json (robustness), README.md, robustness.json")
@@ -251,9 +251,9 @@ def run(argv: list[str] | None = None) -> int:
         print(f"run: {command.out}\nfinal: {shown}")
         print(f"evaluate: robot-rl eval --policy {command.out} --episodes 100")
     elif isinstance(command, Export):
-        from robot_rl.export import export_run
+        from robot_rl.rl.residual_export import export_training_run
 
-        meta = export_run(command.run, command.out, command.inference_steps, overwrite=command.overwrite)
+        meta = export_training_run(command.run, command.out, command.inference_steps, overwrite=command.overwrite)
         steps = f", {meta.inference_steps} DDIM steps" if meta.inference_steps is not None else ""
         kind = meta.policy_type + (f" + {meta.residual['algo']} residual" if meta.residual else "")
         print(
@@ -264,7 +264,7 @@ def run(argv: list[str] | None = None) -> int:
             import os
 
             from robot_rl.evaluation.evaluate import evaluate
-            from robot_rl.export.metadata import record_eval
+            from robot_rl.export.card import record_eval
 
             video = None
             if command.video_episodes:

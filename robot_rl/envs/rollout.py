@@ -1,4 +1,4 @@
-"""Roll an ``obs -> action`` function out over given seeds: the loop evaluation and training share."""
+"""The plain episode loop: an ``obs -> action`` function rolled out over given seeds (training and evaluation)."""
 
 from __future__ import annotations
 

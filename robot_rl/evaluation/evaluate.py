@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from robot_rl.envs.registry import check_env_id, make
+from robot_rl.envs.rollout import EPISODE_EXTRAS
 from robot_rl.evaluation.guard import Guard, load_monitor
-from robot_rl.evaluation.rollout import EPISODE_EXTRAS
 from robot_rl.limits import check_counts, check_seed
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ def mean_final_distance(episodes: list[dict[str, Any]]) -> float | None:
 
 def _base_alone(run_dir: str, env: Any, seeds: list[int]) -> dict[str, Any]:
     """The residual run's base, without its residual, on the same seeds."""
-    from robot_rl.evaluation.rollout import run_episodes
+    from robot_rl.envs.rollout import run_episodes
     from robot_rl.policies import ChunkedActor
     from robot_rl.policies.checkpoint import read_config
     from robot_rl.rl.train import load_base

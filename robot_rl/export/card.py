@@ -1,10 +1,26 @@
-"""The README.md of an exported policy folder: the policy card for people, rendered from metadata.json."""
+"""The README.md of an exported policy folder (the policy card for people), and reports recorded on the card.
+
+:func:`render_readme` renders README.md from metadata.json; :func:`record_eval` and :func:`record_robustness`
+put an eval or robustness report beside the card, summarize it in metadata.json and re-render README.md.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
-from robot_rl.export.metadata import METADATA_FILE, ONNX_FILE, ONNX_METADATA_KEY, PolicyMetadata
+from robot_rl.export.metadata import (
+    EVAL_FILE,
+    METADATA_FILE,
+    ONNX_FILE,
+    ONNX_METADATA_KEY,
+    README_FILE,
+    ROBUSTNESS_FILE,
+    PolicyMetadata,
+    dumps,
+)
 
 
 def _shape(shape: list[int | str]) -> str:
@@ -142,3 +158,73 @@ def points(change: float) -> str:
     """A change of success rate in percentage points: ``-3 pts``, ``0 pts``, ``+2 pts``."""
     value = round(100 * change)
     return f"{value:+d} pts" if value else "0 pts"
+
+
+def record_eval(policy_dir: str | os.PathLike[str], report: dict[str, Any]) -> dict[str, Any]:
+    """Put an eval report of the exported policy on its card.
+
+    Writes ``eval.json`` (the whole report) and the ``eval`` summary of metadata.json (the card's
+    other fields, and the copy embedded in policy.onnx, are untouched), and re-renders README.md.
+
+    Returns:
+        The summary written.
+    """
+    policy_dir = Path(policy_dir)
+    path = policy_dir / METADATA_FILE
+    value = json.loads(path.read_text())
+    summary = {
+        key: report.get(key)
+        for key in ("env", "episodes", "seed", "randomize", "success_rate", "success_ci95", "mean_return")
+    }
+    summary["report"] = EVAL_FILE
+    if "video" in report:
+        summary["video"] = Path(report["video"]).name
+    value["eval"] = summary
+    _write_card(policy_dir, value, EVAL_FILE, report)
+    return summary
+
+
+def _write_card(policy_dir: Path, value: dict[str, Any], report_file: str, report: dict[str, Any]) -> None:
+    """Write a report beside the card, the card (metadata.json, each atomically) and its README.md."""
+    for name, text in (
+        (report_file, json.dumps(report, indent=2) + "\n"),
+        (METADATA_FILE, dumps(value, indent=2) + "\n"),
+    ):
+        tmp = policy_dir / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, policy_dir / name)
+    meta = PolicyMetadata.from_json(value, str(policy_dir / METADATA_FILE))
+    (policy_dir / README_FILE).write_text(render_readme(meta, policy_dir))
+
+
+def record_robustness(policy_dir: str | os.PathLike[str], report: dict[str, Any]) -> dict[str, Any]:
+    """Put a robustness-suite report on the exported policy's card.
+
+    Writes ``robustness.json`` (the whole report) and the ``robustness`` summary of metadata.json (one row per
+    family; the graph's fields and the copy embedded in policy.onnx are untouched), and re-renders README.md.
+
+    Returns:
+        The summary written.
+    """
+    policy_dir = Path(policy_dir)
+    path = policy_dir / METADATA_FILE
+    value = json.loads(path.read_text())
+    rows = []
+    for row in report["families"]:
+        entry = {
+            "family": row["family"],
+            "description": row["description"],
+            "success_rate": row["policy"]["success_rate"],
+            "success_ci95": row["policy"]["success_ci95"],
+            "drop": row["drop"],
+        }
+        if "expert" in row:
+            entry["expert_success_rate"] = row["expert"]["success_rate"]
+        rows.append(entry)
+    summary = {key: report[key] for key in ("suite", "episodes", "seed", "safety") if key in report} | {
+        "report": ROBUSTNESS_FILE,
+        "families": rows,
+    }
+    value["robustness"] = summary
+    _write_card(policy_dir, value, ROBUSTNESS_FILE, report)
+    return summary

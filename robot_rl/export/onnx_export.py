@@ -25,8 +25,9 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -76,6 +77,20 @@ PARITY_ATOL = 1e-4
 """Largest onnxruntime-vs-torch difference accepted at export (typically ~1e-6 in float32)."""
 
 EXPORTER = "torch.onnx.export (TorchScript-based, dynamo=False)"
+
+
+class ResidualStack(Protocol):
+    """A residual run to fold into its base's graph (:class:`robot_rl.rl.residual_export.ResidualRun`)."""
+
+    base_dir: Path  # the base's training run (torch weights)
+    algo: str
+    provenance: dict[str, Any]  # the card's ``residual`` entry (with ``agent_sha256``)
+
+    def graph(
+        self, policy: nn.Module, base_graph: nn.Module, base_names: tuple[str, ...], low: Any, high: Any
+    ) -> tuple[nn.Module, tuple[str, ...], tuple[str, ...]]:
+        """The exported module on ``policy`` (whose own graph is ``base_graph``), its input and output names."""
+        ...
 
 
 class ExportError(ValueError):
@@ -308,6 +323,7 @@ def export_run(
     name: str | None = None,
     eval_results: dict[str, Any] | None = None,
     check_batch: int = 8,
+    load_residual: Callable[[Path], ResidualStack] | None = None,
 ) -> PolicyMetadata:
     """Export the deployed weights of a training run into ``out_dir``.
 
@@ -321,14 +337,17 @@ def export_run(
         name: Policy name on the card (default: the folder's name).
         eval_results: An evaluation report to put on the card.
         check_batch: Random inputs of the export-time onnxruntime-vs-torch check.
+        load_residual: Reads a residual run (``robot-rl train residual``) for its graph; the exporter
+            knows graphs, not RL agents, so residual runs need one
+            (:func:`robot_rl.rl.residual_export.export_training_run` passes it).
 
     Returns:
         The card written to ``out_dir/metadata.json``.
 
     Raises:
         RunError: ``run_dir`` is not a complete training run.
-        ExportError: ``out_dir`` holds something else, bad ``inference_steps``, or the graph does
-            not match torch.
+        ExportError: ``out_dir`` holds something else, bad ``inference_steps``, the graph does
+            not match torch, or ``run_dir`` is a residual run and no ``load_residual`` was given.
     """
     from robot_rl.envs.registry import make
 
@@ -340,9 +359,12 @@ def export_run(
     config = ckpt.read_config(run_dir)
     residual = None
     if config.get("policy_type") == "residual":
-        from robot_rl.export.residual_export import load_residual_run
-
-        residual = load_residual_run(run_dir)
+        if load_residual is None:
+            raise ExportError(
+                f"{run_dir} is a residual run: export it with robot_rl.rl.residual_export.export_training_run "
+                "(what `robot-rl export` runs), which folds its agent into the graph beside the base."
+            )
+        residual = load_residual(run_dir)
         config = ckpt.read_config(residual.base_dir)
         policy = ckpt.load_policy(residual.base_dir)
     else:
@@ -373,9 +395,7 @@ def export_run(
     graph, names = as_onnx_graph(policy, steps)
     outputs: tuple[str, ...] = (ACTIONS_OUTPUT,)
     if residual is not None:
-        from robot_rl.export.residual_export import residual_graph
-
-        graph, names, outputs = residual_graph(residual, policy, graph, names, action.low, action.high)
+        graph, names, outputs = residual.graph(policy, graph, names, action.low, action.high)
 
     def example(batch: int, seed: int) -> tuple[torch.Tensor, ...]:
         inputs = _example_inputs(policy, batch, seed)

@@ -98,7 +98,7 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Success rate and mean return of ``policy`` over ``seeds`` (one episode each)."""
     from robot_rl.envs.registry import make
-    from robot_rl.evaluation.rollout import run_episodes
+    from robot_rl.envs.rollout import run_episodes
 
     own = env is None
     env = env or make(env_id, **env_kwargs)

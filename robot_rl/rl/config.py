@@ -6,25 +6,10 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from robot_rl.policies.residual import check_scale
+
 MAX_STEPS = 10_000_000
 """Largest --steps accepted."""
-
-SCALE_RANGE = (0.0, 2.0)
-"""Valid residual scales (exclusive of 0): the correction's reach relative to the action range."""
-
-
-def check_scale(values: tuple[float, ...]) -> None:
-    """Refuse a residual scale out of range: one value in (0, 2], or per-dimension values in [0, 2], one above 0."""
-    low, high = SCALE_RANGE
-    if not values:
-        raise ValueError("`scale` needs at least one value.")
-    if len(values) == 1 and not low < values[0] <= high:
-        raise ValueError(f"`scale` must be in ({low}, {high}]. Got {values[0]}.")
-    if len(values) > 1 and (min(values) < low or max(values) > high or max(values) <= low):
-        raise ValueError(
-            f"Per-dimension `scale` entries must be in [{low}, {high}] (0 leaves a dimension to the base), at "
-            f"least one above 0. Got {list(values)}."
-        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from robot_rl.data.dataset import DemoDataset
 from robot_rl.policies.layout import ChunkedActor
-from robot_rl.rl.wrappers import resolve_scale
+from robot_rl.policies.residual import resolve_scale
 
 
 def demo_transitions(

@@ -10,7 +10,7 @@ every node of a graph on each call, but a node on a batch of 0 costs next to not
 - step call: ``residual_obs (R, D)`` (the raw flattened current observation) and ``base_action (R, A)``
   (the raw base action for the step) -> ``residual_action (R, A)`` =
   ``clip(base_action + scale * clip(actor(residual_obs, base_action), -1, 1), low, high)``, the
-  arithmetic of :class:`robot_rl.rl.wrappers.ResidualActor`; ``obs_history`` and ``noise`` with batch 0.
+  arithmetic of :func:`robot_rl.policies.residual.apply_correction`; ``obs_history`` and ``noise`` with batch 0.
   A run trained with ``--feedback`` takes a third residual input, ``previous_action (R, A)`` (the previous
   step's ``residual_action``; the step's own base action at an episode's first step), and its actor reads
   ``[residual_obs, base_action, previous_action]``; without feedback the graph has no such input.
@@ -19,12 +19,17 @@ A noise-space run (``dsrl``) needs no second path: the agent maps the flattened 
 initial noise inside the graph, so the graph is ``obs_history -> actions`` and deterministic.
 
 One file keeps base and residual from being deployed mismatched, and one sha256 covers both.
+
+The exporter (:func:`robot_rl.export.onnx_export.export_run`) knows graphs, not agents: it asks the
+``load_residual`` it is given for the run's :class:`ResidualRun`, whose :meth:`ResidualRun.graph` folds
+the agent in. :func:`export_training_run` hands it :func:`load_residual_run`; ``robot-rl export`` calls it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +37,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from robot_rl.export.metadata import BASE_ACTION_INPUT, PREVIOUS_ACTION_INPUT, RESIDUAL_OBS_INPUT
+from robot_rl.export.metadata import (
+    ACTIONS_OUTPUT,
+    BASE_ACTION_INPUT,
+    OBS_INPUT,
+    PREVIOUS_ACTION_INPUT,
+    RESIDUAL_ACTION_OUTPUT,
+    RESIDUAL_OBS_INPUT,
+    PolicyMetadata,
+)
+from robot_rl.export.onnx_export import OPSET, export_run
 from robot_rl.policies import checkpoint as ckpt
-from robot_rl.rl.wrappers import resolve_scale
+from robot_rl.policies.residual import resolve_scale
 
 
 @dataclasses.dataclass
@@ -53,6 +67,12 @@ class ResidualRun:
     provenance: dict[str, Any]
     feedback: bool = False
     """The agent also observes the previous applied action (the run's ``--feedback``)."""
+
+    def graph(
+        self, policy: nn.Module, base_graph: nn.Module, base_names: tuple[str, ...], low: Any, high: Any
+    ) -> tuple[nn.Module, tuple[str, ...], tuple[str, ...]]:
+        """The exported module for this run on ``policy``, its input names and output names."""
+        return residual_graph(self, policy, base_graph, base_names, low, high)
 
 
 RESTORED_BASE = "base_restored"
@@ -176,8 +196,6 @@ def residual_graph(
     run: ResidualRun, policy: nn.Module, base_graph: nn.Module, base_names: tuple[str, ...], low: Any, high: Any
 ) -> tuple[nn.Module, tuple[str, ...], tuple[str, ...]]:
     """The exported module for ``run`` on ``policy``, its input names and output names."""
-    from robot_rl.export.metadata import ACTIONS_OUTPUT, OBS_INPUT, RESIDUAL_ACTION_OUTPUT
-
     actor = _actor(run)
     if run.algo == "dsrl":
         graph = _NoiseGraph(policy, actor, run.noise_bound, base_graph.steps).eval()
@@ -187,3 +205,33 @@ def residual_graph(
     if run.feedback:
         names = (*names, PREVIOUS_ACTION_INPUT)
     return graph, names, (ACTIONS_OUTPUT, RESIDUAL_ACTION_OUTPUT)
+
+
+def export_training_run(
+    run_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    inference_steps: int | None = None,
+    opset: int = OPSET,
+    *,
+    overwrite: bool = False,
+    name: str | None = None,
+    eval_results: dict[str, Any] | None = None,
+    check_batch: int = 8,
+) -> PolicyMetadata:
+    """Export any training run, bc|diffusion or residual, into ``out_dir`` (what ``robot-rl export`` runs).
+
+    :func:`robot_rl.export.onnx_export.export_run` with :func:`load_residual_run`: a residual run's agent is
+    folded into the graph beside its frozen base. Arguments, return value and errors as ``export_run``'s,
+    and those of :func:`load_residual_run` for a residual run.
+    """
+    return export_run(
+        run_dir,
+        out_dir,
+        inference_steps,
+        opset,
+        overwrite=overwrite,
+        name=name,
+        eval_results=eval_results,
+        check_batch=check_batch,
+        load_residual=load_residual_run,
+    )

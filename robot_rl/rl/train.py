@@ -360,7 +360,7 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
     if overlap:
         raise ValueError(f"evaluation seeds overlap the base's demo seeds (e.g. {sorted(overlap)[:3]}).")
     if config.algo != "dsrl":
-        from robot_rl.rl.wrappers import resolve_scale
+        from robot_rl.policies.residual import resolve_scale
 
         resolve_scale(config.scale, base.action_dim)
     out = config.out

@@ -28,39 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from robot_rl.policies.layout import ChunkedActor, check_layout
-from robot_rl.rl.config import check_scale
-
-
-def resolve_scale(scale: float | Sequence[float], action_dim: int) -> np.ndarray:
-    """The per-dimension correction scale: one number for every dimension, or one per dimension.
-
-    A per-dimension entry of 0 leaves that dimension to the base (the residual cannot touch it).
-
-    Raises:
-        ValueError: a single scale outside (0, 2], an entry outside [0, 2], all entries 0, or a count
-            that is neither 1 nor ``action_dim``.
-    """
-    values = np.atleast_1d(np.asarray(scale, dtype=np.float64))
-    if values.ndim != 1 or values.size not in (1, action_dim):
-        raise ValueError(
-            f"`scale` takes 1 value (every action dimension) or {action_dim} (one per dimension). "
-            f"Got {values.size}: {values.tolist()}."
-        )
-    check_scale(tuple(values.tolist()))
-    return np.full(action_dim, values[0]) if values.size == 1 else values
-
-
-def apply_correction(
-    base_action: np.ndarray, correction: Any, scale: np.ndarray, low: np.ndarray, high: np.ndarray
-) -> np.ndarray:
-    """``clip(base + scale * c, low, high)`` with ``c`` the correction bounded to [-1, 1].
-
-    Any agent output is bounded first: NaN counts as no correction, +-inf as the bound. So the applied
-    action is finite, inside ``[low, high]`` and within ``scale`` of the base action (per dimension)
-    whenever the base action is inside ``[low, high]``.
-    """
-    c = np.nan_to_num(np.asarray(correction, dtype=np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
-    return np.clip(base_action + scale * np.clip(c, -1.0, 1.0), low, high)
+from robot_rl.policies.residual import apply_correction, resolve_scale
 
 
 def _check_base(base: Any, env: gym.Env) -> None:
@@ -74,7 +42,7 @@ class ResidualEnv(gym.Wrapper):
         env: A robot_rl env (gym.make'd).
         base: A frozen policy with the Policy protocol (a trained run or an exported ONNX policy).
         scale: The correction's magnitude: the applied action is ``base + scale * correction``; one
-            number, or one per action dimension (see :func:`resolve_scale`).
+            number, or one per action dimension (see :func:`robot_rl.policies.residual.resolve_scale`).
         base_seed: Seed of the base's sampling noise when reset without a seed.
         feedback: Append the previous step's applied action to the observation (the current base
             action at an episode's first step), so the agent can integrate.

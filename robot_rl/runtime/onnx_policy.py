@@ -112,7 +112,7 @@ class OnnxPolicy:
         self.residual_feedback = PREVIOUS_ACTION_INPUT in inputs
         """The residual also reads the previous step's corrected action: pass ``previous_action`` to :meth:`correct`."""
         if self.has_residual:
-            # The other path's inputs on each call: an empty batch (module docstring of residual_export).
+            # The other path's inputs on each call: an empty batch (module docstring of robot_rl.rl.residual_export).
             self._no_chunk = {OBS_INPUT: np.zeros((0, self.n_obs_steps, self.obs_dim), np.float32)}
             if self._diffusion:
                 self._no_chunk[NOISE_INPUT] = np.zeros((0, self.horizon, self.action_dim), np.float32)

@@ -14,6 +14,7 @@ from robot_rl.export.restore import RestoreError, restore_base_run
 from robot_rl.policies.config import DiffusionConfig, TrainDiffusion
 from robot_rl.policies.train import train
 from robot_rl.rl.config import TrainResidual
+from robot_rl.rl.residual_export import export_training_run
 from robot_rl.rl.train import train_residual
 from robot_rl.runtime.onnx_policy import OnnxPolicy
 
@@ -67,7 +68,7 @@ def test_a_residual_on_an_exported_base_exports_without_the_base_run(tmp_path):
     )  # fmt: skip
     shutil.rmtree(base_run)  # the exported base is all a user who was handed it has
     stack = tmp_path / "stack"
-    card = export_run(residual, stack)
+    card = export_training_run(residual, stack)
     assert (residual / "base_restored" / "config.json").is_file()
     assert card.base.weights_sha256 == json.loads((base_policy / "metadata.json").read_text())["base"]["weights_sha256"]
     # The stack's chunk path is the base graph's: same chunk for the same history and noise.

@@ -83,9 +83,9 @@ def test_the_deployed_agent_acts_as_the_training_agent(run):
 
 
 def test_a_planted_model_zip_runs_no_code_on_eval_export_training_or_calibration(run, tmp_path):
-    from robot_rl.export import export_run
     from robot_rl.monitor.calibrate import calibrate
     from robot_rl.monitor.config import MonitorCalibrate
+    from robot_rl.rl.residual_export import export_training_run
 
     marker = tmp_path / "ran"
     residual, base = tmp_path / "residual", tmp_path / "base"
@@ -98,7 +98,7 @@ def test_a_planted_model_zip_runs_no_code_on_eval_export_training_or_calibration
         plant_zip(folder, marker)
     evaluate(EvalConfig(policy=str(residual), episodes=1))
     policy = tmp_path / "policy"
-    export_run(residual, policy)
+    export_training_run(residual, policy)
     plant_zip(policy, marker)
     evaluate(EvalConfig(policy=str(policy), episodes=1))
     train_residual(TrainResidual(base=base, out=tmp_path / "again", steps=40, eval_every=40, **TINY))
@@ -117,8 +117,16 @@ def test_a_planted_model_zip_runs_no_code_on_eval_export_training_or_calibration
     assert marker.read_text() == "ran"
 
 
+def test_the_base_exporter_refuses_a_residual_run_and_names_the_entry_point_that_folds_it_in(run, tmp_path):
+    from robot_rl.export.onnx_export import ExportError, export_run
+
+    with pytest.raises(ExportError, match=r"residual run: export it with robot_rl\.rl\.residual_export"):
+        export_run(run["residual"], tmp_path / "policy")
+    assert not (tmp_path / "policy").exists()
+
+
 def test_a_zip_only_run_is_refused_with_how_to_convert_and_converts_behind_the_opt_in(run, tmp_path):
-    from robot_rl.export import export_run
+    from robot_rl.rl.residual_export import export_training_run
 
     legacy = tmp_path / "legacy"
     shutil.copytree(run["residual"], legacy)
@@ -129,7 +137,7 @@ def test_a_zip_only_run_is_refused_with_how_to_convert_and_converts_behind_the_o
     with pytest.raises(agent_io.AgentFileError, match=r"robot-rl convert --run .* --trust-pickle"):
         load_residual(legacy)
     with pytest.raises(agent_io.AgentFileError, match="stable-baselines3 model.zip"):
-        export_run(legacy, tmp_path / "policy")
+        export_training_run(legacy, tmp_path / "policy")
     with pytest.raises(ValueError, match="runs any code its author put in it"):
         agent_io.convert_zip(legacy, trust_pickle=False)
     assert not (legacy / "agent.json").exists()

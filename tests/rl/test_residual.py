@@ -14,10 +14,11 @@ from robot_rl.data import collect
 from robot_rl.evaluation.evaluate import EvalConfig, evaluate
 from robot_rl.policies import ChunkedActor, load_policy
 from robot_rl.policies.config import BCConfig, DiffusionConfig, TrainBC, TrainDiffusion
+from robot_rl.policies.residual import apply_correction
 from robot_rl.policies.train import train
 from robot_rl.rl.config import TrainResidual
 from robot_rl.rl.train import load_residual, rebuild_model, train_residual
-from robot_rl.rl.wrappers import NoiseEnv, ResidualActor, ResidualEnv, apply_correction
+from robot_rl.rl.wrappers import NoiseEnv, ResidualActor, ResidualEnv
 
 REACH = "robot_rl/PandaReach-v0"
 
@@ -267,7 +268,7 @@ def test_short_training_runs_write_a_loadable_run(bases, tmp_path, algo, feedbac
 )
 def test_a_residual_run_exports_into_one_graph_that_matches_torch(bases, tmp_path, algo, scale, feedback):
     from robot_rl.export.metadata import BASE_ACTION_INPUT, PREVIOUS_ACTION_INPUT, RESIDUAL_OBS_INPUT
-    from robot_rl.export.onnx_export import export_run
+    from robot_rl.rl.residual_export import export_training_run
     from robot_rl.runtime import Controller, OnnxPolicy
 
     out = tmp_path / algo
@@ -278,7 +279,7 @@ def test_a_residual_run_exports_into_one_graph_that_matches_torch(bases, tmp_pat
             feedback=feedback,
         )
     )  # fmt: skip
-    meta = export_run(out, tmp_path / "policy")
+    meta = export_training_run(out, tmp_path / "policy")
     assert meta.residual["algo"] == algo and meta.residual["run_dir"] == str(out)
     assert meta.residual["feedback"] is feedback
     inputs = [spec.name for spec in meta.onnx.inputs]
