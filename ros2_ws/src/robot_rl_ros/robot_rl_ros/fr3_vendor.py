@@ -116,6 +116,20 @@ def interpolate(a: JointPoint, b: JointPoint, duration: float, t: np.ndarray) ->
         c3 = (2.0 * p0 - 2.0 * p1 + T * v0 + T * v1) / T**3
         return p0 + v0 * t + c2 * t**2 + c3 * t**3, v0 + 2 * c2 * t + 3 * c3 * t**2, 2 * c2 + 6 * c3 * t
     a0, a1 = a.accelerations[None], b.accelerations[None]  # type: ignore[index]
+    return quintic(p0, p1, v0, v1, a0, a1, T, t)
+
+
+def quintic(
+    p0: np.ndarray,
+    p1: np.ndarray,
+    v0: np.ndarray,
+    v1: np.ndarray,
+    a0: np.ndarray,
+    a1: np.ndarray,
+    T: np.ndarray | float,
+    t: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Position, velocity and acceleration at ``t`` of the quintic from (p0, v0, a0) to (p1, v1, a1) over ``T``."""
     c2 = 0.5 * a0
     c3 = (-20 * p0 + 20 * p1 - 3 * a0 * T**2 + a1 * T**2 - 12 * v0 * T - 8 * v1 * T) / (2 * T**3)
     c4 = (30 * p0 - 30 * p1 + 3 * a0 * T**2 - 2 * a1 * T**2 + 16 * v0 * T + 14 * v1 * T) / (2 * T**4)
@@ -207,14 +221,7 @@ class TrajectoryControllerModel:
         T = (self._times[i + 1] - self._times[i])[:, None]
         t = np.clip(times - self._times[i], 0.0, None)[:, None]
         t = np.minimum(t, T)
-        p0, p1, v0, v1, a0, a1 = pos[i], pos[i + 1], vel[i], vel[i + 1], acc[i], acc[i + 1]
-        c2 = 0.5 * a0
-        c3 = (-20 * p0 + 20 * p1 - 3 * a0 * T**2 + a1 * T**2 - 12 * v0 * T - 8 * v1 * T) / (2 * T**3)
-        c4 = (30 * p0 - 30 * p1 + 3 * a0 * T**2 - 2 * a1 * T**2 + 16 * v0 * T + 14 * v1 * T) / (2 * T**4)
-        c5 = (-12 * p0 + 12 * p1 - a0 * T**2 + a1 * T**2 - 6 * v0 * T - 6 * v1 * T) / (2 * T**5)
-        q = p0 + v0 * t + c2 * t**2 + c3 * t**3 + c4 * t**4 + c5 * t**5
-        dq = v0 + 2 * c2 * t + 3 * c3 * t**2 + 4 * c4 * t**3 + 5 * c5 * t**4
-        ddq = 2 * c2 + 6 * c3 * t + 12 * c4 * t**2 + 20 * c5 * t**3
+        q, dq, ddq = quintic(pos[i], pos[i + 1], vel[i], vel[i + 1], acc[i], acc[i + 1], T, t)
         q[held], dq[held], ddq[held] = pos[last], 0.0, 0.0
         return q, dq, ddq
 
