@@ -28,7 +28,7 @@ LAYERS: dict[str, int] = {
     "runtime": 4,
     "monitor": 5,
     "rl": 5,
-    "deploy": 6,  # not written yet: robot_rl/deploy will sit here
+    "deploy": 6,  # robot_rl/deploy.py: the deployed stack (build_stack), for eval and the ROS node
     "evaluation": 7,
     "pipeline": 8,  # robot_rl/pipeline.py; bench/ (outside the package) sits on this rank too
     "cli": 9,

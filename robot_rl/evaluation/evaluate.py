@@ -296,7 +296,7 @@ def _make_policy(config: EvalConfig, env_id: str, env: Any, guard: Guard) -> tup
         from robot_rl.export.metadata import is_policy_dir
 
         if is_policy_dir(name):
-            return _exported_actor(config, env, guard)  # onnxruntime: no torch
+            return _exported_actor(config, env_id, env, guard)  # onnxruntime: no torch
         import torch
 
         from robot_rl.policies import ChunkedActor, load_policy
@@ -327,15 +327,16 @@ def _make_policy(config: EvalConfig, env_id: str, env: Any, guard: Guard) -> tup
     return expert, lambda seed: expert.reset()
 
 
-def _exported_actor(config: EvalConfig, env: Any, guard: Guard) -> tuple[Policy, Callable[[int], None]]:
+def _exported_actor(config: EvalConfig, env_id: str, env: Any, guard: Guard) -> tuple[Policy, Callable[[int], None]]:
     """An exported policy folder on onnxruntime, run by the runtime Controller (the hardware code path).
 
     The controller's clock is the simulated time ``k * ctrl_dt`` at step ``k`` of the episode. With the
     safety chain on, the controller sees the observation merged with the measured robot state (as the
     ROS 2 node gives it) and the chain is its filter; with the monitor on, the monitor is its monitor.
     """
+    from robot_rl.deploy import build_stack
     from robot_rl.policies.layout import check_layout
-    from robot_rl.runtime import Controller, ControllerConfig, OnnxPolicy
+    from robot_rl.runtime import ControllerConfig, OnnxPolicy
 
     policy = OnnxPolicy(config.policy)
     check_layout(policy.layout, env.observation_space, policy.action_dim, env.action_space)
@@ -350,16 +351,19 @@ def _exported_actor(config: EvalConfig, env: Any, guard: Guard) -> tuple[Policy,
             "--out NEW_DIR` to evaluate another number."
         )
     ctrl_dt = float(env.unwrapped.ctrl_dt)
-    monitors = []
+    monitor = None
     if config.monitor == "on":
         monitor, guard.monitor_state = load_monitor(config.policy, policy, config.monitor_detector)
-        if monitor is not None:
-            monitors.append(monitor)
-            guard.monitor = monitor
+        guard.monitor = monitor
     chain = guard.chain
-    controller = Controller(
+    # The stack the ROS 2 node runs (robot_rl.deploy): the chain as filter, its chunk validator and the failure
+    # monitor as monitors, the chain's fallback.
+    stack = build_stack(
         policy,
-        ControllerConfig(
+        env_id,
+        safety=chain if chain is not None else False,
+        monitor=monitor,
+        controller_config=ControllerConfig(
             blend=config.blend,
             n_action_steps=config.n_action_steps,
             ctrl_dt=ctrl_dt,
@@ -367,10 +371,8 @@ def _exported_actor(config: EvalConfig, env: Any, guard: Guard) -> tuple[Policy,
             lead=max(config.prefetch_lead, 1),
             prefetch_sync=True,
         ),
-        filters=[chain] if chain is not None else [],
-        monitors=monitors,
-        fallback=chain.fallback.command if chain is not None else None,
     )
+    controller = stack.controller
     clock = {"step": 0}
 
     def act(obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -379,15 +381,15 @@ def _exported_actor(config: EvalConfig, env: Any, guard: Guard) -> tuple[Policy,
         status = output.status
         if chain is not None:
             guard.count_report(status.filter_reports[-1] if status.filter_reports else None)
-        if status.alarm:
+        if stack.monitor_alarm(status):  # the failure monitor's alarm (a refused chunk is counted by the chain)
             guard.alarm()
         return output.action
 
     def reset(seed: int) -> None:
         clock["step"] = 0
         controller.reset(seed)
-        for monitor in monitors:
-            monitor.reset()
+        if stack.monitor is not None:
+            stack.monitor.reset()
 
     guard.in_controller = True
 

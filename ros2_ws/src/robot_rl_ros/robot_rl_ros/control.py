@@ -58,7 +58,8 @@ class RuntimeConfig:
     threads: int = 1
     """onnxruntime intra-op threads."""
     safety: bool = True
-    """Run the robot's safety chain (hardware/<robot>.yaml) as the Controller's filter."""
+    """Run the robot's safety chain (hardware/<robot>.yaml) as the Controller's filter, with its chunk validator
+    judging each new chunk (a refused chunk gets the fallback), as ``robot-rl eval --safety on`` does."""
     require_safety: bool = True
     """Refuse to run when the safety chain cannot be built (instead of running without it)."""
     hardware_dir: str = ""
@@ -68,9 +69,6 @@ class RuntimeConfig:
     monitor_detector: str = "fiper"
     """The calibrated detector that raises the alarm (``fiper``, ``fiper_marginal``, ``rnd``, ``entropy``,
     ``progress``, ``fiper_progress`` or ``fiper_progress_split``; see robot_rl.monitor.conformal.DETECTORS)."""
-    chunk_check: bool = False
-    """Also judge each new chunk with the chain's chunk validator (a refused chunk gets the fallback). Off by
-    default, as in ``robot-rl eval --safety on``, which runs the chain as the Controller's filter only."""
 
     def __post_init__(self) -> None:
         if not self.policy:
@@ -262,6 +260,8 @@ class Runtime:
     """One line per degraded piece (``safety: off (...)``, ``monitor: off (...)``)."""
     env: Any = None
     """The env the card names (``env_id`` with its ``env_kwargs``): constants and kinematics for the adapter."""
+    stack: Any = None
+    """The :class:`robot_rl.deploy.Stack` the controller belongs to (``stack.monitor_alarm(status)``)."""
 
     @property
     def ctrl_dt(self) -> float:
@@ -313,7 +313,8 @@ def build_runtime(config: RuntimeConfig) -> Runtime:
         robot_rl.runtime.onnx_policy.PolicyIntegrityError: policy.onnx fails the sha256 check.
         RuntimeError: ``require_safety`` and the safety chain cannot be built.
     """
-    from robot_rl.runtime import Controller, ControllerConfig, OnnxPolicy
+    from robot_rl.deploy import build_stack
+    from robot_rl.runtime import ControllerConfig, OnnxPolicy
 
     policy_dir = resolve_policy_dir(config.policy)
     # The control period first, from the card as written: the node's timer would run at it, and the robot's and
@@ -354,24 +355,24 @@ def build_runtime(config: RuntimeConfig) -> Runtime:
             notes.append(f"monitor: off ({err})")
     else:
         notes.append("monitor: off (parameter monitor:=false)")
-    monitors = [monitor] if monitor is not None else []
-    if chain is not None and config.chunk_check:
-        monitors.insert(0, chain.monitor)
-    controller = Controller(
+    # The stack robot-rl eval runs (robot_rl.deploy): the chain as filter, its chunk validator and the failure
+    # monitor as monitors, the chain's fallback.
+    stack = build_stack(
         policy,
-        ControllerConfig(
+        meta.env_id,
+        safety=chain if chain is not None else False,
+        monitor=monitor,
+        controller_config=ControllerConfig(
             blend=config.blend,
             n_action_steps=config.n_action_steps or None,
             prefetch=config.prefetch,
             lead=config.prefetch_lead,
         ),
-        filters=[chain] if chain is not None else [],
-        monitors=monitors,
-        fallback=chain.fallback.command if chain is not None else None,
     )
+    controller = stack.controller
     # The first inference of a session is several times slower (allocations): pay it here, not in the first step.
     policy.predict(np.zeros((policy.n_obs_steps, policy.obs_dim)), np.random.default_rng(0))
-    return Runtime(policy, controller, chain, monitor, meta.env_id, robot, notes, env)
+    return Runtime(policy, controller, chain, monitor, meta.env_id, robot, notes, env, stack)
 
 
 def _check_card_period(policy_dir: Path) -> Any:

@@ -27,10 +27,10 @@ the tick N steps before starts it, and the state callback only the episode's fir
 policy's inference unless the thread is late.
 
 Parameters: ``policy`` (folder or shipped name), ``blend``, ``n_action_steps``, ``prefetch``, ``prefetch_lead``,
-``threads`` (the Controller and onnxruntime), ``safety``, ``require_safety``, ``hardware_dir``,
-``chunk_check`` (the chain), ``monitor``, ``monitor_detector`` (the calibrated detector that raises the
-alarm: ``fiper`` by default, or ``progress`` / ``fiper_progress`` on goal tasks, ...), ``seed`` (noise
-seed of the next episode; -1 none),
+``threads`` (the Controller and onnxruntime), ``safety`` (the chain with its chunk validator, as
+``robot-rl eval --safety on`` runs it), ``require_safety``, ``hardware_dir``, ``monitor``, ``monitor_detector``
+(the calibrated detector that raises the alarm: ``fiper`` by default, or ``progress`` / ``fiper_progress`` on
+goal tasks, ...), ``seed`` (noise seed of the next episode; -1 none),
 ``diagnostics_period`` [s], ``publish_steps``, ``autostart`` (``main``: configure and activate at
 start-up), ``follow_episodes`` (a sim bridge's ``start`` event on ``/robot_rl/episode`` starts a new
 episode with that seed: for the bridge's ``autoreset``), ``stats_window`` (latency samples kept for
@@ -98,7 +98,6 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("hardware_dir", "")
         self.declare_parameter("monitor", True)
         self.declare_parameter("monitor_detector", "fiper")
-        self.declare_parameter("chunk_check", False)
         self.declare_parameter("seed", -1)
         self.declare_parameter("diagnostics_period", 1.0)
         self.declare_parameter("publish_steps", True)
@@ -150,7 +149,6 @@ class PolicyNode(LifecycleNode):
                 hardware_dir=str(p("hardware_dir").value),
                 monitor=bool(p("monitor").value),
                 monitor_detector=str(p("monitor_detector").value),
-                chunk_check=bool(p("chunk_check").value),
             )
             realtime = RealtimeLoop(
                 int(p("realtime_priority").value),
@@ -305,10 +303,11 @@ class PolicyNode(LifecycleNode):
         adapter.publish(action)
         latency = time.perf_counter() - start
         status = output.status
-        stats.step(
-            latency, now - observation["stamp"], changed, fallback, status.alarm, status.computed_chunk or status.waited
-        )
-        self._alarm = status.alarm
+        # The failure monitor's alarm; a chunk the chain's validator refused shows as its `chunk_rejected` fallback.
+        alarm = runtime.stack.monitor_alarm(status)
+        computed = status.computed_chunk or status.waited
+        stats.step(latency, now - observation["stamp"], changed, fallback, alarm, computed)
+        self._alarm = alarm
         if self._publish_steps:
             self._steps_pub.publish(
                 conv.step_record(
