@@ -155,6 +155,11 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         return np.zeros(self.action_space.shape, dtype=np.float64)
 
     # ------------------------------------------------------------------ goal-env API
+    @property
+    def dt(self) -> float:
+        """Time between two ``step`` calls [s], as Gymnasium's MuJoCo envs define ``dt``: the control period."""
+        return self.ctrl_dt
+
     def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
         """Sparse: -1 until within ``distance_threshold``, then 0. Dense: minus the distance [m].
 

@@ -95,3 +95,18 @@ class TestMake:
     def test_make_with_an_unknown_id_raises_value_error_with_a_hint(self):
         with pytest.raises(ValueError, match="Did you mean 'robot_rl/PandaPush-v0'"):
             robot_rl.make("robot_rl/PandaPsh-v0")
+
+
+@pytest.mark.parametrize("env_id", ["robot_rl/PandaPush-v0", "robot_rl/QuadrotorHover-v0"])
+def test_dt_is_the_control_period_as_gymnasium_defines_it(env_id):
+    import robot_rl
+
+    env = robot_rl.make(env_id)
+    try:
+        assert env.unwrapped.dt == env.unwrapped.ctrl_dt > 0
+        env.reset(seed=0)
+        before = env.unwrapped.data.time
+        env.step(env.action_space.sample() * 0)
+        assert env.unwrapped.data.time - before == pytest.approx(env.unwrapped.dt)
+    finally:
+        env.close()
