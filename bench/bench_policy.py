@@ -1,6 +1,6 @@
-"""Diffusion policy speed/quality curve: sampling latency and success against the number of DDIM steps.
+"""Diffusion policy: chunk latency and success against the number of DDIM denoising steps, one torch thread.
 
-For one trained diffusion run, in ONE process with ONE torch thread:
+For one trained diffusion run, in ONE process with ``--threads`` torch threads (default one):
 
 * latency: one action chunk (batch 1, observation history in, chunk out, normalization included)
   in torch eager mode, for each number of denoising steps; p50 and p99 over ``--reps`` calls
@@ -9,44 +9,60 @@ For one trained diffusion run, in ONE process with ONE torch thread:
   (never the demos' seeds) for each number of steps, the same seeds and the same initial noise
   for every step count.
 
-Targets (issue 5): with 3 denoising steps, success within 5 points of 10 steps; sampling in a few
-milliseconds on the CPU.
-
 Usage::
 
-    python bench/bench_policy.py --run runs/push_diffusion [--steps 1,2,3,5,10] [--episodes 100]
+    robot-rl bench policy --run runs/push_diffusion [--denoising-steps 1 2 3 5 10] [--episodes 100]
 
 Writes ``policy_<run name>.md`` and ``.json`` to ``--out`` (default bench/results).
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
-
-import argparse
-import json
-import sys
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from robot_rl.evaluation.evaluate import wilson_interval  # noqa: E402
-from robot_rl.policies import ChunkedActor, load_policy, read_config  # noqa: E402
-from robot_rl.provenance import machine_info  # noqa: E402
-
-EVAL_SEED = 1_000_000
+from bench import harness
+from robot_rl.evaluation.evaluate import TRAINED_EVAL_SEED, wilson_interval
+from robot_rl.policies import ChunkedActor, load_policy, read_config
 
 
-def latency(policy: Any, steps_list: list[int], reps: int) -> dict[int, dict[str, float]]:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PolicyOptions(harness.Options):
+    """Options of ``robot-rl bench policy``."""
+
+    run: Path
+    """The diffusion training run to measure (``robot-rl train diffusion --out RUN_DIR``)."""
+    denoising_steps: tuple[int, ...] = (1, 2, 3, 5, 10)
+    """DDIM step counts to compare."""
+    episodes: int = 100
+    """Held-out episodes per step count (seeds from --seed, the same for every count)."""
+    seed: int = TRAINED_EVAL_SEED
+    """First held-out seed (1000000...: the policy cards'; never a demo's)."""
+    reps: int = 300
+    """Latency samples per step count."""
+    name: str | None = None
+    """Results file stem after ``policy_`` (default: the run's folder name)."""
+    compare: tuple[int, int] = (3, 10)
+    """Two step counts whose success gap (second minus first, in points) the report states."""
+    max_gap_points: float | None = None
+    """Report whether that gap is at most this many points."""
+
+    positive = ("episodes", "reps", "denoising_steps")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        kind = read_config(self.run).get("policy_type")  # a clear error for a missing or broken run, at once
+        if kind != "diffusion":
+            raise ValueError(
+                f"`bench policy` measures denoising steps: --run must be a diffusion run; {self.run} is {kind}."
+            )
+
+
+def latency(policy: Any, steps_list: tuple[int, ...], reps: int) -> dict[int, dict[str, float]]:
     rng = np.random.default_rng(0)
     history = np.zeros((policy.n_obs_steps, policy.obs_dim))
     times: dict[int, list[float]] = {s: [] for s in steps_list}
@@ -60,10 +76,7 @@ def latency(policy: Any, steps_list: list[int], reps: int) -> dict[int, dict[str
             start = time.perf_counter()
             policy.predict(history, rng)
             times[steps].append(time.perf_counter() - start)
-    return {
-        s: {"p50_ms": float(np.percentile(t, 50) * 1e3), "p99_ms": float(np.percentile(t, 99) * 1e3)}
-        for s, t in times.items()
-    }
+    return {s: harness.percentiles(t, suffix="_ms", count=False) for s, t in times.items()}
 
 
 def quality(policy: Any, config: dict, steps: int, seeds: list[int]) -> dict[str, Any]:
@@ -88,73 +101,61 @@ def quality(policy: Any, config: dict, steps: int, seeds: list[int]) -> dict[str
     }
 
 
-def run(
-    run_dir: Path, steps_list: list[int], episodes: int, reps: int, out_dir: Path, name: str | None = None
-) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    config = read_config(run_dir)
-    if config["policy_type"] != "diffusion":
-        raise SystemExit(f"{run_dir} is a {config['policy_type']} run; this benchmark needs a diffusion run.")
-    policy = load_policy(run_dir)
-    seeds = list(range(EVAL_SEED, EVAL_SEED + episodes))
+def measure(options: PolicyOptions, run: harness.Run) -> dict[str, Any]:
+    """Latency, then success, per step count; the results of ``policy_<name>.json``."""
+    config = read_config(options.run)
+    policy = load_policy(options.run)
+    seeds = harness.seeds(options.seed, options.episodes)
     overlap = set(seeds) & set(config["data"]["seeds"])
     if overlap:
-        raise SystemExit(f"evaluation seeds overlap the demo seeds {sorted(overlap)[:3]}")
-    started = time.perf_counter()
-    lat = latency(policy, steps_list, reps)
-    qual = [quality(policy, config, s, seeds) for s in steps_list]
-    result = {
-        "machine": machine_info(("torch", "numpy", "mujoco")),
-        "run": str(run_dir),
-        "episodes": episodes,
+        raise ValueError(f"evaluation seeds overlap the demo seeds {sorted(overlap)[:3]}; choose another --seed.")
+    machine = run.machine()
+    lat = latency(policy, options.denoising_steps, options.reps)
+    qual = [quality(policy, config, s, seeds) for s in options.denoising_steps]
+    result: dict[str, Any] = {
+        "machine": machine,
+        "run": str(options.run),
+        "episodes": options.episodes,
+        "seed": options.seed,
         "env": config["env_id"],
         "policy": config["policy"],
         "train": {k: config["train"][k] for k in ("steps", "batch_size", "lr")},
         "demos": len(config["data"]["train_demos"]) + len(config["data"]["valid_demos"]),
         "latency": {str(k): v for k, v in lat.items()},
         "quality": qual,
-        "wall_time_s": time.perf_counter() - started,
+        "wall_time_s": run.elapsed(),
     }
     by_steps = {q["steps"]: q for q in qual}
-    verdicts = []
-    if 3 in by_steps and 10 in by_steps:
-        gap = (by_steps[10]["success_rate"] - by_steps[3]["success_rate"]) * 100
-        verdicts.append(
-            ("success with 3 steps within 5 points of 10 steps", f"{gap:+.0f} points (10 minus 3)", gap <= 5.0)
+    few, many = options.compare
+    if few in by_steps and many in by_steps:
+        gap = (by_steps[many]["success_rate"] - by_steps[few]["success_rate"]) * 100
+        result["success_gap_points"] = {"fewer": few, "more": many, "points": gap}
+        result.update(
+            harness.thresholds(
+                harness.threshold(
+                    f"success with {many} steps minus with {few} steps",
+                    gap,
+                    options.max_gap_points,
+                    at_most=True,
+                    unit=" points",
+                )
+            )
         )
-    result["targets"] = [{"what": w, "measured": m, "pass": p} for w, m, p in verdicts]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"policy_{name or run_dir.name}"
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / f"{name}.md").write_text(markdown(result))
-    print(markdown(result))
+    print(markdown(harness.as_json({**result, "command": run.command})))
     return result
 
 
 def markdown(r: dict[str, Any]) -> str:
-    m = r["machine"]
     p = r["policy"]
     lines = [
-        f"# Diffusion policy: latency and success against denoising steps ({r['env']})",
-        "",
-        f"Generated by `bench/bench_policy.py --run {r['run']} --episodes {r.get('episodes', 100)}` on {m['date']}.",
-        "",
-        f"- Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs), one torch thread; torch "
-        f"{m['versions'].get('torch')}, mujoco {m['versions'].get('mujoco')}; git {m['git']}; scheduler "
-        f"{m.get('scheduler', '?')}, 1-min load average {m.get('load_average_1min', float('nan')):.1f} at the start "
-        "(other jobs on the cores lengthen the latency tails)",
-        f"- Policy: {p['denoiser']} denoiser, observation history {p['n_obs_steps']}, horizon {p['horizon']}, "
-        f"{p['n_action_steps']} actions executed per chunk, predicts the {p['prediction']}; trained "
+        *harness.header(f"Diffusion policy: latency and success against denoising steps ({r['env']})", r),
+        f"- Run `{r['run']}`: {p['denoiser']} denoiser, observation history {p['n_obs_steps']}, horizon "
+        f"{p['horizon']}, {p['n_action_steps']} actions executed per chunk, predicts the {p['prediction']}; trained "
         f"{r['train']['steps']} steps on {r['demos']} demos",
-        f"- Success over {r['quality'][0]['episodes']} held-out seeds ({EVAL_SEED}...), the same seeds and initial "
-        f"noise for every step count. Wall time {r['wall_time_s']:.0f} s.",
-        "",
-        "## Targets",
-        "",
-    ]
-    for t in r["targets"]:
-        lines.append(f"- **{'PASS' if t['pass'] else 'FAIL'}** {t['what']}: {t['measured']}")
-    lines += [
+        f"- Success over {r['quality'][0]['episodes']} held-out seeds ({r.get('seed', TRAINED_EVAL_SEED)}...), the "
+        "same seeds and initial "
+        f"noise for every step count; latency in torch eager mode (other jobs on the cores lengthen its tails). Wall "
+        f"time {r['wall_time_s']:.0f} s.",
         "",
         "| DDIM steps | chunk latency p50 [ms] | p99 [ms] | success | 95% CI | mean return |",
         "|---:|---:|---:|---:|---|---:|",
@@ -166,21 +167,21 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {q['steps']} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {q['success_rate']:.2f} | "
             f"[{low:.2f}, {high:.2f}] | {q['mean_return']:.1f} |"
         )
-    lines.append("")
+    gap = r.get("success_gap_points")
+    if gap:
+        lines += [
+            "",
+            f"Success with {gap['more']} steps minus with {gap['fewer']} steps: {gap['points']:+.0f} points.",
+        ]
+    lines += ["", *harness.threshold_lines(r)]
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", type=Path, required=True, help="diffusion training run directory")
-    parser.add_argument("--steps", default="1,2,3,5,10", help="comma-separated DDIM step counts")
-    parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--reps", type=int, default=300, help="latency samples per step count")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--name", default=None, help="results file stem after policy_ (default: the run's name)")
-    args = parser.parse_args()
-    run(args.run, [int(s) for s in args.steps.split(",")], args.episodes, args.reps, args.out, args.name)
-
-
-if __name__ == "__main__":
-    main()
+BENCHMARK = harness.Benchmark(
+    name="policy",
+    options=PolicyOptions,
+    measure=measure,
+    markdown=markdown,
+    stem=lambda options: f"policy_{options.name or Path(options.run).name}",
+    packages=("torch", "numpy", "mujoco"),
+)

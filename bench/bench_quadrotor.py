@@ -1,6 +1,6 @@
-"""Quadrotor benchmark: simulation speed with the rate controller in the loop, and expert flight quality.
+"""Quadrotor: simulation speed with the rate controller in the loop (one core), and the expert's flight quality.
 
-Speed, in ONE process pinned to ONE core, for QuadrotorHover-v0 and QuadrotorWaypoint-v0 with
+Speed, in ONE process pinned to ONE core, for QuadrotorHover and QuadrotorWaypoint (``harness.env_id``: v1) with
 physics at 500 Hz (``sim_dt=0.002``, 10 physics steps per 50 Hz policy step) and at 1 kHz
 (``sim_dt=0.001``, 20 per step). The on-board rate controller and mixer run in Python at every
 physics step, so they are always in the loop. The four configurations run in several alternating
@@ -22,37 +22,24 @@ Quality, with the expert over seeds 0..N-1 at the default physics rate, randomiz
 (``nominal``) and on (``randomize="train"``): Hover RMS position error over the last 1 s, Waypoint
 success rate (Wilson 95% interval), Track RMSE (``info["tracking_rmse"]`` at the episode's end).
 
-Targets: >= 50x real time on one core with the controller in the loop at 500 Hz physics; Hover
-RMS error <= 5 cm; Waypoint success >= 95%.
-
 Usage::
 
-    python bench/bench_quadrotor.py [--steps 3000] [--reps 5] [--episodes 100] [--out bench/results]
+    robot-rl bench quadrotor [--steps 3000] [--reps 5] [--episodes 100] [--out bench/results]
 
-Writes ``quadrotor.md`` and ``quadrotor.json`` to ``--out``. ``run(steps, out_dir)`` is the entry
-point for ``robot-rl bench quadrotor``.
+Writes ``quadrotor.md`` and ``quadrotor.json`` to ``--out``.
 """
 
 from __future__ import annotations
 
-import os
-
-# One thread for every BLAS/OpenMP pool; effective only if numpy is not imported yet (true when
-# this file is run as a script).
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
-
-import argparse
 import copy
+import dataclasses
 import gc
-import json
 import math
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -60,28 +47,45 @@ import mujoco
 import numpy as np
 
 import robot_rl  # noqa: F401  (registers robot_rl/*)
+from bench import harness
 from robot_rl.envs.quadrotor.expert import QuadrotorExpert
 from robot_rl.envs.quadrotor.quadrotor_env import MAX_RATES
 from robot_rl.evaluation.evaluate import wilson_interval
-from robot_rl.provenance import machine_info
 
-HOVER = "robot_rl/QuadrotorHover-v0"
-WAYPOINT = "robot_rl/QuadrotorWaypoint-v0"
-TRACK = "robot_rl/QuadrotorTrack-v0"
+HOVER = harness.env_id("QuadrotorHover")
+WAYPOINT = harness.env_id("QuadrotorWaypoint")
+TRACK = harness.env_id("QuadrotorTrack")
 SPEED_ENVS = (HOVER, WAYPOINT)
 SIM_DTS = (0.002, 0.001)
 """Physics steps timed: 500 Hz and 1 kHz."""
-DEFAULT_STEPS = 3000
-"""Env steps per configuration, phase and repetition (about 1 min for the speed part on one core)."""
-DEFAULT_REPS = 5
-DEFAULT_EPISODES = 100
-"""Expert episodes per task and randomization for Hover and Waypoint; Track runs half (rounded up)."""
-TARGET_REALTIME = 50.0
-"""Simulated seconds per wall second at 500 Hz physics, at least."""
-TARGET_HOVER_RMS_CM = 5.0
-TARGET_WAYPOINT_SUCCESS = 0.95
 RANDOMIZATIONS = ("nominal", "train")
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QuadrotorOptions(harness.Options):
+    """Options of ``robot-rl bench quadrotor``."""
+
+    steps: int = 3000
+    """Env steps per configuration, phase and repetition (about 1 min for the speed part on one core)."""
+    reps: int = 5
+    """Alternating repetitions; the medians are reported."""
+    episodes: int = 100
+    """Expert episodes (seeds 0..N-1) per task and randomization for Hover and Waypoint; Track runs half, rounded
+    up (its episodes are twice as long); 0 skips the quality part."""
+    seed: int = 0
+    """Seed of the speed runs' random actions and episode resets (not of the quality episodes)."""
+    progress: bool = True
+    """Show progress bars on stderr."""
+    min_realtime: float | None = None
+    """Report whether the slowest 500 Hz configuration reaches at least this many simulated seconds per wall
+    second."""
+    max_hover_rms_cm: float | None = None
+    """Report whether Hover's mean RMS error over the last 1 s is at most this [cm] (and no crash)."""
+    min_waypoint_success: float | None = None
+    """Report whether Waypoint's success rate is at least this."""
+
+    positive = ("steps", "reps")
+
 
 PUBLISHED = [
     {
@@ -115,7 +119,12 @@ def _hz(sim_dt: float) -> str:
 
 
 def _short(env_id: str) -> str:
-    return env_id.split("/")[-1].removesuffix("-v0").removeprefix("Quadrotor")
+    return harness.short(env_id).removeprefix("Quadrotor")
+
+
+def _task(row: dict[str, Any]) -> str:
+    """A quality row's task (``Hover``), whatever the version of its env id."""
+    return _short(row["env_id"])
 
 
 # ----------------------------------------------------------------------------- speed subject
@@ -412,22 +421,6 @@ def _quality(env_id: str, randomize: str, episodes: int, tick: Callable[[int], N
 
 
 # ------------------------------------------------------------------------------- reporting
-def _machine() -> dict[str, Any]:
-    return machine_info(("numpy", "mujoco", "gymnasium", "tqdm"))
-
-
-def _clock_overhead_us() -> float:
-    """Median cost of one ``time.perf_counter()`` call [us] (each timed segment carries about one)."""
-    clock = time.perf_counter
-    samples = []
-    for _ in range(5):
-        t0 = clock()
-        for _ in range(20_000):
-            clock()
-        samples.append((clock() - t0) / 20_000)
-    return statistics.median(samples) * 1e6
-
-
 def _speed_table(results: dict[str, Any]) -> str:
     cfgs = list(results["speed"].values())
     head = " | ".join(f"{_short(c['env_id'])} {_hz(c['sim_dt_s'])}" for c in cfgs)
@@ -494,99 +487,76 @@ def _comparison_table(results: dict[str, Any]) -> str:
 
 def _quality_table(results: dict[str, Any]) -> str:
     lines = [
-        "| task | randomize | episodes | metric | value | spread | crashes | target |",
-        "|---|---|---:|---|---:|---|---:|---|",
+        "| task | randomize | episodes | metric | value | spread | crashes |",
+        "|---|---|---:|---|---:|---|---:|",
     ]
     for q in results["quality"]:
         task, rnd, n, crashes = _short(q["env_id"]), q["randomize"], q["episodes"], q["crashes"]
-        if q["env_id"] == HOVER:
+        if _task(q) == "Hover":
             lines.append(
                 f"| {task} | {rnd} | {n} | RMS position error over the last 1 s, mean over episodes [cm] | "
                 f"**{q['rms_last_1s_cm_mean']:.2f}** | median {q['rms_last_1s_cm_median']:.2f}, "
-                f"max {q['rms_last_1s_cm_max']:.2f} | {crashes} | <= {TARGET_HOVER_RMS_CM:g} cm |"
+                f"max {q['rms_last_1s_cm_max']:.2f} | {crashes} |"
             )
-        elif q["env_id"] == WAYPOINT:
+        elif _task(q) == "Waypoint":
             low, high = q["success_ci95"]
             lines.append(
                 f"| {task} | {rnd} | {n} | success rate (last step) | **{q['success_rate']:.3f}** | "
-                f"Wilson 95% CI [{low:.3f}, {high:.3f}] | {crashes} | >= {TARGET_WAYPOINT_SUCCESS:g} |"
+                f"Wilson 95% CI [{low:.3f}, {high:.3f}] | {crashes} |"
             )
         else:
             lines.append(
                 f"| {task} | {rnd} | {n} | tracking RMSE at the end, mean [m] | **{q['tracking_rmse_m_mean']:.4f}** | "
                 f"max {q['tracking_rmse_m_max']:.4f}; success (RMSE <= 0.1 m) {q['success_rate']:.2f} | "
-                f"{crashes} | none set |"
+                f"{crashes} |"
             )
     return "\n".join(lines)
 
 
-def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    speed = results["speed"]
-    targets = []
-    for hz in (500, 1000):
-        rows = [c for c in speed.values() if c["physics_hz"] == hz]
-        if not rows:
-            continue
+def _thresholds(results: dict[str, Any], options: QuadrotorOptions) -> dict[str, Any]:
+    """The thresholds the user passed, against the measured values."""
+    items = []
+    rows = [c for c in results["speed"].values() if c["physics_hz"] == 500]
+    if rows:
         value = min(min(c["expert_flown_sim_s_per_wall_s"], c["random_sim_s_per_wall_s"]) for c in rows)
         which = ", ".join(_short(c["env_id"]) for c in rows)
-        name = (
-            f">= {TARGET_REALTIME:g}x real time on one core, controller in the loop, {_hz(1.0 / hz)} physics "
-            f"(slowest of {which} x expert-flown/random, env.step only)"
-        )
-        targets.append(
-            {
-                "name": name if hz == 500 else f"{name}; the target is set at 500 Hz, this is the 1 kHz figure",
-                "value": value,
-                "threshold": TARGET_REALTIME,
-                "passed": value >= TARGET_REALTIME,
-                "is_target": hz == 500,
-                "unit": "x",
-            }
+        items.append(
+            harness.threshold(
+                f"simulated s per wall s on one core at 500 Hz physics, controller in the loop (slowest of {which} "
+                "x expert-flown/random, env.step only)",
+                value,
+                options.min_realtime,
+                at_most=False,
+                unit="x",
+            )
         )
     for q in results["quality"]:
-        task = _short(q["env_id"])
-        if q["env_id"] == HOVER:
-            value = q["rms_last_1s_cm_mean"]
-            targets.append(
-                {
-                    "name": f"{task} ({q['randomize']}): RMS position error over the last 1 s, mean of "
-                    f"{q['episodes']} seeds <= {TARGET_HOVER_RMS_CM:g} cm (worst seed "
-                    f"{q['rms_last_1s_cm_max']:.2f} cm), and no crash ({q['crashes']} crashes)",
-                    "value": value,
-                    "threshold": TARGET_HOVER_RMS_CM,
-                    "passed": value <= TARGET_HOVER_RMS_CM and q["crashes"] == 0,
-                    "is_target": True,
-                    "unit": "cm",
-                }
+        task = f"{_short(q['env_id'])} ({q['randomize']})"
+        if _task(q) == "Hover" and options.max_hover_rms_cm is not None:
+            item = harness.threshold(
+                f"{task}: RMS position error over the last 1 s, mean of {q['episodes']} seeds (worst seed "
+                f"{q['rms_last_1s_cm_max']:.2f} cm, {q['crashes']} crashes; a crash fails it)",
+                q["rms_last_1s_cm_mean"],
+                options.max_hover_rms_cm,
+                at_most=True,
+                unit=" cm",
             )
-        elif q["env_id"] == WAYPOINT:
-            value = q["success_rate"]
-            low, high = q["success_ci95"]
-            targets.append(
-                {
-                    "name": f"{task} ({q['randomize']}): success rate over {q['episodes']} seeds >= "
-                    f"{TARGET_WAYPOINT_SUCCESS:g} (Wilson 95% CI [{low:.3f}, {high:.3f}])",
-                    "value": value,
-                    "threshold": TARGET_WAYPOINT_SUCCESS,
-                    "passed": value >= TARGET_WAYPOINT_SUCCESS,
-                    "is_target": True,
-                    "unit": "",
-                }
+            item["met"] = item["met"] and q["crashes"] == 0
+            items.append(item)
+        elif _task(q) == "Waypoint":
+            items.append(
+                harness.threshold(
+                    f"{task}: success rate over {q['episodes']} seeds",
+                    q["success_rate"],
+                    options.min_waypoint_success,
+                    at_most=False,
+                )
             )
-    return targets
+    return harness.thresholds(*items)
 
 
-def _target_line(t: dict[str, Any]) -> str:
-    verdict = "PASS" if t["passed"] else "FAIL"
-    if not t["is_target"]:
-        verdict = f"INFO ({'meets' if t['passed'] else 'below'} {t['threshold']:g}{t['unit']})"
-    return f"{verdict}  {t['name']}: {t['value']:.3f}{t['unit']} (threshold {t['threshold']:g}{t['unit']})"
-
-
-def _markdown(results: dict[str, Any]) -> str:
-    m, cfg = results["machine"], results["config"]
-    targets = "\n".join(f"- {_target_line(t)}" for t in results["targets"])
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+def markdown(results: dict[str, Any]) -> str:
+    cfg = results["config"]
     load0, load1 = results["load_average_start"], results["load_average_end"]
     exact = all(c["replay_exact"] for c in results["speed"].values())
     quality = (
@@ -605,17 +575,14 @@ time {results["quality_wall_s"]:.0f} s.
         if results["quality"]
         else "## Quality\n\nSkipped (`--episodes 0`).\n"
     )
-    return f"""# Quadrotor benchmark: speed with the rate controller in the loop, expert quality
-
-Generated by `bench/bench_quadrotor.py` on {m["date"]}.
-
-- Machine: {m["cpu"]} ({m["logical_cpus"]} logical CPUs), pinned to CPU {m["pinned_cpus"]}, one BLAS/OpenMP thread.
-  **The machine may have had other load** (another process was free to run on the same CPUs);
-  load average (1, 5, 15 min) {load0[0]:.2f}, {load0[1]:.2f}, {load0[2]:.2f} at the start and
-  {load1[0]:.2f}, {load1[1]:.2f}, {load1[2]:.2f} at the end. Medians over alternating repetitions
-  limit, but do not remove, its effect.
-- Python {m["python"]} on {m["platform"]}; {versions}
-- Code: git {m["git"]}
+    title = "Quadrotor benchmark: speed with the rate controller in the loop, expert quality"
+    head = "\n".join(harness.header(title, results))
+    given = "\n".join(harness.threshold_lines(results))
+    return f"""{head}
+- Load: pinned to one core, one BLAS/OpenMP thread; **the machine may have had other load** (another process was
+  free to run on the same CPUs); load average (1, 5, 15 min) {load0[0]:.2f}, {load0[1]:.2f}, {load0[2]:.2f} at the
+  start and {load1[0]:.2f}, {load1[1]:.2f}, {load1[2]:.2f} at the end. Medians over alternating repetitions limit,
+  but do not remove, its effect.
 - Speed run: {cfg["reps"]} alternating repetitions x {cfg["steps"]} env steps per configuration and phase,
   seeded episodes (seed {cfg["seed"]} + k), resets not timed; randomization off. Speed wall time
   {results["speed_wall_s"]:.0f} s; timer overhead {results["clock_overhead_us"]:.3f} us per call.
@@ -633,10 +600,7 @@ controller in their step); the figures are from another machine and are not meas
 are quoted from safe-control-gym's README, which measured gym-pybullet-drones too. The closest
 like-for-like row here is random actions at 1 kHz.
 
-## Targets
-
-{targets}
-
+{given}
 {quality}
 ## Method
 
@@ -662,77 +626,46 @@ segment carries about one timer call ({results["clock_overhead_us"]:.3f} us), no
 
 
 # -------------------------------------------------------------------------------------- run
-def run(
-    steps: int = DEFAULT_STEPS,
-    out_dir: Path = DEFAULT_OUT,
-    *,
-    reps: int = DEFAULT_REPS,
-    episodes: int = DEFAULT_EPISODES,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run the benchmark, print the tables and targets, write ``quadrotor.md`` / ``quadrotor.json``.
-
-    Args:
-        steps: Env steps per configuration, phase and repetition.
-        out_dir: Output folder (created).
-        reps: Alternating repetitions; the medians are reported.
-        episodes: Expert episodes per task and randomization for Hover and Waypoint (seeds
-            0..episodes-1); Track runs half as many, rounded up (its episodes are twice as long).
-            0 skips the quality part.
-        seed: Seed of the random actions and the speed runs' episode resets.
-        progress: Show progress bars on stderr.
-
-    Returns:
-        The results (the content of ``quadrotor.json``).
-    """
-    if steps < 1 or reps < 1 or episodes < 0:
-        raise ValueError(f"`steps` and `reps` must be >= 1, `episodes` >= 0. Got {steps}, {reps}, {episodes}.")
-    out_dir = Path(out_dir)
-    previous_affinity = os.sched_getaffinity(0)
-    core = 0 if 0 in previous_affinity else min(previous_affinity)
-    os.sched_setaffinity(0, {core})
-    try:
-        return _run(steps, out_dir, reps, episodes, seed, progress)
-    finally:
-        os.sched_setaffinity(0, previous_affinity)
-
-
-def _run(steps: int, out_dir: Path, reps: int, episodes: int, seed: int, progress: bool) -> dict[str, Any]:
+def measure(options: QuadrotorOptions, run: harness.Run) -> dict[str, Any]:
+    """Speed on one core, then the expert's quality; the results of ``quadrotor.json``."""
     from tqdm import tqdm
 
+    steps, reps, seed, episodes = options.steps, options.reps, options.seed, options.episodes
     load_start = os.getloadavg()
-    subjects = [_Subject(env_id, dt) for dt in SIM_DTS for env_id in SPEED_ENVS]
-    for s in subjects:  # warm up caches and lazy allocations
-        s.run_rep(100, seed + 10_000, lambda n: None)
-    clock_overhead = _clock_overhead_us()
-    per: dict[str, list[dict[str, Any]]] = {s.label: [] for s in subjects}
-    start = time.perf_counter()
-    with tqdm(total=reps * len(subjects) * 3 * steps, unit="step", disable=not progress, file=sys.stderr) as bar:
-        for rep in range(reps):
-            order = subjects if rep % 2 == 0 else subjects[::-1]
-            for s in order:
-                bar.set_description(f"speed rep {rep + 1}/{reps} {s.label}")
-                per[s.label].append(s.run_rep(steps, seed, bar.update))
-    speed_wall = time.perf_counter() - start
-    speed = {s.label: _summary(s, per[s.label]) for s in subjects}
-    for s in subjects:
-        s.env.close()
+    with harness.one_core():
+        machine = run.machine()
+        subjects = [_Subject(env_id, dt) for dt in SIM_DTS for env_id in SPEED_ENVS]
+        for s in subjects:  # warm up caches and lazy allocations
+            s.run_rep(100, seed + 10_000, lambda n: None)
+        clock_overhead = harness.clock_overhead_us()
+        per: dict[str, list[dict[str, Any]]] = {s.label: [] for s in subjects}
+        start = time.perf_counter()
+        total = reps * len(subjects) * 3 * steps
+        with tqdm(total=total, unit="step", disable=not options.progress, file=sys.stderr) as bar:
+            for rep in range(reps):
+                order = subjects if rep % 2 == 0 else subjects[::-1]
+                for s in order:
+                    bar.set_description(f"speed rep {rep + 1}/{reps} {s.label}")
+                    per[s.label].append(s.run_rep(steps, seed, bar.update))
+        speed_wall = time.perf_counter() - start
+        speed = {s.label: _summary(s, per[s.label]) for s in subjects}
+        for s in subjects:
+            s.env.close()
 
-    quality: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    if episodes:
-        plan = [(env_id, rnd, episodes) for env_id in (HOVER, WAYPOINT) for rnd in RANDOMIZATIONS]
-        plan += [(TRACK, rnd, -(-episodes // 2)) for rnd in RANDOMIZATIONS]
-        with tqdm(total=sum(n for *_, n in plan), unit="ep", disable=not progress, file=sys.stderr) as bar:
-            for env_id, rnd, n in plan:
-                bar.set_description(f"quality {_short(env_id)} {rnd}")
-                quality.append(_quality(env_id, rnd, n, bar.update))
-    quality_wall = time.perf_counter() - start
+        quality: list[dict[str, Any]] = []
+        start = time.perf_counter()
+        if episodes:
+            plan = [(env_id, rnd, episodes) for env_id in (HOVER, WAYPOINT) for rnd in RANDOMIZATIONS]
+            plan += [(TRACK, rnd, -(-episodes // 2)) for rnd in RANDOMIZATIONS]
+            with tqdm(total=sum(n for *_, n in plan), unit="ep", disable=not options.progress, file=sys.stderr) as bar:
+                for env_id, rnd, n in plan:
+                    bar.set_description(f"quality {_short(env_id)} {rnd}")
+                    quality.append(_quality(env_id, rnd, n, bar.update))
+        quality_wall = time.perf_counter() - start
 
     results: dict[str, Any] = {
         "config": {"steps": steps, "reps": reps, "episodes": episodes, "seed": seed, "sim_dts": list(SIM_DTS)},
-        "machine": _machine(),
+        "machine": machine,
         "load_average_start": list(load_start),
         "load_average_end": list(os.getloadavg()),
         "note": "The machine may have had other load during the run (see the load averages).",
@@ -743,10 +676,7 @@ def _run(steps: int, out_dir: Path, reps: int, episodes: int, seed: int, progres
         "published": {"source": PUBLISHED_SOURCE, "not_measured_here": True, "figures": PUBLISHED},
         "quality": quality,
     }
-    results["targets"] = _targets(results)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "quadrotor.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out_dir / "quadrotor.md").write_text(_markdown(results))
+    results.update(_thresholds(results, options))
     print(_speed_table(results))
     print()
     print(_comparison_table(results))
@@ -754,32 +684,16 @@ def _run(steps: int, out_dir: Path, reps: int, episodes: int, seed: int, progres
     if quality:
         print()
         print(_quality_table(results))
-    print()
-    for t in results["targets"]:
-        print(_target_line(t))
+    harness.print_thresholds(results)
     print(f"\nload average at start {load_start[0]:.2f}, at end {results['load_average_end'][0]:.2f} (1 min)")
-    print(f"wrote {out_dir / 'quadrotor.md'} and {out_dir / 'quadrotor.json'}")
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="env steps per configuration, phase and rep")
-    parser.add_argument("--reps", type=int, default=DEFAULT_REPS, help="alternating repetitions (median reported)")
-    parser.add_argument(
-        "--episodes",
-        type=int,
-        default=DEFAULT_EPISODES,
-        help="expert episodes (seeds 0..N-1) per task and randomization for Hover/Waypoint; Track runs "
-        "half, rounded up; 0 skips the quality part",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the speed runs (not of the quality episodes)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder for quadrotor.md / .json")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    run(args.steps, args.out, reps=args.reps, episodes=args.episodes, seed=args.seed, progress=not args.no_progress)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+BENCHMARK = harness.Benchmark(
+    name="quadrotor",
+    options=QuadrotorOptions,
+    measure=measure,
+    markdown=markdown,
+    stem="quadrotor",
+    packages=("numpy", "mujoco", "gymnasium", "tqdm"),
+)

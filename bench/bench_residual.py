@@ -1,4 +1,4 @@
-"""Residual RL learning curves: sac / ppo / dsrl on one frozen base, and SAC+HER from scratch, same budget.
+"""Residual RL learning curves: sac / ppo / dsrl on one frozen base against SAC+HER from scratch, same budget.
 
 Each method trains for the same number of env steps and is evaluated every ``--eval-every`` steps on
 the same held-out seeds (deterministic policy; seeds from 900000, disjoint from the demos' and the
@@ -6,38 +6,102 @@ final report's). The residual runs are ``robot-rl train residual`` runs (their m
 peer is stable-baselines3 SAC with a HER replay buffer on the goal-conditioned env (sparse reward,
 future strategy, 4 sampled goals), trained from scratch with the same evaluation callback cadence.
 
-Runs go two at a time (this machine has 2 cores), one torch thread each. Then the 100-seed final
-evaluation (from 1000000) of each residual run's deployed model beside its base alone.
+Runs go two at a time (each in its own process, one torch thread). Then the final evaluation (``--final-episodes``
+seeds from 1000000) of each residual run's deployed model beside its base alone.
 
-    python bench/bench_residual.py --base runs/push_diffusion --demos runs/push_demos.hdf5 --steps 30000
+Usage::
 
-writes bench/results/residual_<task>.{json,md,png}.
+    robot-rl bench residual --base runs/push_diffusion --demos runs/push_demos.hdf5 --steps 30000
+
+Writes ``residual_<task>.{json,md,png}`` to ``--out``; the runs go to ``--runs`` (a finished run with the same
+settings is reused).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from bench import harness
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+METHODS = ("sac", "ppo", "dsrl", "her")
+EVAL_SEED = 900_000
+"""First seed of the evaluations during training (the residual runs' default too)."""
 
 
-def residual_command(args, algo: str, out: Path) -> list[str]:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ResidualOptions(harness.Options):
+    """Options of ``robot-rl bench residual``."""
+
+    base: Path = Path("runs/push_diffusion")
+    """The frozen base: a bc|diffusion training run or an exported base policy folder."""
+    demos: Path = Path("runs/push_demos.hdf5")
+    """Demonstrations for sac's replay buffer (the base's demos)."""
+    steps: int = 30_000
+    """Env steps per method."""
+    eval_every: int = 5_000
+    """Evaluate every N env steps."""
+    eval_episodes: int = 30
+    """Held-out episodes per evaluation (seeds from 900000)."""
+    final_episodes: int = 100
+    """Final evaluation of each residual run beside its base alone (seeds from 1000000)."""
+    ent_coef: str = "auto_0.01"
+    """sac: entropy coefficient (``robot-rl train residual --ent-coef``)."""
+    actor_warmup: int = 5_000
+    """sac: env steps of actor warm-up (``robot-rl train residual --actor-warmup``)."""
+    methods: tuple[str, ...] = METHODS
+    """Methods to run: sac, ppo, dsrl (residuals on the base) and her (SAC+HER from scratch)."""
+    runs: Path = Path("runs/bench_residual")
+    """Folder of the runs (a finished run with the same settings is reused, any other is replaced)."""
+
+    positive = ("steps", "eval_every", "eval_episodes", "final_episodes", "methods")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"--methods: unknown method {unknown[0]!r}; valid: {', '.join(METHODS)}.")
+        env_of(self.base)  # a clear error for a missing or wrong base before anything runs
+
+
+def env_of(base: Path) -> str:
+    """The env the base acts in (refuses anything that is not a base policy)."""
+    from robot_rl.deploy import open_policy
+
+    return open_policy(base, base_only=True, what="--base").env_id
+
+
+def task_of(base: Path) -> str:
+    """``pandapush`` for a PandaPush base (the results' file stem)."""
+    return harness.short(env_of(base)).lower()
+
+
+def residual_command(options: ResidualOptions, algo: str, out: Path) -> list[str]:
     cmd = [
-        sys.executable, "-m", "robot_rl.cli.main", "train", "residual", "--base", str(args.base), "--algo", algo,
-        "--steps", str(args.steps), "--out", str(out), "--eval-every", str(args.eval_every),
-        "--eval-episodes", str(args.eval_episodes), "--threads", "1", "--no-progress",
+        sys.executable, "-m", "robot_rl.cli.main", "train", "residual", "--base", str(options.base), "--algo", algo,
+        "--steps", str(options.steps), "--out", str(out), "--eval-every", str(options.eval_every),
+        "--eval-episodes", str(options.eval_episodes), "--threads", "1", "--no-progress",
     ]  # fmt: skip
     if algo == "sac":
-        cmd += ["--demos", str(args.demos), "--ent-coef", args.ent_coef, "--actor-warmup", str(args.actor_warmup)]
+        cmd += ["--demos", str(options.demos), "--ent-coef", options.ent_coef]
+        cmd += ["--actor-warmup", str(options.actor_warmup)]
     return cmd
+
+
+def her_command(options: ResidualOptions, env_id: str, out: Path) -> list[str]:
+    """The SAC+HER peer in its own process (this module's :func:`her_peer`)."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(harness.REPO)!r}); from pathlib import Path; "
+        "from bench.bench_residual import her_peer; "
+        f"her_peer({env_id!r}, {options.steps}, {options.eval_every}, {options.eval_episodes}, Path({str(out)!r}))"
+    )
+    return [sys.executable, "-c", code]
 
 
 def her_peer(env_id: str, steps: int, eval_every: int, eval_episodes: int, out: Path) -> None:
@@ -54,7 +118,7 @@ def her_peer(env_id: str, steps: int, eval_every: int, eval_episodes: int, out: 
     out.mkdir(parents=True, exist_ok=True)
     env = gym.make(env_id)
     eval_env = gym.make(env_id)
-    seeds = list(range(900_000, 900_000 + eval_episodes))
+    seeds = harness.seeds(EVAL_SEED, eval_episodes)
     model = SAC(
         "MultiInputPolicy",
         env,
@@ -88,21 +152,22 @@ def her_peer(env_id: str, steps: int, eval_every: int, eval_episodes: int, out: 
     model.learn(total_timesteps=steps, callback=Every())
 
 
-def check_reused(args, algo: str, run: Path) -> None:
+def check_reused(options: ResidualOptions, algo: str, run: Path) -> None:
     """Refuse a finished run in ``--runs`` that was not trained with this command's settings."""
-    options = json.loads((run / "config.json").read_text())["options"]
-    expected = {
+    run_options = json.loads((run / "config.json").read_text())["options"]
+    expected: dict[str, Any] = {
         "algo": algo,
-        "base": str(args.base),
-        "steps": args.steps,
-        "eval_every": args.eval_every,
-        "eval_episodes": args.eval_episodes,
+        "base": str(options.base),
+        "steps": options.steps,
+        "eval_every": options.eval_every,
+        "eval_episodes": options.eval_episodes,
     }
     if algo == "sac":
-        expected |= {"demos": str(args.demos), "ent_coef": args.ent_coef, "actor_warmup": args.actor_warmup}
-    differ = {k: (options.get(k), v) for k, v in expected.items() if options.get(k) != v}
+        expected |= {"demos": str(options.demos), "ent_coef": options.ent_coef, "actor_warmup": options.actor_warmup}
+    differ = {k: (run_options.get(k), v) for k, v in expected.items() if run_options.get(k) != v}
     if differ:
-        sys.exit(f"{run} holds a finished {algo} run with other settings (run, this command): {differ}; remove it.")
+        raise ValueError(f"{run} holds a finished {algo} run with other settings (run, this command): {differ}; "
+                         "remove it.")  # fmt: skip
 
 
 def read_curve(run: Path) -> list[dict]:
@@ -110,59 +175,38 @@ def read_curve(run: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, default=Path("runs/push_diffusion"))
-    parser.add_argument("--demos", type=Path, default=Path("runs/push_demos.hdf5"))
-    parser.add_argument("--steps", type=int, default=30_000)
-    parser.add_argument("--eval-every", type=int, default=5_000)
-    parser.add_argument("--eval-episodes", type=int, default=30)
-    parser.add_argument("--final-episodes", type=int, default=100)
-    parser.add_argument("--ent-coef", default="auto_0.01")
-    parser.add_argument("--actor-warmup", type=int, default=5_000)
-    parser.add_argument("--methods", default="sac,ppo,dsrl,her")
-    parser.add_argument("--runs", type=Path, default=Path("runs/bench_residual"))
-    parser.add_argument("--her-worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def measure(options: ResidualOptions, run: harness.Run) -> dict[str, Any]:
+    """Train (or reuse) every method two at a time, then the final evaluations; the results."""
+    from robot_rl.evaluation.evaluate import EvalConfig, evaluate
 
-    config = json.loads((args.base / "config.json").read_text())
-    env_id = config["env_id"]
-    task = env_id.split("/")[-1].removesuffix("-v0").lower()
-    if args.her_worker:
-        her_peer(env_id, args.steps, args.eval_every, args.eval_episodes, args.runs / "her")
-        return
-    methods = args.methods.split(",")
-    args.runs.mkdir(parents=True, exist_ok=True)
+    env_id = env_of(options.base)
+    machine = run.machine()
+    options.runs.mkdir(parents=True, exist_ok=True)
     jobs = []
     reused: dict[str, float] = {}
-    for method in methods:
-        out = args.runs / method
-        if read_curve(out) and read_curve(out)[-1]["env_steps"] >= args.steps:
+    for method in options.methods:
+        out = options.runs / method
+        curve = read_curve(out)
+        if curve and curve[-1]["env_steps"] >= options.steps:
             if method != "her":
-                check_reused(args, method, out)
-            reused[method] = read_curve(out)[-1]["wall_time_s"]
+                check_reused(options, method, out)
+            reused[method] = curve[-1]["wall_time_s"]
             print(f"reuse {method}: {out} (finished earlier, {reused[method] / 60:.1f} min)", flush=True)
             continue
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
-        if method == "her":
-            cmd = [sys.executable, __file__, "--her-worker", "--base", str(args.base), "--steps", str(args.steps),
-                   "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
-                   "--runs", str(args.runs)]  # fmt: skip
-        else:
-            cmd = residual_command(args, method, out)
+        cmd = her_command(options, env_id, out) if method == "her" else residual_command(options, method, out)
         jobs.append((method, cmd))
     running: list[tuple[str, subprocess.Popen, float]] = []
     wall: dict[str, float] = dict(reused)
     while jobs or running:
         while jobs and len(running) < 2:
             method, cmd = jobs.pop(0)
-            log = (args.runs / f"{method}.log").open("w")
+            log = (options.runs / f"{method}.log").open("w")
             print(f"start {method}: {' '.join(cmd)}", flush=True)
-            running.append((method, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), time.time()))
-        time.sleep(5)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)  # relative paths: as given
+            running.append((method, proc, time.time()))
+        time.sleep(1)
         for item in list(running):
             method, proc, t0 = item
             if proc.poll() is not None:
@@ -170,43 +214,46 @@ def main() -> None:
                 wall[method] = time.time() - t0
                 print(f"done {method}: rc {proc.returncode}, {wall[method]:.0f} s", flush=True)
                 if proc.returncode:
-                    sys.exit(f"{method} failed; see {args.runs / (method + '.log')}")
+                    for _, other, _ in running:
+                        other.terminate()
+                    raise RuntimeError(f"{method} failed; see {options.runs / (method + '.log')}")
 
-    from robot_rl.evaluation.evaluate import EvalConfig, evaluate
-
-    curves = {m: read_curve(args.runs / m) for m in methods}
+    curves = {m: read_curve(options.runs / m) for m in options.methods}
     finals = {}
-    for method in methods:
+    for method in options.methods:
         if method == "her":
             continue
-        report = evaluate(EvalConfig(policy=str(args.runs / method), episodes=args.final_episodes, progress=False))
+        report = evaluate(
+            EvalConfig(policy=str(options.runs / method), episodes=options.final_episodes, progress=False)
+        )
         finals[method] = {
             "success_rate": report["success_rate"],
             "success_ci95": report["success_ci95"],
             "base_alone": report["base_alone"]["success_rate"],
             "base_alone_ci95": report["base_alone"]["success_ci95"],
         }
-    result = {
+    return {
         "env": env_id,
-        "base": str(args.base),
-        "steps": args.steps,
-        "eval_every": args.eval_every,
-        "eval_episodes": args.eval_episodes,
-        "final_episodes": args.final_episodes,
-        "sac_options": {"ent_coef": args.ent_coef, "actor_warmup": args.actor_warmup, "demos": str(args.demos)},
+        "base": str(options.base),
+        "steps": options.steps,
+        "eval_every": options.eval_every,
+        "eval_episodes": options.eval_episodes,
+        "final_episodes": options.final_episodes,
+        "sac_options": {
+            "ent_coef": options.ent_coef,
+            "actor_warmup": options.actor_warmup,
+            "demos": str(options.demos),
+        },
         "curves": curves,
         "final": finals,
         "wall_s": wall,
         "reused": sorted(reused),
+        "machine": machine,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"residual_{task}.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, RESULTS / f"residual_{task}.png")
-    (RESULTS / f"residual_{task}.md").write_text(markdown(result, task))
-    print((RESULTS / f"residual_{task}.md").read_text())
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(result: dict, out_dir: Path) -> None:
+    """``residual_<task>.png``: the learning curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,24 +271,22 @@ def plot(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(out_dir / f"residual_{harness.short(result['env']).lower()}.png", dpi=120)
     plt.close(fig)
 
 
-def markdown(result: dict, task: str) -> str:
+def markdown(result: dict) -> str:
+    task = harness.short(result["env"]).lower()
     steps = sorted({c["env_steps"] for curve in result["curves"].values() for c in curve})
     methods = [m for m in result["curves"] if result["curves"][m]]
     lines = [
-        f"# Residual RL learning curves: {result['env']}",
+        *harness.header(f"Residual RL learning curves: {result['env']}", result),
+        f"- Base `{result['base']}`; {result['steps']} env steps per method; SAC options {result['sac_options']}.",
         "",
-        "Command: `python bench/bench_residual.py --base "
-        f"{result['base']} --steps {result['steps']} --eval-every {result['eval_every']}` "
-        f"(SAC options {result['sac_options']}).",
-        "",
-        f"Success on {result['eval_episodes']} held-out seeds (900000..) against env steps (deterministic policies). "
-        "Step 0 is the freshly initialized agent: for sac and ppo the base plus a near-zero correction (about "
-        "0.002 of the action range, enough to flip some episodes of this sensitive task), for dsrl the base sampled "
-        "from all-zero noise (deterministic), for her an untrained policy.",
+        f"Success on {result['eval_episodes']} held-out seeds ({EVAL_SEED}..) against env steps (deterministic "
+        "policies). Step 0 is the freshly initialized agent: for sac and ppo the base plus a near-zero correction "
+        "(about 0.002 of the action range, enough to flip some episodes of this sensitive task), for dsrl the base "
+        "sampled from all-zero noise (deterministic), for her an untrained policy.",
         "",
         "| env steps | " + " | ".join(methods) + " |",
         "|---:|" + "---:|" * len(methods),
@@ -261,7 +306,7 @@ def markdown(result: dict, task: str) -> str:
             f"| {m} | {f['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] | {f['base_alone']:.2f} [{blo:.2f}, {bhi:.2f}] |"
         )
     wall = ", ".join(f"{m} {v / 60:.1f} min" for m, v in result["wall_s"].items())
-    lines += ["", f"Wall time (two runs at a time on 2 cores, with other jobs at times): {wall}."]
+    lines += ["", f"Wall time (two runs at a time, each on one torch thread; other jobs at times): {wall}."]
     if result.get("reused"):
         lines += [
             "",
@@ -272,6 +317,12 @@ def markdown(result: dict, task: str) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    np.set_printoptions(precision=3)
-    main()
+BENCHMARK = harness.Benchmark(
+    name="residual",
+    options=ResidualOptions,
+    measure=measure,
+    markdown=markdown,
+    stem=lambda options: f"residual_{task_of(options.base)}",
+    packages=("torch", "stable-baselines3", "numpy", "mujoco"),
+    figures=plot,
+)

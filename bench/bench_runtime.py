@@ -4,7 +4,7 @@ For each policy (``policies/panda_push_diffusion``, ``policies/quadrotor_waypoin
 execution mode (blend ``none``, ``ensemble``, ``crossfade`` with the ControllerConfig defaults, and ``none``
 with a background prefetch), ``--episodes`` held-out episodes (seeds from 1000000, the seeds of the
 policy cards) run closed loop in simulation, the controller's clock being the simulated time
-``k * ctrl_dt``. In ONE process, onnxruntime on ONE intra-op and ONE inter-op thread:
+``k * ctrl_dt``. In ONE process, onnxruntime on ``--threads`` intra-op threads (default one) and ONE inter-op thread:
 
 * latency: wall time of each ``Controller.step`` call, split into steps that computed a chunk
   inside the call (inference included) and steps that did not (queue, blending, hooks: the cost of
@@ -16,46 +16,60 @@ policy cards) run closed loop in simulation, the controller's clock being the si
 * success rate with its Wilson 95% interval, beside the smoothness, so blending's effect on the
   task shows.
 
+The Controller runs alone (no safety chain, no monitor): what is measured is the control step itself.
+
 Usage::
 
-    python bench/bench_runtime.py [--episodes 100] [--out bench/results]
+    robot-rl bench runtime [--episodes 100] [--out bench/results]
 
 Writes ``runtime.md`` and ``runtime.json`` to ``--out``.
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ["OMP_NUM_THREADS"] = "1"
-
-import argparse
 import dataclasses
-import json
-import sys
+import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench import harness
+from robot_rl.envs.registry import make
+from robot_rl.evaluation.evaluate import TRAINED_EVAL_SEED, wilson_interval
+from robot_rl.runtime import Controller, ControllerConfig, OnnxPolicy
 
-from robot_rl.envs.registry import make  # noqa: E402
-from robot_rl.evaluation.evaluate import TRAINED_EVAL_SEED, wilson_interval  # noqa: E402
-from robot_rl.provenance import machine_info  # noqa: E402
-from robot_rl.runtime import Controller, ControllerConfig, OnnxPolicy  # noqa: E402
-
-POLICIES = ("panda_push_diffusion", "quadrotor_waypoint_diffusion")
 MODES: dict[str, dict[str, Any]] = {
     "none": {"blend": "none"},
     "ensemble": {"blend": "ensemble"},
     "crossfade": {"blend": "crossfade"},
     "none + prefetch": {"blend": "none", "prefetch": True, "prefetch_sync": True},
 }
-PACED_EPISODES = 3
-"""Episodes per policy of the real-time run with the prefetch thread."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RuntimeOptions(harness.Options):
+    """Options of ``robot-rl bench runtime``."""
+
+    episodes: int = 100
+    """Held-out episodes per policy and mode."""
+    seed: int = TRAINED_EVAL_SEED
+    """First held-out seed (1000000...: the policy cards')."""
+    policies: tuple[str, ...] = ("panda_push_diffusion", "quadrotor_waypoint_diffusion")
+    """Shipped policies (folder names under policies/)."""
+    paced_episodes: int = 3
+    """Episodes per policy of the real-time run with the prefetch thread (the loop paced at ctrl_dt)."""
+
+    positive = ("episodes", "policies", "paced_episodes")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from robot_rl.export.metadata import is_policy_dir
+
+        missing = [p for p in self.policies if not is_policy_dir(harness.REPO / "policies" / p)]
+        if missing:
+            shipped = sorted(p.name for p in (harness.REPO / "policies").iterdir() if is_policy_dir(p))
+            raise ValueError(f"--policies: no policy folder policies/{missing[0]}; shipped: {', '.join(shipped)}.")
 
 
 def rollouts(policy: OnnxPolicy, mode: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
@@ -104,9 +118,9 @@ def rollouts(policy: OnnxPolicy, mode: dict[str, Any], seeds: list[int]) -> dict
         "stale_steps": stale,
         "waited_steps": waited,
         "latency_ms": {
-            "without_chunk": _percentiles(plain_steps),
-            "with_chunk": _percentiles(chunk_steps),
-            "inference": _percentiles(inference),
+            "without_chunk": harness.percentiles(plain_steps),
+            "with_chunk": harness.percentiles(chunk_steps),
+            "inference": harness.percentiles(inference),
         },
         "jump": {
             "boundary": {"max": max(boundary), "mean": float(np.mean(boundary)), "n": len(boundary)},
@@ -147,54 +161,7 @@ def paced_prefetch(policy: OnnxPolicy, seeds: list[int]) -> dict[str, Any]:
             tick += ctrl_dt
     controller.close()
     env.close()
-    return {"episodes": len(seeds), "latency_ms": _percentiles(latencies), **counts}
-
-
-def _percentiles(seconds: list[float]) -> dict[str, float] | None:
-    if not seconds:
-        return None
-    ms = np.array(seconds) * 1e3
-    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "n": len(ms)}
-
-
-def run(episodes: int, out_dir: Path) -> dict[str, Any]:
-    started = time.perf_counter()
-    load_before = os.getloadavg()
-    seeds = list(range(TRAINED_EVAL_SEED, TRAINED_EVAL_SEED + episodes))
-    cases, paced = [], []
-    for name in POLICIES:
-        policy = OnnxPolicy(REPO / "policies" / name, threads=1)
-        for label, mode in MODES.items():
-            case_start = time.perf_counter()
-            result = rollouts(policy, mode, seeds)
-            elapsed = time.perf_counter() - case_start
-            result.update(policy=name, env=policy.metadata.env_id, mode=label, wall_time_s=elapsed)
-            result["card_success_rate"] = (policy.metadata.eval or {}).get("success_rate")
-            result["ctrl_dt"] = policy.metadata.ctrl_dt
-            cases.append(result)
-            print(f"{name} {label}: success {result['success_rate']:.2f}, {result['wall_time_s']:.0f} s", flush=True)
-        paced.append(
-            {"policy": name, "ctrl_dt": policy.metadata.ctrl_dt, **paced_prefetch(policy, seeds[:PACED_EPISODES])}
-        )
-    meta = OnnxPolicy(REPO / "policies" / POLICIES[0]).metadata
-    result = {
-        "machine": machine_info(("onnxruntime", "numpy", "mujoco")),
-        "threads": 1,
-        "episodes": episodes,
-        "seeds": [seeds[0], seeds[-1]],
-        "horizon": meta.horizon,
-        "n_action_steps": meta.n_action_steps,
-        "inference_steps": meta.inference_steps,
-        "cases": cases,
-        "paced_prefetch": paced,
-        "wall_time_s": time.perf_counter() - started,
-        "load_avg_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "runtime.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "runtime.md").write_text(markdown(result))
-    print(markdown(result))
-    return result
+    return {"episodes": len(seeds), "latency_ms": harness.percentiles(latencies), **counts}
 
 
 def _ms(cell: dict[str, float] | None, key: str) -> str:
@@ -202,16 +169,10 @@ def _ms(cell: dict[str, float] | None, key: str) -> str:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    m = r["machine"]
-    v = m["versions"]
     defaults = ControllerConfig()
     lines = [
-        "# Runtime Controller: step latency, smoothness at chunk boundaries, success",
-        "",
-        f"Generated by `bench/bench_runtime.py` on {m['date']}.",
-        "",
-        f"- Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs); onnxruntime {v.get('onnxruntime')} on ONE "
-        f"intra-op and ONE inter-op thread; numpy {v.get('numpy')}, mujoco {v.get('mujoco')}; git {m['git']}",
+        *harness.header("Runtime Controller: step latency, smoothness at chunk boundaries, success", r),
+        f"- onnxruntime on {r['threads']} intra-op thread(s) and ONE inter-op thread",
         f"- Policies: the shipped diffusion policies (horizon {r['horizon']}, {r['n_action_steps']} actions per "
         f"chunk, {r['inference_steps']} DDIM steps in the graph), {r['episodes']} episodes each on seeds "
         f"{r['seeds'][0]}-{r['seeds'][1]} (the policy cards' seeds), closed loop in simulation with the clock "
@@ -284,13 +245,51 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--episodes", type=int, default=100, help="held-out episodes per policy and mode")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    args = parser.parse_args()
-    run(args.episodes, args.out)
+def measure(options: RuntimeOptions, run: harness.Run) -> dict[str, Any]:
+    """Every policy in every mode, then the paced prefetch runs; the results of ``runtime.json``."""
+    load_before = os.getloadavg()
+    machine = run.machine()
+    seeds = harness.seeds(options.seed, options.episodes)
+    cases, paced = [], []
+    for name in options.policies:
+        policy = OnnxPolicy(harness.REPO / "policies" / name, threads=options.threads)
+        for label, mode in MODES.items():
+            case_start = time.perf_counter()
+            result = rollouts(policy, mode, seeds)
+            elapsed = time.perf_counter() - case_start
+            result.update(policy=name, env=policy.metadata.env_id, mode=label, wall_time_s=elapsed)
+            result["card_success_rate"] = (policy.metadata.eval or {}).get("success_rate")
+            result["ctrl_dt"] = policy.metadata.ctrl_dt
+            cases.append(result)
+            print(f"{name} {label}: success {result['success_rate']:.2f}, {result['wall_time_s']:.0f} s", flush=True)
+        paced.append(
+            {
+                "policy": name,
+                "ctrl_dt": policy.metadata.ctrl_dt,
+                **paced_prefetch(policy, seeds[: options.paced_episodes]),
+            }
+        )
+    meta = OnnxPolicy(harness.REPO / "policies" / options.policies[0]).metadata
+    return {
+        "machine": machine,
+        "threads": options.threads,
+        "episodes": options.episodes,
+        "seeds": [seeds[0], seeds[-1]],
+        "horizon": meta.horizon,
+        "n_action_steps": meta.n_action_steps,
+        "inference_steps": meta.inference_steps,
+        "cases": cases,
+        "paced_prefetch": paced,
+        "wall_time_s": run.elapsed(),
+        "load_avg_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
+    }
 
 
-if __name__ == "__main__":
-    main()
+BENCHMARK = harness.Benchmark(
+    name="runtime",
+    options=RuntimeOptions,
+    measure=measure,
+    markdown=markdown,
+    stem="runtime",
+    packages=("onnxruntime", "numpy", "mujoco"),
+)

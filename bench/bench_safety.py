@@ -13,12 +13,13 @@ Latency: the wall time of each ``chain.filter`` call in the "on" runs (one threa
 per robot over all its tasks' steps, and separately over the Franka steps that solved a QP.
 
 What the filter costs the tasks: the scripted experts (Franka) and the shipped trained policies
-(``policies/*``, through the runtime Controller with the chain as its filter and chunk monitor) run with
-the chain on and off on the same seeds; success rates side by side.
+(``policies/*``, in the deployed stack of ``robot_rl.deploy.build_stack``: the runtime Controller with the chain
+as its filter, its chunk validator as a monitor and its fallback) run with the chain on and off on the same seeds;
+success rates side by side.
 
 Usage::
 
-    python bench/bench_safety.py [--episodes 200] [--policy-episodes 200] [--out bench/results]
+    robot-rl bench safety [--episodes 200] [--policy-episodes 200] [--out bench/results]
 
 Writes ``safety.md`` and ``safety.json`` to ``--out``. Without robot_rl.safety.quadrotor the quadrotor
 rows are skipped and the report says so.
@@ -26,37 +27,59 @@ rows are skipped and the report says so.
 
 from __future__ import annotations
 
-import os
-
-os.environ["OMP_NUM_THREADS"] = "1"
-
-import argparse
 import collections
+import dataclasses
 import importlib.util
-import json
-import sys
+import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from robot_rl.envs.registry import make  # noqa: E402
-from robot_rl.evaluation.evaluate import TRAINED_EVAL_SEED, wilson_interval  # noqa: E402
-from robot_rl.provenance import machine_info  # noqa: E402
-from robot_rl.safety import safety_for_env  # noqa: E402
+from bench import harness
+from robot_rl.deploy import build_stack, open_policy
+from robot_rl.envs.registry import make
+from robot_rl.evaluation.evaluate import TRAINED_EVAL_SEED
+from robot_rl.safety import safety_for_env
 
 FRANKA_TASKS = ("PandaReach", "PandaPush", "PandaSlide", "PandaPickAndPlace")
 QUADROTOR_TASKS = ("QuadrotorHover", "QuadrotorWaypoint", "QuadrotorTrack")
-POLICIES = ("panda_push_diffusion", "panda_pick_and_place_diffusion", "quadrotor_waypoint_diffusion")
+ALL_TASKS = FRANKA_TASKS + QUADROTOR_TASKS
 HAS_QUADROTOR = importlib.util.find_spec("robot_rl.safety.quadrotor") is not None
 MATERIAL = 0.01
 """A command counts as materially changed when an entry moved by more than this [action units]."""
 QP_KEYS = ("solve_s", "qp_time_s")
 """Report details that mark a step whose filter solved a QP (Franka, quadrotor)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SafetyOptions(harness.Options):
+    """Options of ``robot-rl bench safety``."""
+
+    episodes: int = 200
+    """Random-policy episodes per task and setting (off, on)."""
+    expert_episodes: int = 100
+    """Scripted-expert episodes per Franka task and setting (0 skips them)."""
+    policy_episodes: int = 200
+    """Episodes per shipped policy and setting (0 skips them)."""
+    tasks: tuple[str, ...] = ALL_TASKS
+    """Tasks of the random-policy runs (each at the version the results measure: ``harness.env_id``)."""
+    policies: tuple[str, ...] = (
+        "panda_push_diffusion",
+        "panda_pick_and_place_diffusion",
+        "quadrotor_waypoint_diffusion",
+    )
+    """Shipped policies (folder names under policies/) run off and on."""
+    max_latency_p99_ms: float | None = None
+    """Report whether each robot's `chain.filter` wall p99 is at most this [ms]."""
+
+    positive = ("episodes", "tasks")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [t for t in self.tasks if t not in ALL_TASKS]
+        if unknown:
+            raise ValueError(f"--tasks: unknown task {unknown[0]!r}; valid: {', '.join(ALL_TASKS)}.")
 
 
 def merged_state(obs: dict[str, np.ndarray], env: Any, t: int) -> dict[str, np.ndarray]:
@@ -121,7 +144,7 @@ def expert_run(task: str, episodes: int, safety: bool) -> dict[str, Any]:
     """Success and violations of the scripted Franka expert, with the chain or without."""
     from robot_rl.envs.franka.experts import make_expert
 
-    env_id = f"robot_rl/{task}-v0"
+    env_id = harness.env_id(task)
     env = make(env_id)
     chain, check = safety_for_env(env_id)
     expert = make_expert(env_id)
@@ -153,17 +176,13 @@ def expert_run(task: str, episodes: int, safety: bool) -> dict[str, Any]:
     }
 
 
-def policy_run(name: str, episodes: int, safety: bool) -> dict[str, Any]:
-    """A shipped policy through the runtime Controller, the chain as its filter and chunk monitor when ``safety``."""
-    from robot_rl.runtime import Controller
-
-    policy_dir = REPO / "policies" / name
-    probe = Controller.load(policy_dir)
-    env_id = probe.policy.metadata.env_id
-    chain, check = safety_for_env(env_id)
-    controller = Controller(
-        probe.policy, probe.config, filters=[chain] if safety else [], monitors=[chain.monitor] if safety else []
-    )
+def policy_run(name: str, episodes: int, safety: bool, threads: int) -> dict[str, Any]:
+    """A shipped policy in its deployed stack (``build_stack``), the chain on or off, on the cards' seeds."""
+    opened = open_policy(harness.REPO / "policies" / name, accept=("exported",))
+    env_id = opened.env_id
+    chain, check = safety_for_env(env_id)  # the check judges every run; the chain filters only with safety on
+    stack = build_stack(opened.load_policy(threads), env_id, safety=chain if safety else False, monitor=False)
+    controller = stack.controller
     env = make(env_id)
     dt = env.unwrapped.ctrl_dt
     successes = violation_steps = changed = material = steps = 0
@@ -200,37 +219,16 @@ def policy_run(name: str, episodes: int, safety: bool) -> dict[str, Any]:
 
 
 def percentiles_ms(samples: list[float]) -> dict[str, float | int | None]:
-    if not samples:
-        return {"n": 0, "p50": None, "p99": None, "max": None}
-    ms = np.array(samples) * 1e3
-    return {
-        "n": len(ms),
-        "p50": float(np.percentile(ms, 50)),
-        "p99": float(np.percentile(ms, 99)),
-        "max": float(ms.max()),
-    }
-
-
-def rate(successes: int, n: int) -> str:
-    low, high = wilson_interval(successes, n)
-    return f"{successes / n:.2f} [{low:.2f}, {high:.2f}]"
+    return harness.percentiles(samples, largest=True) or {"n": 0, "p50": None, "p99": None, "max": None}
 
 
 def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def write_markdown(results: dict[str, Any], path: Path) -> None:
-    versions = results["machine"]["versions"]
+def markdown(results: dict[str, Any]) -> str:
     lines = [
-        "# Safety chains: closed-loop violations, latency, cost to the tasks",
-        "",
-        f"Generated by `{results['command']}` on {results['machine']['date']}.",
-        "",
-        f"- Machine: {results['machine']['cpu']} ({results['machine']['logical_cpus']} logical CPUs), one thread; "
-        f"numpy {versions.get('numpy')}, mujoco {versions.get('mujoco')}, "
-        f"qpsolvers {versions.get('qpsolvers')} on DAQP {versions.get('daqp')}; "
-        f"git {results['machine']['git']}",
+        *harness.header("Safety chains: closed-loop violations, latency, cost to the tasks", results),
         f"- Wall time {results['wall_s']:.0f} s; 1-min load average {results['load'][0]:.1f} before, "
         f"{results['load'][1]:.1f} after (other jobs on the machine lengthen the latency tails).",
         "- Chains: `safety_for_env(env_id)` (hardware/fr3.yaml, hardware/crazyflie.yaml). Constraint check after every "
@@ -272,7 +270,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         )
     lines += [
         "",
-        "Target: p99 <= 0.5 ms per step. Wall: `time.perf_counter` around the call; CPU: the thread's CPU time "
+        "Wall: `time.perf_counter` around the call; CPU: the thread's CPU time "
         "(`time.thread_time`), which leaves out the time other processes held the core. QP steps: Franka steps whose "
         "filter solved its QP on DAQP (the others pass the nominal command, or its clip to the bounds scaled to the "
         "joint velocity rows); quadrotor steps whose filter solved its acceleration QP.",
@@ -288,16 +286,18 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         fallbacks = ", ".join(f"{k} {v}" for k, v in on.get("fallbacks", {}).items()) or "0"
         changed = on.get("changed_fraction")
         changed_text = "n/a" if changed is None else f"{changed:.2f} ({on['material_fraction']:.2f})"
+        success_off = harness.success_text(off["successes"], off["episodes"])
+        success_on = harness.success_text(on["successes"], on["episodes"])
         lines.append(
-            f"| {name} | {row['env_id']} | {off['episodes']} | {rate(off['successes'], off['episodes'])} "
-            f"| {rate(on['successes'], on['episodes'])} | {off['violation_steps']} | {on['violation_steps']} "
-            f"| {changed_text} | {fallbacks} |"
+            f"| {name} | {row['env_id']} | {off['episodes']} | {success_off} | {success_on} "
+            f"| {off['violation_steps']} | {on['violation_steps']} | {changed_text} | {fallbacks} |"
         )
     lines += [
         "",
-        "Experts: the scripted Franka experts (seeds 0..N-1). Trained: the shipped diffusion policies through the "
-        "runtime Controller (blend none), seeds from 1000000 (the policy cards'), the chain as the Controller's "
-        "filter and its chunk validator as a monitor. Steps changed counts every difference, the gripper entry "
+        "Experts: the scripted Franka experts (seeds 0..N-1). Trained: the shipped diffusion policies in their "
+        "deployed stack (`robot_rl.deploy.build_stack`: the runtime Controller, blend none, with the chain as its "
+        "filter, its chunk validator as a monitor and its fallback), seeds from 1000000 (the policy cards'). "
+        "Steps changed counts every difference, the gripper entry "
         "clipped back into [-1, 1] included (the diffusion policies overshoot it by ~1e-5); in parentheses the "
         "steps where an entry moved by more than 0.01.",
         "",
@@ -306,29 +306,27 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "success (0.61), but then 1 to 3 of the 40,000 random-policy steps above break a joint velocity limit "
         "(the wrist's overshoot, which the joint rows predict worst) or the top face.",
         "",
+        *harness.threshold_lines(results),
     ]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--episodes", type=int, default=200, help="random-policy episodes per task and setting")
-    parser.add_argument("--expert-episodes", type=int, default=100, help="scripted-expert episodes per task")
-    parser.add_argument("--policy-episodes", type=int, default=200, help="episodes per shipped policy (0: skip)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    args = parser.parse_args()
-    command = "python bench/bench_safety.py " + " ".join(sys.argv[1:])
-    start, load_before = time.perf_counter(), os.getloadavg()[0]
-    tasks = list(FRANKA_TASKS) + (list(QUADROTOR_TASKS) if HAS_QUADROTOR else [])
-
+def measure(options: SafetyOptions, run: harness.Run) -> dict[str, Any]:
+    """Random policy off and on per task, then the experts and the shipped policies; the results of safety.json."""
+    load_before = os.getloadavg()[0]
+    machine = run.machine()
+    tasks = [t for t in options.tasks if HAS_QUADROTOR or t not in QUADROTOR_TASKS]
     random_rows: dict[str, Any] = {}
     samples: dict[str, dict[str, list[float]]] = {
         robot: {"all": [], "qp": [], "cpu": []} for robot in ("franka", "quadrotor")
     }
-    for i, task in enumerate(tasks):
-        env_id = f"robot_rl/{task}-v0"
-        off = random_run(env_id, args.episodes, safety=False, seed=1000 * (i + 1))
-        on = random_run(env_id, args.episodes, safety=True, seed=1000 * (i + 1))
+    for task in tasks:
+        env_id = harness.env_id(task)
+        seed = (
+            1000 * (1 + (FRANKA_TASKS + QUADROTOR_TASKS).index(task)) if task in FRANKA_TASKS + QUADROTOR_TASKS else 0
+        )
+        off = random_run(env_id, options.episodes, safety=False, seed=seed)
+        on = random_run(env_id, options.episodes, safety=True, seed=seed)
         robot = "franka" if task.startswith("Panda") else "quadrotor"
         samples[robot]["all"] += on.pop("latency_s")
         samples[robot]["qp"] += on.pop("qp_latency_s")
@@ -337,39 +335,53 @@ def main() -> None:
         random_rows[task] = {"env_id": env_id, "off": off, "on": on}
         print(f"{task}: violation steps off {off['violation_steps']}, on {on['violation_steps']}", flush=True)
     latency = {robot: {key: percentiles_ms(v) for key, v in s.items()} for robot, s in samples.items() if s["all"]}
-    print(json.dumps(latency), flush=True)
 
     policy_rows: dict[str, Any] = {}
-    if args.expert_episodes:
+    if options.expert_episodes:
         for task in FRANKA_TASKS:
-            off, on = (expert_run(task, args.expert_episodes, safety=s) for s in (False, True))
-            policy_rows[f"expert {task}"] = {"env_id": f"robot_rl/{task}-v0", "off": off, "on": on}
+            off, on = (expert_run(task, options.expert_episodes, safety=s) for s in (False, True))
+            policy_rows[f"expert {task}"] = {"env_id": harness.env_id(task), "off": off, "on": on}
             print(f"expert {task}: success off {off['successes']}, on {on['successes']}", flush=True)
-    if args.policy_episodes:
-        for name in POLICIES:
+    if options.policy_episodes:
+        for name in options.policies:
             if name.startswith("quadrotor") and not HAS_QUADROTOR:
                 continue
-            off, on = (policy_run(name, args.policy_episodes, safety=s) for s in (False, True))
+            off, on = (policy_run(name, options.policy_episodes, s, options.threads) for s in (False, True))
             policy_rows[name] = {"env_id": off.pop("env_id"), "off": off, "on": on}
             on.pop("env_id")
             print(f"{name}: success off {off['successes']}, on {on['successes']}", flush=True)
 
     results = {
-        "command": command,
-        "machine": machine_info(["numpy", "mujoco", "qpsolvers", "daqp", "gymnasium"]),
-        "wall_s": time.perf_counter() - start,
+        "machine": machine,
+        "wall_s": run.elapsed(),
         "load": [load_before, os.getloadavg()[0]],
-        "episodes": args.episodes,
+        "episodes": options.episodes,
         "quadrotor_available": HAS_QUADROTOR,
         "random": random_rows,
         "latency": latency,
         "policies": policy_rows,
+        **harness.thresholds(
+            *(
+                harness.threshold(
+                    f"{robot}: `chain.filter` wall p99",
+                    row["all"]["p99"],
+                    options.max_latency_p99_ms,
+                    at_most=True,
+                    unit=" ms",
+                )
+                for robot, row in latency.items()
+            )
+        ),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "safety.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_markdown(results, args.out / "safety.md")
-    print(f"wrote {args.out / 'safety.md'}")
+    harness.print_thresholds(results)
+    return results
 
 
-if __name__ == "__main__":
-    main()
+BENCHMARK = harness.Benchmark(
+    name="safety",
+    options=SafetyOptions,
+    measure=measure,
+    markdown=markdown,
+    stem="safety",
+    packages=("numpy", "mujoco", "qpsolvers", "daqp", "gymnasium"),
+)

@@ -1,7 +1,7 @@
 """The package's layers (ARCHITECTURE.md): every import goes down, and no two modules import each other.
 
 ARCHITECTURE.md: "Layers, bottom up: envs -> data, safety -> policies, teleop -> export -> runtime -> monitor,
-rl -> deploy -> evaluation, ros2_ws -> pipeline, bench -> cli."
+rl, deploy -> evaluation, ros2_ws -> pipeline, bench -> cli."
 
 Pure ``ast``: nothing in ``robot_rl`` is imported. Every import counts, the ones inside functions too (the
 package imports torch-heavy modules lazily that way), and so does ``TYPE_CHECKING``: a type-only import
@@ -28,13 +28,17 @@ LAYERS: dict[str, int] = {
     "runtime": 4,
     "monitor": 5,
     "rl": 5,
-    "deploy": 6,  # robot_rl/deploy.py: the deployed stack (build_stack), for eval and the ROS node
-    "evaluation": 7,
-    "pipeline": 8,  # robot_rl/pipeline.py; bench/ (outside the package) sits on this rank too
-    "cli": 9,
+    # robot_rl/deploy/: open_policy and build_stack. On the rank of monitor and rl, which use it (the monitor's
+    # rollouts run the deployed stack, residual training opens its base) and which it uses (a calibrated failure
+    # monitor, a residual run's agent): modules on one rank may import each other's, never in a cycle.
+    "deploy": 5,
+    "evaluation": 6,
+    "pipeline": 7,  # robot_rl/pipeline.py; bench/ (outside the package) sits on this rank too
+    "sweep": 7,  # robot_rl/sweep/: runs training commands (as the CLI's child processes) and sums them up
+    "cli": 8,
 }
 # Plain utilities under every layer: they import nothing from robot_rl but each other.
-UTILITIES = {"provenance", "limits"}
+UTILITIES = {"provenance", "limits", "parallel"}
 # ``robot_rl/__init__.py`` only registers the environments (``import robot_rl`` does that), so it is envs.
 PACKAGE_INIT_LAYER = "envs"
 BOTTOM = -1

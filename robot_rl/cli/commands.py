@@ -16,9 +16,11 @@ from robot_rl.cli.checks import OutputKind
 from robot_rl.evaluation.evaluate import EvalConfig
 from robot_rl.limits import check_counts, check_seed
 from robot_rl.monitor.config import MonitorCalibrate, MonitorEval
+from robot_rl.parallel import check_ray_address, check_workers, is_parallel
 from robot_rl.pipeline import Pipeline
 from robot_rl.policies.config import TrainBC, TrainDiffusion
 from robot_rl.rl.config import TrainResidual
+from robot_rl.sweep.config import Sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,40 +28,9 @@ class Envs:
     """List the registered environments with a one-line description each."""
 
 
-BENCHMARKS = {
-    "envs": "bench_envs.py",
-    "quadrotor": "bench_quadrotor.py",
-    "policy": "bench_policy.py",
-    "recording": "bench_recording.py",
-    "runtime": "bench_runtime.py",
-    "robustness": "bench_robustness.py",
-    "adaptation": "bench_quadrotor_adaptation.py",
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class Bench:
-    """Run a benchmark from bench/ (its markdown and JSON go to --out)."""
-
-    which: tyro.conf.Positional[
-        Literal["envs", "quadrotor", "policy", "recording", "runtime", "robustness", "adaptation"]
-    ]
-    """Which benchmark: envs, quadrotor, policy (diffusion latency and success against denoising steps),
-    recording (demo recorder overhead), runtime (Controller latency and smoothness, shipped policies),
-    robustness (the robustness suite on every shipped policy; --episodes per family, --card writes the cards)
-    or adaptation (the shipped waypoint policy over a grid of masses, motor constants and steady winds)."""
-    out: Path = Path("bench/results")
-    """Folder for the markdown and JSON results."""
-    run: Path | None = None
-    """policy: the diffusion training run to measure."""
-    episodes: int = 100
-    """policy: held-out episodes per number of denoising steps; robustness: episodes per family; adaptation:
-    episodes per cell."""
-    card: bool = False
-    """robustness: write each shipped policy's card."""
-
-    def __post_init__(self) -> None:
-        check_counts(self, 1, "episodes")
+    """Run a benchmark: `robot-rl bench NAME [options]` (`--list`: the benchmarks; `NAME --help`: its options)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +53,24 @@ class Collect:
     """Keep episodes that end without success."""
     view: bool = True
     """With a teleop source: show a live MuJoCo viewer when a display exists (else a status line)."""
+    workers: int | None = None
+    """With --source expert: processes that run the attempts (attempt k still resets with seed ``seed + k``); this
+    process writes the file in seed order, so it holds the same demos. Default 1: this process; with --ray-address,
+    the cluster's CPUs."""
+    ray_address: str | None = None
+    """With --source expert: run the attempts on a Ray cluster (the ``ray`` extra; docs/scale.md): ``auto`` or
+    HOST:PORT of its head."""
 
     def __post_init__(self) -> None:
         check_counts(self, 1, "episodes")
         check_seed("seed", self.seed)
+        check_workers(self.workers)
+        check_ray_address(self.ray_address)
+        if is_parallel(self.workers, self.ray_address) and self.source != "expert":
+            raise ValueError(
+                f"--workers and --ray-address split the scripted expert's attempts; --source {self.source} records "
+                "one operator in this process. Drop them or use --source expert."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +152,48 @@ class DataFromBag:
     """Topic of the step records."""
 
 
+@dataclasses.dataclass(frozen=True)
+class DataExportLeRobot:
+    """Write a demo file as a LeRobotDataset v3.0 folder (parquet, optional MP4): state, action, episodes, success."""
+
+    path: tyro.conf.Positional[Path]
+    """The HDF5 demo file."""
+    out: Path
+    """The dataset folder to create (absent or empty); `LeRobotDataset(repo_id, root=OUT)` loads it."""
+    video: bool = False
+    """Also render each demo from its saved MuJoCo states into observation.images.<camera> (MP4, H.264)."""
+    width: int | None = None
+    """With --video: frame width [px], even (default: the env's, 480)."""
+    height: int | None = None
+    """With --video: frame height [px], even (default: the env's, 360)."""
+
+    def __post_init__(self) -> None:
+        if not self.video and (self.width is not None or self.height is not None):
+            raise ValueError("`--width` and `--height` set the video's frame size; add --video to render one.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataImportLeRobot:
+    """Write a LeRobotDataset v3.0 of a robot_rl env (e.g. from export-lerobot) as an HDF5 demo file."""
+
+    root: tyro.conf.Positional[Path]
+    """The dataset folder (it holds meta/info.json)."""
+    out: Path
+    """The HDF5 demo file to create."""
+    env: str | None = None
+    """Environment id, for a dataset not written by export-lerobot (its meta/info.json names none)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataView:
+    """Write a demo file as an MCAP file for Foxglove: the scene from the saved states, actions, goals, success."""
+
+    path: tyro.conf.Positional[Path]
+    """The HDF5 demo file."""
+    out: Path | None = None
+    """The MCAP file to write (default: PATH with the suffix .mcap); open it in Foxglove (docs/observability.md)."""
+
+
 DataCommand = (
     Annotated[DataInfo, tyro.conf.subcommand("info")]
     | Annotated[DataReplay, tyro.conf.subcommand("replay")]
@@ -175,6 +202,9 @@ DataCommand = (
     | Annotated[DataSplit, tyro.conf.subcommand("split")]
     | Annotated[DataCheck, tyro.conf.subcommand("check")]
     | Annotated[DataFromBag, tyro.conf.subcommand("from-bag")]
+    | Annotated[DataExportLeRobot, tyro.conf.subcommand("export-lerobot")]
+    | Annotated[DataImportLeRobot, tyro.conf.subcommand("import-lerobot")]
+    | Annotated[DataView, tyro.conf.subcommand("view")]
 )
 
 
@@ -238,7 +268,9 @@ Command = (
     | Annotated[
         DataCommand,
         tyro.conf.subcommand(
-            "data", description="Demo files: info | replay | render | merge | split | check | from-bag."
+            "data",
+            description="Demo files: info | replay | render | merge | split | check | from-bag | export-lerobot | "
+            "import-lerobot | view.",
         ),
     ]
     | Annotated[
@@ -248,6 +280,7 @@ Command = (
         ),
     ]
     | Annotated[Pipeline, tyro.conf.subcommand("pipeline")]
+    | Annotated[Sweep, tyro.conf.subcommand("sweep")]
     | Annotated[Export, tyro.conf.subcommand("export")]
     | Annotated[Convert, tyro.conf.subcommand("convert")]
     | Annotated[
@@ -263,13 +296,16 @@ OUTPUTS: dict[type, dict[str, OutputKind]] = {
     DataRender: {"out": "file"},
     DataMerge: {"out": "file"},
     DataFromBag: {"out": "file"},
+    DataExportLeRobot: {"out": "folder"},
+    DataImportLeRobot: {"out": "file"},
+    DataView: {"out": "file"},
     TrainBC: {"out": "folder"},
     TrainDiffusion: {"out": "folder"},
     TrainResidual: {"out": "folder"},
     Export: {"out": "folder"},
     Convert: {"run": "folder"},
     Pipeline: {"out": "folder"},
-    Bench: {"out": "folder"},
+    Sweep: {"out": "folder"},
     MonitorCalibrate: {"policy": "folder"},
     MonitorEval: {"out": "folder"},
 }

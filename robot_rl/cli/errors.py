@@ -158,9 +158,18 @@ def _where(path: list[str]) -> str:
     return f"`{command}`; see `{command} --help`"
 
 
-def _message(event: tyro_errors.ParseErrorEvent, argv: Sequence[str], tree: dict[str, Any]) -> str | None:
-    """One line for a tyro parse failure, or None for an event this CLI does not know (tyro's box is folded)."""
-    path, node = _selected(tree, argv)
+def _message(
+    event: tyro_errors.ParseErrorEvent,
+    argv: Sequence[str],
+    tree: dict[str, Any] | type,
+    prefix: Sequence[str] = (),
+) -> str | None:
+    """One line for a tyro parse failure, or None for an event this CLI does not know (tyro's box is folded).
+
+    ``tree`` is a command tree, or one options dataclass parsed under the verbs ``prefix`` (``robot-rl bench envs``).
+    """
+    path, node = _selected(tree, argv) if isinstance(tree, dict) else ([], tree)
+    path = [*prefix, *path]
     if isinstance(event, tyro_errors.InstantiationFailure):
         if event.argument is not None:
             return _bad_value(event, argv)
@@ -217,16 +226,17 @@ def _fold_box(text: str) -> str:
     return one_line(" ".join(body)) or "invalid command line; see `robot-rl --help`"
 
 
-def parse(command_type: Any, argv: Sequence[str] | None, description: str) -> Any:
+def parse(command_type: Any, argv: Sequence[str] | None, description: str, prefix: Sequence[str] = ()) -> Any:
     """``tyro.cli(command_type)`` whose refusals raise :class:`UsageError` (one line) instead of printing a box.
 
-    ``--help`` prints and exits as tyro does.
+    ``command_type`` is the union of verbs, or one options dataclass read after the verbs ``prefix`` (``bench envs``:
+    the messages and ``--help`` then say ``robot-rl bench envs``). ``--help`` prints and exits as tyro does.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    tree = command_tree(command_type)
+    tree = command_tree(command_type) if typing.get_args(command_type) else command_type
 
     def hook(event: tyro_errors.ParseErrorEvent) -> None:
-        message = _message(event, args, tree)
+        message = _message(event, args, tree, prefix)
         if message is not None:
             raise UsageError(message)
 
@@ -234,7 +244,7 @@ def parse(command_type: Any, argv: Sequence[str] | None, description: str) -> An
     try:
         hooked = tyro_errors.on_parse_error(hook) if tyro_errors is not None else contextlib.nullcontext()
         with hooked, contextlib.redirect_stderr(captured):
-            command = tyro.cli(command_type, args=args, prog=PROG, description=description)
+            command = tyro.cli(command_type, args=args, prog=" ".join([PROG, *prefix]), description=description)
     except SystemExit as stop:
         if stop.code not in (0, None):
             raise UsageError(_fold_box(captured.getvalue())) from None

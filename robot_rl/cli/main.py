@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import sys
 
 # Offscreen rendering (videos) needs its GL backend chosen before mujoco is imported: without a
@@ -16,19 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 from robot_rl.cli.checks import check_numbers, check_outputs
 from robot_rl.cli.commands import (
-    BENCHMARKS,
     OUTPUTS,
     Bench,
     Collect,
     Command,
     Convert,
     DataCheck,
+    DataExportLeRobot,
     DataFromBag,
+    DataImportLeRobot,
     DataInfo,
     DataMerge,
     DataRender,
     DataReplay,
     DataSplit,
+    DataView,
     Envs,
     Export,
 )
@@ -90,15 +93,33 @@ def _print_report(report: dict) -> None:
     if report.get("monitor", "off") != "off":
         alarms = report.get("monitor_alarms")
         print(f"monitor {report['monitor']}" + (f": alarms in {alarms} episodes" if alarms is not None else ""))
+        if report.get("monitor_false_alarms"):
+            from robot_rl.monitor.metrics import format_false_alarms
+
+            print(f"  {format_false_alarms(report['monitor_false_alarms'])}")
     if report.get("takeover", "none") != "none":
         quit_note = " (quit early)" if report["quit"] else ""
         print(f"takeover ({report['takeover']}): {report['intervention_steps']} human steps{quit_note}")
     if "record" in report:
         print(f"recorded: {report['record']}")
+    if "log" in report:
+        print(f"log: {report['log']}")
     if "video" in report:
         print(f"video: {report['video']}")
     if "plot" in report:
         print(f"training curves: {report['plot']}")
+    if "execution" in report:
+        print(f"ran on{_workers_note(report['execution'])[1:]}")
+
+
+def _workers_note(execution: dict) -> str:
+    """``, 2 worker processes (1 run again after a worker died: [3])``: how a parallel run went, in one line."""
+    rerun = execution["rerun_episodes"]
+    again = f" ({len(rerun)} run again after a worker died: {rerun})" if rerun else ""
+    if execution["backend"] == "ray":
+        nodes = len({w["node"] for w in execution["where"]})
+        return f", {execution['workers']} Ray workers on {nodes} node{'s' * (nodes != 1)}{again}"
+    return f", {execution['workers']} worker processes{again}"
 
 
 def _suite(command: EvalConfig) -> None:
@@ -153,7 +174,7 @@ def _collect_view(command: Collect) -> tuple[LiveView, Callable[[CollectStatus],
 def _data(command: object) -> int:
     import os
 
-    if isinstance(command, DataRender):
+    if isinstance(command, DataRender | DataExportLeRobot):
         os.environ.setdefault("MUJOCO_GL", "osmesa")
     from robot_rl import data
 
@@ -181,11 +202,35 @@ def _data(command: object) -> int:
             f"human) of {summary['env_id']} from {command.bag}"
             + (f"; {summary['skipped']} single-record episodes skipped" if summary["skipped"] else "")
         )
+    elif isinstance(command, DataExportLeRobot | DataImportLeRobot):
+        from robot_rl.data import lerobot
+
+        if isinstance(command, DataExportLeRobot):
+            size = {"width": command.width, "height": command.height}
+            summary = lerobot.export_lerobot(command.path, command.out, video=command.video, progress=True, **size)
+            print(lerobot.format_export(summary))
+        else:
+            print(lerobot.format_import(lerobot.import_lerobot(command.root, command.out, env_id=command.env)))
+    elif isinstance(command, DataView):
+        from robot_rl.data.mcap_view import demos_to_mcap
+
+        summary = demos_to_mcap(command.path, command.out)
+        notes = "".join(f"; {note}" for note in summary["notes"])
+        print(
+            f"{summary['out']}: {len(summary['episodes'])} demos ({summary['steps']} steps) of {summary['env_id']}, "
+            f"{sum(summary['messages'].values())} messages on {len(summary['messages'])} channels{notes}. Open it in "
+            "Foxglove (layout: docs/foxglove/robot_rl_layout.json)."
+        )
     return 0
 
 
 def run(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["bench"]:
+        return _bench(args[1:])
+    if args[:1] == ["sweep"]:
+        return _sweep(args[1:])
     command = parse(Command, argv, description="robot_rl: sim-to-real robot learning.")
     check_numbers(command)
     check_outputs(command, OUTPUTS.get(type(command), {}))
@@ -218,6 +263,8 @@ def run(argv: list[str] | None = None) -> int:
                 env_kwargs={"randomize": command.randomize},
                 keep_failed=command.keep_failed,
                 on_step=on_step,
+                workers=command.workers,
+                ray_address=command.ray_address,
             )
         finally:
             if live is not None:
@@ -229,8 +276,21 @@ def run(argv: list[str] | None = None) -> int:
             + (f", source success {rate:.0%}" if rate is not None else "")
             + f", {summary['wall_time_s']:.1f} s"
             + (" (quit)" if summary["quit"] else "")
+            + (_workers_note(summary["execution"]) if "execution" in summary else "")
         )
-    elif isinstance(command, DataInfo | DataReplay | DataRender | DataMerge | DataSplit | DataCheck | DataFromBag):
+    elif isinstance(
+        command,
+        DataInfo
+        | DataReplay
+        | DataRender
+        | DataMerge
+        | DataSplit
+        | DataCheck
+        | DataFromBag
+        | DataExportLeRobot
+        | DataImportLeRobot
+        | DataView,
+    ):
         return _data(command)
     elif isinstance(command, Pipeline):
         from robot_rl.pipeline import run_pipeline
@@ -244,12 +304,15 @@ def run(argv: list[str] | None = None) -> int:
         print(f"run: {command.out}\nlast evaluation: {shown}")
         print(f"evaluate (base alone reported beside it): robot-rl eval --policy {command.out} --episodes 100")
     elif isinstance(command, TrainBC | TrainDiffusion):
+        import os
+
         from robot_rl.policies.train import train
 
         metrics = train(command)
-        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-        print(f"run: {command.out}\nfinal: {shown}")
-        print(f"evaluate: robot-rl eval --policy {command.out} --episodes 100")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run it wrote
+            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+            print(f"run: {command.out}\nfinal: {shown}")
+            print(f"evaluate: robot-rl eval --policy {command.out} --episodes 100")
     elif isinstance(command, Export):
         from robot_rl.rl.residual_export import export_training_run
 
@@ -292,41 +355,87 @@ def run(argv: list[str] | None = None) -> int:
         from robot_rl.monitor.commands import run_command
 
         run_command(command, sys.argv[1:] if argv is None else argv)
-    elif isinstance(command, Bench):
-        import importlib.util
-
-        path = Path(__file__).resolve().parents[2] / "bench" / BENCHMARKS[command.which]
-        if not path.is_file():
-            raise ValueError(f"benchmark script {path} not found (it ships with the source checkout).")
-        if command.which == "policy":
-            _check_bench_run(command.run)
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if command.which == "policy":
-            module.run(command.run, [1, 2, 3, 5, 10], command.episodes, 300, command.out)
-        elif command.which == "runtime":
-            module.run(command.episodes, command.out)
-        elif command.which == "robustness":
-            module.run(command.episodes, card=command.card, out_dir=command.out)
-        elif command.which == "adaptation":
-            module.run(command.episodes, command.out)
-        else:
-            module.run(out_dir=command.out)
     return 0
 
 
-def _check_bench_run(run_dir: Path | None) -> None:
-    """`bench policy` measures a diffusion run: refuse anything else before the benchmark loads."""
-    from robot_rl.policies.checkpoint import read_config
+def _sweep(args: list[str]) -> int:
+    """``robot-rl sweep [OPTIONS] -- train ...``: a training command over seeds and a grid (robot_rl.sweep).
 
-    if run_dir is None:
-        raise ValueError("`bench policy` needs --run RUN_DIR (a diffusion training run).")
-    kind = read_config(run_dir).get("policy_type")
-    if kind != "diffusion":
-        raise ValueError(
-            f"`bench policy` measures denoising steps: --run must be a diffusion run; {run_dir} is {kind}."
+    Each grid point's command line is parsed here first, as `robot-rl train` would: a trial it refuses is
+    reported as failed with that line and never started. Exit 1 when any trial failed.
+    """
+    from robot_rl.sweep import Sweep, Trial, run_sweep
+    from robot_rl.sweep.config import check_command
+    from robot_rl.sweep.summary import format_markdown
+
+    split = args.index("--") if "--" in args else len(args)
+    options = parse(Sweep, args[:split], description=one_line(Sweep.__doc__ or ""), prefix=("sweep",))
+    command = args[split + 1 :]
+    check_numbers(options)
+    check_outputs(options, OUTPUTS[Sweep])
+    check_command(command, options.grid)
+    verdicts: dict[tuple[tuple[str, str], ...], str | None] = {}
+
+    def refused(trial: Trial) -> str | None:
+        if trial.point not in verdicts:
+            try:
+                check_numbers(parse(Command, list(trial.argv), description=""))
+                verdicts[trial.point] = None
+            except (UsageError, ValueError) as err:
+                verdicts[trial.point] = one_line(str(err))
+        return verdicts[trial.point]
+
+    if options.dry_run:
+        from robot_rl.sweep import trials
+
+        problems = 0
+        for trial in trials(options, command):
+            reason = refused(trial)
+            problems += reason is not None
+            print(f"{trial.name}: robot-rl {shlex.join(trial.argv)}" + (f"\n  refused: {reason}" if reason else ""))
+        return 1 if problems else 0
+    summary = run_sweep(options, command, refused)
+    print("\n" + format_markdown(summary), end="")
+    print(f"summary: {options.out / 'summary.md'}, {options.out / 'summary.json'}" + (
+        f", {summary['curves']}" if summary["curves"] else ""
+    ))
+    for failed in summary["failed"]:
+        print(f"robot-rl: trial {failed['trial']} failed: {failed['error']}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
+
+
+def _bench(args: list[str]) -> int:
+    """``robot-rl bench NAME [options]``: one benchmark of the bench/ suite (the only place robot_rl imports it)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "bench" / "harness.py").is_file():
+        raise ValueError(f"`robot-rl bench` runs the suite of the source checkout; {root / 'bench'} was not found.")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from bench import harness
+
+    if args[:1] in (["--list"], ["list"]):
+        print(harness.format_list())
+        return 0
+    if args[:1] in (["-h"], ["--help"]):
+        print(
+            "usage: robot-rl bench NAME [options]   (robot-rl bench NAME --help: its options)\n\n"
+            f"{Bench.__doc__}\n\n{harness.format_list()}"
         )
+        return 0
+    if not args or args[0].startswith("-"):
+        got = f"; got {args[0]}" if args else ""
+        raise UsageError(
+            f"`robot-rl bench` needs a benchmark name first: one of {', '.join(harness.REGISTRY)}{got} "
+            "(`robot-rl bench --list` says what each measures)"
+        )
+    name, rest = args[0], args[1:]
+    benchmark = harness.load(name)
+    summary = harness.summaries()[name]
+    options = parse(benchmark.options, rest, description=summary, prefix=("bench", name))
+    check_numbers(options)
+    check_outputs(options, {"out": "folder"})
+    harness.run(benchmark, options, command=shlex.join(["robot-rl", "bench", *args]))
+    return 0
 
 
 def main() -> None:

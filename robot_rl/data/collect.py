@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from robot_rl.data.recorder import DemoRecorder, StateReader
+from robot_rl.parallel import check_workers, is_parallel
 
 
 class EpisodeEvent(enum.Enum):
@@ -101,15 +102,9 @@ class PolicySource:
 
 def expert_source(env: Any, env_id: str) -> PolicySource:
     """The scripted expert of ``env_id`` as an action source."""
-    if "/Quadrotor" in env_id:
-        from robot_rl.envs.quadrotor.expert import QuadrotorExpert
+    from robot_rl.envs.registry import scripted_expert
 
-        unwrapped = env.unwrapped
-        quad = QuadrotorExpert(unwrapped.params, unwrapped.ctrl_dt)
-        return PolicySource(quad, "expert", quad.reset)
-    from robot_rl.envs.franka.experts import make_expert
-
-    expert = make_expert(env_id)
+    expert = scripted_expert(env_id, env)
     return PolicySource(expert, "expert", expert.reset)
 
 
@@ -182,6 +177,8 @@ def collect(
     max_attempts: int | None = None,
     on_step: Callable[[CollectStatus], None] | None = None,
     fsync: bool = True,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Record ``episodes`` demonstrations of ``env_id`` into ``out`` (appending if it exists).
 
@@ -207,11 +204,14 @@ def collect(
             that are not real-time, unlimited for a human).
         on_step: Called every control period with a :class:`CollectStatus`.
         fsync: fsync each commit (power-loss safety).
+        workers: The scripted expert's attempts on this many worker processes (None or 1: this process); this
+            process writes the file, in seed order: the same demos (:mod:`robot_rl.data.parallel_collect`).
+        ray_address: The attempts on a Ray cluster instead (``auto`` or ``HOST:PORT``; docs/scale.md).
 
     Returns:
         ``out``, ``env_id``, ``source``, ``kept``, ``discarded``, ``attempts``, ``steps``,
         ``demos`` (names committed), ``attempt_success_rate`` (success among episodes the env
-        ended), ``quit`` and ``wall_time_s``.
+        ended), ``quit`` and ``wall_time_s`` (on workers also ``execution``: where each attempt ran).
 
     Raises:
         ValueError: unknown env id or source, or ``episodes < 1``.
@@ -222,6 +222,13 @@ def collect(
 
     if episodes < 1:
         raise ValueError(f"`episodes` must be >= 1. Got {episodes}.")
+    check_workers(workers)
+    parallel = is_parallel(workers, ray_address)
+    if parallel and (source != "expert" or policy is not None or on_step is not None):
+        raise ValueError(
+            "--workers and --ray-address split the scripted expert's attempts (--source expert); a teleop device "
+            f"or a policy records in this process. Got source {source if isinstance(source, str) else 'object'!r}."
+        )
     env_id = check_env_id(env_id)
     if seed is None:
         seed = next_seed(out)
@@ -255,6 +262,14 @@ def collect(
             action_bounds=(env.action_space.low, env.action_space.high),
         )
         with recorder:
+            if parallel:
+                from robot_rl.data.parallel_collect import collect_parallel
+
+                assert max_attempts is not None
+                return collect_parallel(
+                    recorder, env_id, dict(env_kwargs or {}), episodes, seed, progress, keep_failed, max_attempts,
+                    workers, ray_address,
+                )  # fmt: skip
             return _loop(
                 env, env_id, action_source, recorder, episodes, seed, progress, keep_failed, max_attempts, on_step
             )

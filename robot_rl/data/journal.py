@@ -6,8 +6,9 @@ HDF5 is not transactional: while a file is open for writing its bytes on disk ar
 already open for write ... use h5clear"), and a kill in the middle of a write leaves metadata half
 updated. So HDF5 never opens the main file for writing. Instead (a redo log, as in databases):
 
-1. HDF5 opens the file through :class:`_Overlay`, a Python file object (h5py's ``fileobj`` driver)
-   that reads the main file but keeps every page HDF5 writes in memory.
+1. HDF5 opens the file through :class:`~robot_rl.data.page_overlay.PageOverlay`, a Python file
+   object (h5py's ``fileobj`` driver) that reads the main file but keeps every page HDF5 writes in
+   memory.
 2. When HDF5 has closed the file, the dirty pages are the complete new image. They are appended
    to ``<file>.journal`` as one record (header, runs of pages, CRC-32), and the journal
    is fsynced: from here on the update survives a crash.
@@ -29,24 +30,25 @@ file, and the two must not block each other.)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
-import io
 import os
 import struct
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import h5py
 from h5py import h5f, h5fd, h5p
 
+from robot_rl.data.page_overlay import PAGE, PageOverlay, Record
 from robot_rl.data.schema import DatasetError
 
-PAGE = 4096
-"""Overlay page size [bytes]."""
+__all__ = ["PAGE", "JournaledFile", "PageOverlay", "journal_path", "recover"]
+
+_Overlay = PageOverlay
+"""The overlay under the name ``bench/bench_recording.py`` times (its ``record`` is wrapped there)."""
+
 JOURNAL_SUFFIX = ".journal"
 CHECKPOINT_RECORDS = 64
 """Updates between checkpoints (main file fsynced, journal emptied)."""
@@ -60,17 +62,6 @@ _CRC = struct.Struct("<I")
 _DIGEST = _CRC.size
 
 
-@dataclasses.dataclass
-class _Record:
-    """One update: the file size before and after, and the byte runs to write."""
-
-    before: int
-    cut: int
-    """Size to truncate to before writing (below ``before`` only when HDF5 truncated the file)."""
-    after: int
-    runs: list[tuple[int, bytes]]
-
-
 LOCK_WAIT_S = 2.0
 """How long a writer waits for another process's brief recovery to release the lock [s]."""
 
@@ -80,163 +71,7 @@ def journal_path(path: Path) -> Path:
     return path.with_name(path.name + JOURNAL_SUFFIX)
 
 
-class _Overlay(io.RawIOBase):
-    """A file object over a read-only view of ``fd`` whose writes stay in memory, page by page.
-
-    HDF5 calls it through h5py's ``fileobj`` driver: about 60 seeks, 20 reads and 40 writes per
-    demo commit, most within one page, so those take a short path. One overlay serves every update
-    of a :class:`JournaledFile` (:meth:`reset` between them), which lets the HDF5 file access
-    property list that points at it be built once.
-    """
-
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self._fd = fd
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget all writes: the overlay shows the main file as it is now."""
-        self.base_size = os.fstat(self._fd).st_size
-        self.size = self.base_size
-        self.pages: dict[int, bytearray] = {}
-        self._pos = 0
-        self._base_limit = self.base_size
-        """Bytes of the main file still visible (a truncation hides the rest, even if regrown)."""
-
-    def _base(self, count: int, pos: int) -> bytes:
-        """Up to ``count`` bytes of the main file at ``pos`` that are still visible."""
-        count = min(count, self._base_limit - pos)
-        return os.pread(self._fd, count, pos) if count > 0 else b""
-
-    def _new_page(self, index: int) -> bytearray:
-        start = index * PAGE
-        if start >= self._base_limit:  # appended space: nothing to read
-            page = bytearray(PAGE)
-        else:
-            page = bytearray(self._base(PAGE, start))
-            if len(page) < PAGE:
-                page.extend(bytes(PAGE - len(page)))
-        self.pages[index] = page
-        return page
-
-    def readable(self) -> bool:  # noqa: D102
-        return True
-
-    def writable(self) -> bool:  # noqa: D102
-        return True
-
-    def seekable(self) -> bool:  # noqa: D102
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:  # noqa: D102
-        if whence == io.SEEK_SET:
-            self._pos = offset
-        elif whence == io.SEEK_CUR:
-            self._pos += offset
-        elif whence == io.SEEK_END:
-            self._pos = self.size + offset
-        else:
-            raise ValueError(f"`whence` must be 0, 1 or 2. Got {whence}.")
-        return self._pos
-
-    def tell(self) -> int:  # noqa: D102
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:  # noqa: D102
-        pos = self._pos
-        view = memoryview(buffer).cast("B")
-        n = min(len(view), max(0, self.size - pos))
-        index, offset = divmod(pos, PAGE)
-        if offset + n <= PAGE:  # within one page: most HDF5 metadata reads
-            page = self.pages.get(index)
-            if page is not None:
-                view[:n] = page[offset : offset + n]
-            else:
-                data = self._base(n, pos)
-                got = len(data)
-                view[:got] = data
-                if got < n:
-                    view[got:n] = bytes(n - got)
-            self._pos = pos + n
-            return n
-        done = 0
-        while done < n:
-            index, offset = divmod(pos, PAGE)
-            count = min(PAGE - offset, n - done)
-            page = self.pages.get(index)
-            if page is not None:
-                view[done : done + count] = page[offset : offset + count]
-            else:
-                data = self._base(count, pos)
-                view[done : done + len(data)] = data
-                view[done + len(data) : done + count] = bytes(count - len(data))
-            done += count
-            pos += count
-        self._pos = pos
-        return n
-
-    def write(self, data: Any) -> int:  # noqa: D102
-        pos = self._pos
-        view = memoryview(data).cast("B")
-        n = len(view)
-        index, offset = divmod(pos, PAGE)
-        if offset + n <= PAGE:  # within one page: most HDF5 metadata writes
-            page = self.pages.get(index)
-            if page is None:
-                page = self._new_page(index)
-            page[offset : offset + n] = view
-        else:
-            done = 0
-            while done < n:
-                index, offset = divmod(pos + done, PAGE)
-                count = min(PAGE - offset, n - done)
-                page = self.pages.get(index)
-                if page is None:
-                    page = self._new_page(index)
-                page[offset : offset + count] = view[done : done + count]
-                done += count
-        self._pos = end = pos + n
-        if end > self.size:
-            self.size = end
-        return n
-
-    def truncate(self, size: int | None = None) -> int:  # noqa: D102
-        size = self._pos if size is None else size
-        self._base_limit = min(self._base_limit, size)
-        if size < self.size:
-            for index in [i for i in self.pages if i * PAGE >= size]:
-                del self.pages[index]
-            tail = self.pages.get(size // PAGE)
-            if tail is not None:
-                tail[size % PAGE :] = bytes(PAGE - size % PAGE)
-        self.size = size
-        return size
-
-    def flush(self) -> None:  # noqa: D102
-        pass
-
-    def record(self) -> _Record:
-        """The update: dirty pages clipped to the new size, contiguous pages joined into runs."""
-        runs: list[tuple[int, bytes]] = []
-        size = self.size
-        run_start, chunks = -1, []
-        for index in sorted(self.pages):
-            start = index * PAGE
-            if start >= size:
-                break
-            if chunks and start != run_start + PAGE * len(chunks):
-                runs.append((run_start, b"".join(chunks)))
-                chunks = []
-            if not chunks:
-                run_start = start
-            page = self.pages[index]
-            chunks.append(page if start + PAGE <= size else memoryview(page)[: size - start])
-        if chunks:
-            runs.append((run_start, b"".join(chunks)))
-        return _Record(self.base_size, self._base_limit, size, runs)
-
-
-def _encode(record: _Record, inode: int) -> list[bytes]:
+def _encode(record: Record, inode: int) -> list[bytes]:
     """The journal record as buffers for one ``pwritev``: header, runs, CRC-32 of everything before."""
     parts: list[bytes] = [b""]
     for offset, chunk in record.runs:
@@ -251,13 +86,13 @@ def _encode(record: _Record, inode: int) -> list[bytes]:
     return parts
 
 
-def _parse(journal: bytes, inode: int) -> list[_Record]:
+def _parse(journal: bytes, inode: int) -> list[Record]:
     """The complete, chained records of a journal, in order; parsing stops at the first bad one.
 
     A torn record (killed or powered off while writing it) fails its checksum and ends the list,
     as does a record from another file (inode) or one that does not continue the previous one.
     """
-    records: list[_Record] = []
+    records: list[Record] = []
     pos = 0
     while pos + _HEADER.size + _DIGEST <= len(journal):
         magic, ino, before, cut, after, count, body = _HEADER.unpack_from(journal, pos)
@@ -274,12 +109,12 @@ def _parse(journal: bytes, inode: int) -> list[_Record]:
             at += _RUN.size
             runs.append((offset, journal[at : at + length]))
             at += length
-        records.append(_Record(before, cut, after, runs))
+        records.append(Record(before, cut, after, runs))
         pos = end + _DIGEST
     return records
 
 
-def _apply(fd: int, record: _Record) -> None:
+def _apply(fd: int, record: Record) -> None:
     # Idempotent: applying a record again (recovery after a crash) gives the same bytes.
     if os.fstat(fd).st_size > record.cut:
         os.ftruncate(fd, record.cut)
@@ -432,7 +267,7 @@ class JournaledFile:
 
         Built once, as ``h5py.File(overlay, "r+", libver="latest")`` would build them per update.
         """
-        self._overlay = _Overlay(self._fd)
+        self._overlay = PageOverlay(self._fd)
         self._fapl = h5p.create(h5p.FILE_ACCESS)
         self._fapl.set_fileobj_driver(h5fd.fileobj_driver, self._overlay)
         self._fapl.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)

@@ -46,44 +46,19 @@ from typing import Any
 import h5py
 import mujoco
 import numpy as np
-from h5py import h5a, h5d, h5g, h5p, h5s, h5t
+from h5py import h5g
 
 from robot_rl.data import schema
-from robot_rl.data.integrity import CHECKSUM_ATTR, checksum_value, digest
+from robot_rl.data.h5_writer import H5Writer
 from robot_rl.data.journal import JournaledFile
 from robot_rl.data.schema import DatasetError, DatasetMeta, DemoAttrs, FileAttrs, utc_now
+from robot_rl.data.sim_state import StateReader, mujoco_state
 
-_STATE_SPEC = int(mujoco.mjtState.mjSTATE_INTEGRATION)
-"""As a plain int: the binding converts it 0.2 us faster than the enum, on every step."""
+__all__ = ["DemoRecorder", "StateReader", "mujoco_state"]
+"""The state reader lives in :mod:`robot_rl.data.sim_state`; importing it from here works too."""
 
-
-def mujoco_state(env: Any) -> np.ndarray:
-    """The env's full MuJoCo integration state (``mjSTATE_INTEGRATION``). Shape: (S,)."""
-    return StateReader(env)()
-
-
-class StateReader:
-    """Reads an env's ``mjSTATE_INTEGRATION`` state; built once per env for the step loop.
-
-    Args:
-        env: A robot_rl env (wrapped or not).
-    """
-
-    def __init__(self, env: Any) -> None:
-        unwrapped = env.unwrapped
-        self.model, self.data = unwrapped.model, unwrapped.data
-        self.size = mujoco.mj_stateSize(self.model, _STATE_SPEC)
-
-    def __call__(self, out: np.ndarray | None = None) -> np.ndarray:
-        """The current state, in ``out`` (float64, shape (S,), e.g. :meth:`DemoRecorder.state_slot`) or a new array.
-
-        Returns:
-            ``out``, or the new array. Shape: (S,).
-        """
-        if out is None:
-            out = np.empty(self.size)
-        mujoco.mj_getState(self.model, self.data, out, _STATE_SPEC)
-        return out
+_Writer = H5Writer
+"""The commit's writer under the name ``bench/bench_recording.py`` times (its methods are wrapped there)."""
 
 
 def _as_jsonable(randomization: Any) -> dict[str, Any] | None:
@@ -96,55 +71,8 @@ def _as_jsonable(randomization: Any) -> dict[str, Any] | None:
     raise TypeError(f"`randomization` must be a dataclass, a mapping or None. Got {type(randomization).__name__}.")
 
 
-_STRING = h5py.string_dtype()
 _NO_SLOT = object()
 """``DemoRecorder._slot`` when no state row is handed out (never ``is`` a state passed in)."""
-
-
-class _Writer:
-    """Low-level h5py object creation: about twice as fast as ``create_dataset`` / ``attrs[...]``.
-
-    The commit creates 13 objects and 8 attributes (and a checksum per dataset); through h5py's
-    high-level API that alone was half the per-episode recording cost.
-    """
-
-    def __init__(self) -> None:
-        # Object timestamps are off: they cost a clock read per object and make files differ byte
-        # for byte between identical collections.
-        self.dcpl = h5p.create(h5p.DATASET_CREATE)
-        self.dcpl.set_obj_track_times(False)
-        self.gcpl = h5p.create(h5p.GROUP_CREATE)
-        self.gcpl.set_obj_track_times(False)
-        self._types: dict[np.dtype, Any] = {}
-        self._scalar = h5s.create(h5s.SCALAR)
-
-    def _type(self, dtype: np.dtype) -> Any:
-        tid = self._types.get(dtype)
-        if tid is None:
-            tid = self._types[dtype] = h5t.py_create(dtype, logical=True)
-        return tid
-
-    def group(self, parent: Any, name: str) -> Any:
-        return h5g.create(parent, name.encode(), gcpl=self.gcpl)
-
-    def dataset(self, parent: Any, name: str, array: np.ndarray) -> None:
-        """Create dataset ``name`` holding ``array``, with the sha256 of its values (:mod:`integrity`)."""
-        array = np.ascontiguousarray(array)
-        tid = self._type(array.dtype)
-        dset = h5d.create(parent, name.encode(), tid, h5s.create_simple(array.shape), dcpl=self.dcpl)
-        dset.write(h5s.ALL, h5s.ALL, array, mtype=tid)  # the cached type: no type built per write
-        self.new_attr(dset, CHECKSUM_ATTR, checksum_value(digest(array)))
-
-    def new_attr(self, obj: Any, name: str, value: Any) -> None:
-        """Create attribute ``name`` (it must not exist) holding a scalar or a string."""
-        array = np.array(value, dtype=_STRING) if isinstance(value, str) else np.asarray(value)
-        attr = h5a.create(obj, name.encode(), self._type(array.dtype), self._scalar)
-        attr.write(array)
-
-    def set_attr(self, obj: Any, name: str, value: Any) -> None:
-        """Overwrite existing attribute ``name`` with a value of the same type."""
-        attr = h5a.open(obj, name.encode())
-        attr.write(np.array(value, dtype=attr.dtype))
 
 
 class DemoRecorder:
@@ -211,7 +139,7 @@ class DemoRecorder:
             journaled.close()
             raise
         self._file: JournaledFile | None = journaled
-        self._writer = _Writer()
+        self._writer = H5Writer()
         self._steps: list[tuple[Any, ...]] = []
         """(obs, action, reward, done, next_obs, intervention) per step, by reference."""
         self._states = np.empty((0, 0))

@@ -150,6 +150,10 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         """The quantity compared with the goal [m]. Shape: (3,)."""
         raise NotImplementedError
 
+    def _simulate(self) -> None:
+        """Advance the physics one control period (``n_substeps`` steps of ``sim_dt``) after ``_apply_action``."""
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+
     def _neutral_action(self) -> np.ndarray:
         """Action applied while a latency queue is filling (hold still)."""
         return np.zeros(self.action_space.shape, dtype=np.float64)
@@ -208,7 +212,7 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             else:
                 action = self._neutral_action()
         self._apply_action(action)
-        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        self._simulate()
         obs = self._get_obs()
         # The scalar form of compute_reward (one distance on Python floats, no array round trips).
         distance = math.dist(obs["achieved_goal"].tolist(), self._goal.tolist())

@@ -26,9 +26,9 @@ class Guard:
     """
 
     def __init__(self, env_id: str, env: Any, safety: bool) -> None:
-        from robot_rl.safety.factory import safety_for_env
+        from robot_rl.deploy import safety_chain
 
-        chain, check = safety_for_env(env_id)
+        chain, check = safety_chain(env_id)
         self.chain = chain if safety else None
         self.check = check
         self._unwrapped = env.unwrapped
@@ -46,6 +46,12 @@ class Guard:
         self.monitor_state = "off"
         """``off``, ``on``, or ``off: <why>`` when it was asked for but cannot run."""
         self.first_alarm_step: int | None = None
+        self.last_report: Any = None
+        """The chain's report on the latest command (None: none, or the chain is off); read by the --log."""
+        self.last_output: Any = None
+        """The Controller's output at the latest step (exported policies); read by the --log."""
+        self.last_violations: list[str] = []
+        """The constraints the state reached by the latest step breaks."""
 
     def start_episode(self) -> None:
         """New episode: per-episode counts and the chain's memory."""
@@ -73,6 +79,7 @@ class Guard:
 
     def count_report(self, report: Any) -> None:
         """Count one step's chain report (changed the command, or fell back)."""
+        self.last_report = report
         if report is None:
             return
         if getattr(report, "changed", False):
@@ -90,6 +97,7 @@ class Guard:
         """Judge the state the step reached against the configured constraints."""
         self.step_index += 1
         broken = self.check.violations(self._unwrapped.robot_state())
+        self.last_violations = broken
         if broken:
             self.violation_steps += 1
             self.episode_violations += 1

@@ -20,15 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from robot_rl.envs.randomization import DomainRandomization
+from robot_rl.envs.registry import robot_of
 from robot_rl.export.card import points
 
 SUITE_DIR = Path(__file__).parent / "suites"
 """Where the named suites live (one YAML per suite and robot family)."""
-
-
-def robot_family(env_id: str) -> str:
-    """``quadrotor`` or ``franka`` for a robot_rl env id."""
-    return "quadrotor" if "/Quadrotor" in env_id or env_id.startswith("Quadrotor") else "franka"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +76,7 @@ def load_suite(spec: str | Path, env_id: str) -> Suite:
         ValueError: an unknown name ("did you mean" and the list), a file that is not a suite, or a suite
             for another robot.
     """
-    robot = robot_family(env_id)
+    robot = robot_of(env_id).family
     spec_str = str(spec)
     if spec_str.endswith((".yaml", ".yml")) or Path(spec_str).is_file():
         path = Path(spec_str)
@@ -130,27 +126,39 @@ def run_suite(config: Any, suite: Suite, expert: bool = True) -> dict[str, Any]:
     """Evaluate ``config.policy`` (an ``EvalConfig``) under every family of ``suite``, and the expert beside it.
 
     ``config.episodes`` episodes per family and policy, from ``suite.seed`` (``config.seed`` overrides it),
-    with ``config``'s safety and monitor settings. Videos and per-run JSON are not written.
+    with ``config``'s safety and monitor settings. Videos and per-run JSON are not written. With ``config.workers``
+    or ``config.ray_address`` every run's episodes share one pool of workers (:func:`evaluate_runs`); the table is
+    the one-process table.
     """
-    from robot_rl.evaluation.evaluate import evaluate, wilson_interval
+    from robot_rl.evaluation.evaluate import EvalRun, evaluate, evaluate_runs, policy_env_id, wilson_interval
+    from robot_rl.parallel import is_parallel
 
     seed = suite.seed if config.seed is None else config.seed
     base = dataclasses.replace(
         config, seed=seed, json=None, video=None, plot=None, randomize="nominal", suite=None, families=(), card=False
     )
+    env_id = policy_env_id(base)
+    whos = ("policy", "expert") if expert and config.policy != "expert" else ("policy",)
+    runs = []
+    for family in suite.families:
+        for who in whos:
+            run_config = base
+            if who == "expert":
+                run_config = dataclasses.replace(base, policy="expert", monitor="off", env=env_id, threads=1)
+            runs.append(EvalRun(run_config, family.randomize, family.name))
+    if is_parallel(config.workers, config.ray_address):  # every family's episodes on the same workers, one bar
+        reports = iter(evaluate_runs(runs, progress=f"{suite.name} suite {Path(str(config.policy)).name}"))
+    else:
+        reports = (evaluate(run.config, randomization=run.randomization, label=run.label) for run in runs)
     rows = []
-    env_id = config.env
     for family in suite.families:
         row: dict[str, Any] = {
             "family": family.name,
             "description": family.description,
             "randomize": _randomize_json(family.randomize),
         }
-        for who in ("policy", "expert") if expert and config.policy != "expert" else ("policy",):
-            run_config = base
-            if who == "expert":
-                run_config = dataclasses.replace(base, policy="expert", monitor="off", env=env_id, threads=1)
-            report = evaluate(run_config, randomization=family.randomize, label=family.name)
+        for who in whos:
+            report = next(reports)
             successes = sum(e["success"] for e in report["per_episode"])
             n = report["episodes"]
             row[who] = {
@@ -161,6 +169,8 @@ def run_suite(config: Any, suite: Suite, expert: bool = True) -> dict[str, Any]:
                 "safety_interventions": report.get("safety_interventions"),
                 "safety_violations": report.get("safety_violations"),
             }
+            if report.get("monitor_false_alarms"):  # a monitor that alarms on every perturbed success is no use
+                row[who]["monitor_false_alarms"] = report["monitor_false_alarms"]
             env_id = report["env"]
         rows.append(row)
     nominal = rows[0]["policy"]["success_rate"]

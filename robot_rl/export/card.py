@@ -18,13 +18,50 @@ from robot_rl.export.metadata import (
     ONNX_METADATA_KEY,
     README_FILE,
     ROBUSTNESS_FILE,
+    PolicyFormatError,
     PolicyMetadata,
     dumps,
+    sha256_bytes,
 )
+from robot_rl.export.tensors import DESCRIBED_TENSOR_FIELDS, describe, observation_doc
 
 
 def _shape(shape: list[int | str]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _cell(text: str) -> str:
+    """Text for a markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def _calling(meta: PolicyMetadata) -> list[str]:
+    """The card's ``calling`` section: how to run the graph without robot_rl."""
+    rule = meta.calling
+    assert rule is not None
+    lines = [
+        "",
+        "## Calling the graph without robot_rl",
+        "",
+        "What robot_rl's runtime Controller does each control period (metadata.json `calling`; a Node example "
+        "that runs a policy from metadata.json alone is in robot_rl's docs/runtime.md):",
+        "",
+    ]
+    lines += [f"{i}. {step}" for i, step in enumerate(rule.sequence, start=1)]
+    lines.append("")
+    for name, text in (
+        ("Chunking", rule.chunking),
+        ("History", rule.history),
+        ("Noise", rule.noise),
+        ("Empty batch", rule.empty_batch),
+        ("Normalization", rule.normalization),
+        ("Action limits", rule.action_limits),
+        ("Invalid input", rule.invalid_input),
+        ("Reference runtime", rule.reference_runtime),
+    ):
+        if text:
+            lines.append(f"- {name}: {text}")
+    return lines
 
 
 def render_readme(meta: PolicyMetadata, out_dir: Path) -> str:
@@ -52,27 +89,30 @@ def render_readme(meta: PolicyMetadata, out_dir: Path) -> str:
         "",
         "## Inputs and outputs",
         "",
-        "| tensor | shape | dtype | meaning |",
-        "|---|---|---|---|",
+        "| tensor | shape | dtype | units | meaning | call rule |",
+        "|---|---|---|---|---|---|",
     ]
-    meaning = {
-        "obs_history": "raw flattened observations, oldest first",
-        "noise": "initial DDIM noise, standard normal (draw it from a seeded rng for reproducible chunks)",
-        "actions": "raw action chunk in the env's action units (not clipped)",
-    }
-    for spec in [*meta.onnx.inputs, *meta.onnx.outputs]:
-        lines.append(f"| `{spec.name}` | {_shape(spec.shape)} | {spec.dtype} | {meaning.get(spec.name, '')} |")
-    lines += [
-        "",
-        f"One observation ({obs.dim} values) is the concatenation of:",
-        "",
-        "| offset | values | from |",
-        "|---:|---:|---|",
-    ]
-    sources = [*obs.keys, *(["desired_goal - achieved_goal"] if obs.relative_goal else [])]
-    sources += [f"feature {f['name']}" for f in obs.features]  # features with memory come last
-    for seg, source in zip(obs.segments, sources, strict=False):
-        lines.append(f"| {seg.offset} | {seg.stop - seg.start} | `{source}` |")
+    described = meta if meta.calling is not None else describe(meta)  # cards exported before the descriptions
+    for spec in [*described.onnx.inputs, *described.onnx.outputs]:
+        meaning = spec.meaning + (f"; distribution: {spec.distribution}" if spec.distribution else "")
+        lines.append(
+            f"| `{spec.name}` | {_shape(spec.shape)} ({', '.join(spec.axes)}) | {spec.dtype} | {_cell(spec.units)} | "
+            f"{_cell(meaning)} | {_cell(spec.call)} |"
+        )
+    lines += ["", f"One observation ({obs.dim} values) is the concatenation of:", ""]
+    if obs.values:
+        lines += ["| index | values | from | quantity | unit |", "|---:|---:|---|---|---|"]
+        for row in obs.values:
+            lines.append(
+                f"| {row['start']} | {row['stop'] - row['start']} | `{row['source']}` | {_cell(row['quantity'])} | "
+                f"{row['unit']} |"
+            )
+    else:
+        lines += ["| offset | values | from |", "|---:|---:|---|"]
+        sources = [*obs.keys, *(["desired_goal - achieved_goal"] if obs.relative_goal else [])]
+        sources += [f"feature {f['name']}" for f in obs.features]  # features with memory come last
+        for seg, source in zip(obs.segments, sources, strict=False):
+            lines.append(f"| {seg.offset} | {seg.stop - seg.start} | `{source}` |")
     for feature in obs.features:
         params = ", ".join(f"{k} {v:g}" for k, v in feature.items() if isinstance(v, int | float) and k != "dim")
         lines += [
@@ -89,6 +129,7 @@ def render_readme(meta: PolicyMetadata, out_dir: Path) -> str:
     ]
     for dim in meta.action.dims:
         lines.append(f"| {dim.index} | `{dim.name}` | {dim.meaning} | {dim.physical} |")
+    lines += _calling(described)
     lines += [
         "",
         "## Run it",
@@ -150,8 +191,36 @@ def render_readme(meta: PolicyMetadata, out_dir: Path) -> str:
                 f"| {row['family']} | {row['description']} | {row['success_rate']:.2f} [{low:.2f}, {high:.2f}] | "
                 f"{drop} | {'-' if expert is None else f'{expert:.2f}'} |"
             )
+    lines += _monitor_promises(out_dir)
     lines.append("")
     return "\n".join(lines)
+
+
+def _monitor_promises(out_dir: Path) -> list[str]:
+    """The card's failure-monitor section: what each calibrated detector promises about false alarms.
+
+    Read from ``monitor/calibration.json`` (written by ``robot-rl monitor calibrate``; plain JSON, so that this
+    layer does not import the monitor); nothing when the folder has no calibration with promises.
+    """
+    try:
+        value = json.loads((Path(out_dir) / "monitor" / "calibration.json").read_text())
+        promises = value["promises"]
+        n, fit = len(value["seeds"]), len(value["fit_seeds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    lines = [
+        "",
+        "## Failure monitor",
+        "",
+        f"Calibrated at alpha = {value.get('alpha')} on {n} rollouts (`monitor/`; {fit} of them fit the transforms, "
+        "the others' successes set the thresholds). What each detector (`--monitor-detector`) promises about false "
+        "alarms on successful episodes under the calibration's conditions (nominal task, no safety chain):",
+        "",
+        "| detector | promise |",
+        "|---|---|",
+    ]
+    lines += [f"| `{name}` | {_cell(str(p.get('text', '')))} |" for name, p in promises.items() if isinstance(p, dict)]
+    return lines
 
 
 def points(change: float) -> str:
@@ -228,3 +297,74 @@ def record_robustness(policy_dir: str | os.PathLike[str], report: dict[str, Any]
     value["robustness"] = summary
     _write_card(policy_dir, value, ROBUSTNESS_FILE, report)
     return summary
+
+
+SHA_RECORDS = (EVAL_FILE, "monitor/calibration.json")
+"""Files beside a card that record policy.onnx's sha256 (the graph evaluated, the graph calibrated)."""
+
+
+def refresh_descriptions(policy_dir: str | os.PathLike[str]) -> str:
+    """Write :func:`~robot_rl.export.tensors.describe`'s fields into an exported policy's card, graph untouched.
+
+    Both copies of the card, metadata.json and the one embedded in policy.onnx, gain (or get anew) the described
+    fields: each tensor's ``axes``, ``meaning``, ``units``, ``call`` and ``distribution``, ``observation.values``
+    and ``calling`` (and ``observation.features``, empty, where a card from before features left it out). Every
+    other field of either copy stays as it is (``env_id`` included), and the graph (nodes,
+    weights) stays byte for byte the same, so the policy's actions do not change. policy.onnx's sha256 changes with
+    its embedded card: metadata.json's ``onnx_sha256`` and the records of the old sha256 beside it
+    (:data:`SHA_RECORDS`) follow; README.md is rendered again.
+
+    Returns:
+        The new sha256 of policy.onnx.
+
+    Raises:
+        PolicyFormatError: policy.onnx is not the file its card was written for, or it has no embedded card.
+    """
+    import onnx
+
+    from robot_rl.envs.registry import make
+
+    policy_dir = Path(policy_dir)
+    value = json.loads((policy_dir / METADATA_FILE).read_text())
+    meta = PolicyMetadata.from_json(value, str(policy_dir / METADATA_FILE))
+    old_bytes = (policy_dir / ONNX_FILE).read_bytes()
+    old_sha = sha256_bytes(old_bytes)
+    if old_sha != meta.onnx_sha256:
+        raise PolicyFormatError(f"{policy_dir / ONNX_FILE} has sha256 {old_sha}; its card says {meta.onnx_sha256}.")
+    model = onnx.load_from_string(old_bytes)
+    entries = [p for p in model.metadata_props if p.key == ONNX_METADATA_KEY]
+    if len(entries) != 1:
+        raise PolicyFormatError(f"{policy_dir / ONNX_FILE} has {len(entries)} embedded '{ONNX_METADATA_KEY}' cards.")
+    inner = json.loads(entries[0].value)
+    env = make(meta.env_id, **meta.env_kwargs)
+    env.close()
+    described = describe(meta, observation_doc(env)).to_json()
+    for card in (value, inner):
+        card["observation"].setdefault("features", [])  # the schema's default, written out for other runtimes
+        card["observation"]["values"] = described["observation"]["values"]
+        for side in ("inputs", "outputs"):
+            specs = {spec["name"]: spec for spec in described["onnx"][side]}
+            for spec in card["onnx"][side]:
+                spec.update({key: specs[spec["name"]][key] for key in DESCRIBED_TENSOR_FIELDS})
+        card["calling"] = described["calling"]
+    entries[0].value = json.dumps(inner, sort_keys=False)
+    new_bytes = model.SerializeToString()
+    before, after = onnx.load_from_string(old_bytes), onnx.load_from_string(new_bytes)
+    if before.graph.SerializeToString() != after.graph.SerializeToString():  # nodes and weights untouched
+        raise AssertionError(f"{policy_dir / ONNX_FILE}: rewriting its embedded card changed the graph.")
+    new_sha = sha256_bytes(new_bytes)
+    value["onnx_sha256"] = new_sha
+    for name, data in (
+        (ONNX_FILE, new_bytes),
+        (METADATA_FILE, (dumps(value, indent=2) + "\n").encode()),
+        *[
+            (n, (policy_dir / n).read_text().replace(old_sha, new_sha).encode())
+            for n in SHA_RECORDS
+            if (policy_dir / n).is_file()
+        ],
+    ):
+        tmp = policy_dir / (name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, policy_dir / name)
+    (policy_dir / README_FILE).write_text(render_readme(PolicyMetadata.from_json(value), policy_dir))
+    return new_sha

@@ -70,6 +70,7 @@ CONTRACT_FIELDS = (
     "ctrl_dt",
     "normalization",
     "onnx",
+    "calling",
 )
 """Fields that describe the graph and how it is run: metadata.json must agree with the embedded copy on these."""
 
@@ -115,6 +116,10 @@ class ObservationSpec:
         "stack the last n_obs_steps observations oldest first, repeating the first observation of an episode "
         "until there are enough"
     )
+    values: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """What the flattened observation holds, index range by index range: ``index`` ("first-last"), ``source``
+    (the dict entry and its indices), ``quantity`` and ``unit`` (from the env's documentation). Empty on cards
+    exported before they were described (:func:`robot_rl.export.tensors.describe`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,12 +194,48 @@ class TrainingData:
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
-    """One graph input or output."""
+    """One graph input or output, described for a runtime in any language (:mod:`robot_rl.export.tensors`)."""
 
     name: str
     shape: list[int | str]
-    """``batch`` names the dynamic axis."""
+    """``batch`` (chunk path) and ``rows`` (a residual's step path) name the dynamic axes."""
     dtype: str = "float32"
+    axes: list[str] = dataclasses.field(default_factory=list)
+    """What each axis counts, e.g. ``["batch", "n_obs_steps", "obs_dim"]``."""
+    meaning: str = ""
+    units: str = ""
+    call: str = ""
+    """When the tensor is fed (or read) and what it holds on each kind of call, the empty batch included."""
+    distribution: str | None = None
+    """A random input's distribution (the diffusion ``noise``: standard normal); None for the others."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CallRule:
+    """How a runtime drives policy.onnx, control period by control period.
+
+    What robot_rl's runtime Controller does (blend ``none``, no prefetch), written out for a runtime without
+    robot_rl (C++, Node, ...).
+    """
+
+    sequence: list[str]
+    """The steps of one control period, in order."""
+    chunking: str
+    """Which actions of a chunk are executed, and when the next chunk is computed."""
+    history: str
+    """How ``obs_history`` is built over an episode."""
+    normalization: str
+    """Where observations are standardized and actions unnormalized (inside the graph)."""
+    action_limits: str
+    """What the graph clips and what the caller must clip."""
+    noise: str | None
+    """When the diffusion noise is drawn and how robot_rl draws it (reproducible chunks); None without noise."""
+    empty_batch: str | None
+    """A per-step residual graph: the inputs of the path not used on a call get a batch of 0; None otherwise."""
+    invalid_input: str
+    """What to do with an observation holding NaN or inf."""
+    reference_runtime: str
+    """The onnxruntime settings robot_rl runs the graph with (for bit-identical actions)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +289,9 @@ class PolicyMetadata:
     robustness: dict[str, Any] | None = None
     """The robustness suite's table (``robot-rl eval --suite robustness --card``): per family, success with its
     95% interval, the drop from nominal and the scripted expert's success; the full report in robustness.json."""
+    calling: CallRule | None = None
+    """How to call the graph control period by control period (:mod:`robot_rl.export.tensors`); None on cards
+    written before it was described."""
     format_version: int = FORMAT_VERSION
 
     @property

@@ -62,6 +62,7 @@ from robot_rl.export.metadata import (
     sha256_bytes,
     sha256_file,
 )
+from robot_rl.export.tensors import describe, observation_doc
 from robot_rl.policies import checkpoint as ckpt
 from robot_rl.policies.base import ObsLayout, check_layout, parse_key
 
@@ -478,6 +479,7 @@ def export_run(
         exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         versions=_versions(),
     )
+    metadata = describe(metadata, observation_doc(env))  # each tensor's meaning, units and call rule, for any runtime
 
     model = onnx.load_from_string(model_bytes)
     kind = policy.kind if residual is None else f"{policy.kind}+{residual.algo}"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robot_rl.export.metadata import ONNX_FILE, read_metadata, sha256_bytes, sha256_file
+from robot_rl.export.metadata import ONNX_FILE, PolicyMetadata, read_metadata, sha256_bytes, sha256_file
 from robot_rl.policies import checkpoint as ckpt
 
 RESTORED_FROM = "restored_from"
@@ -32,10 +32,11 @@ class RestoreError(ValueError):
     """The exported folder cannot be turned back into an exact training run."""
 
 
-def restore_base_run(policy_dir: str | Path, out: str | Path) -> Path:
+def restore_base_run(policy_dir: str | Path, out: str | Path, card: PolicyMetadata | None = None) -> Path:
     """Write a bc|diffusion training run in ``out`` equivalent to the exported base ``policy_dir``.
 
-    Returns ``out``. An existing ``out`` rebuilt from the same graph (same sha256) is reused.
+    Returns ``out``. An existing ``out`` rebuilt from the same graph (same sha256) is reused. ``card`` is the
+    folder's card when the caller has already opened it (:func:`robot_rl.deploy.open_policy`); else it is read here.
 
     Raises:
         RestoreError: the folder holds a residual stack, its graph's sha256 does not match its card,
@@ -50,7 +51,7 @@ def restore_base_run(policy_dir: str | Path, out: str | Path) -> Path:
     from robot_rl.policies.models import build_policy
 
     policy_dir, out = Path(policy_dir), Path(out)
-    meta = read_metadata(policy_dir)
+    meta = card if card is not None else read_metadata(policy_dir)
     if meta.residual:
         raise RestoreError(f"{policy_dir} holds a {meta.residual['algo']} residual stack; only a base can be restored.")
     model_bytes = (policy_dir / ONNX_FILE).read_bytes()

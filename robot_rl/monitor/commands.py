@@ -19,9 +19,12 @@ def run_command(command: MonitorCalibrate | MonitorEval, argv: Sequence[str] | N
         FileNotFoundError, ValueError: one-line user errors (the CLI prints them and exits 2).
     """
     if isinstance(command, MonitorCalibrate):
-        from robot_rl.monitor.calibrate import calibrate, format_calibration
+        from robot_rl.monitor.calibrate import budget_for, calibrate, format_calibration
         from robot_rl.monitor.failure_monitor import CALIBRATION_FILE, monitor_dir
 
+        if command.budget_only:
+            print(budget_for(command).describe())
+            return
         calibration = calibrate(command)
         print(format_calibration(calibration, monitor_dir(command.policy) / CALIBRATION_FILE))
         print(f"evaluate: robot-rl monitor eval --policy {command.policy}")

@@ -23,17 +23,42 @@ CONDITION_STRIDE = 100_000
 class MonitorCalibrate:
     """Calibrate a policy's failure monitor: train RND on its demos, roll it out, set conformal thresholds.
 
-    Writes policies/NAME/monitor/{rnd.npz, calibration.json}.
+    Prints the budget (calibration successes for --alpha and --width), runs that many rollouts, and writes
+    policies/NAME/monitor/{rnd.npz, calibration.json} with each detector's false-alarm promise.
     """
 
     policy: Path
     """Exported policy folder (``robot-rl export ... --out DIR``)."""
     env: str | None = None
     """Environment id (default: the policy's; another is refused)."""
-    episodes: int = 50
-    """Calibration rollouts; the successful ones set the thresholds (at least ceil(1/alpha - 1) needed)."""
     alpha: float = 0.1
-    """Conformal level: the largest acceptable false-alarm probability on a successful episode."""
+    """False-alarm level in (0, 1): the largest acceptable probability that the monitor alarms during a successful
+    episode (averaged over calibrations; see --confidence)."""
+    episodes: int | None = None
+    """Calibration rollouts. Default: as many as the budget needs (printed first): rollouts run until the
+    calibration split holds enough successes for the promise at --alpha with an interval of --width."""
+    width: float | None = None
+    """Budget: width of the interval (--interval-level of its mass) in which this calibration's false-alarm rate
+    lies (default: alpha; about (2 * 1.645)^2 * alpha (1 - alpha) / width^2 calibration successes)."""
+    interval_level: float = 0.9
+    """Mass of the stated interval of the false-alarm rate (calibration report and budget)."""
+    confidence: float | None = None
+    """None: the false-alarm rate is at most alpha on average over calibrations (split conformal). A value in (0, 1),
+    e.g. 0.9: this calibration's rate is at most alpha with that probability (training-conditional), at higher
+    thresholds (fewer detections)."""
+    fit_share: float = 0.25
+    """Share of the calibration rollouts (every 1/share-th, by seed order) whose successes fit the goal-progress
+    envelope and the joint detectors' normalization; the other successes set the thresholds. Fitting and ranking on
+    the same rollouts would void the promise."""
+    max_episodes: int = 5000
+    """Without --episodes: stop after this many rollouts even if the budget is not met."""
+    workers: int | None = None
+    """Processes running the calibration rollouts, each a single-threaded policy, env and monitor (the same traces
+    as one process, in seed order). Default 1: this process; with --ray-address, the cluster's CPUs."""
+    ray_address: str | None = None
+    """Run the calibration rollouts on a Ray cluster (the ``ray`` extra; docs/scale.md): ``auto`` or HOST:PORT."""
+    budget_only: bool = False
+    """Print the budget (calibration successes and expected rollouts) and exit without running anything."""
     window: int = 3
     """Chunks in the windowed mean of each score. 3 (was 2): on PandaPush it raised FIPER's detection from 0.62 to
     0.73 for 0.03 more false alarms at alpha 0.1, on 900 fresh rollouts (bench/results/monitor_settings.md)."""
@@ -51,6 +76,9 @@ class MonitorCalibrate:
     """First calibration seed (episode k uses seed + k); must avoid the demos' seeds."""
     data: Path | None = None
     """Demonstrations to train RND on (default: the policy card's training_data.path)."""
+    reuse_rnd: bool = False
+    """Keep the folder's monitor/rnd.npz (trained on the policy's demos by an earlier calibration) instead of
+    training a new RND: recalibrates the thresholds without the demos."""
     rnd_hidden: int = 128
     """Width of the RND networks' hidden layers."""
     rnd_features: int = 32

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from robot_rl.monitor.calibrate import check_options, check_policy_dir, resolve_env, versions
+from robot_rl.monitor.calibrate import check_options, check_policy_dir, fit_thresholds, resolve_env, versions
 from robot_rl.monitor.config import CONDITION_STRIDE, MonitorEval
 from robot_rl.monitor.rollouts import EpisodeTrace
 from robot_rl.monitor.shift import conditions_for
@@ -27,11 +27,12 @@ DETECTOR_LABELS = {
     "progress": "goal progress alone",
     "fiper_progress": "FIPER or goal progress (joint)",
     "fiper_progress_split": "FIPER or goal progress (split alpha)",
+    "risk": "learned risk",
     "nonfinite_obs": "NaN/inf observation",
     "limit_hit": "limit-hit rate",
     "tracking": "tracking error",
 }
-LEARNED = ("fiper", "fiper_marginal", "rnd", "entropy", "progress", "fiper_progress", "fiper_progress_split")
+LEARNED = ("fiper", "fiper_marginal", "rnd", "entropy", "progress", "fiper_progress", "fiper_progress_split", "risk")
 
 
 def evaluate_monitor(config: MonitorEval, log: Any = print, command: str | None = None) -> dict[str, Any]:
@@ -51,7 +52,6 @@ def evaluate_monitor(config: MonitorEval, log: Any = print, command: str | None 
         ValueError: unknown conditions, bad options, or seeds overlapping the calibration's or the demos'.
     """
     from robot_rl.export.metadata import dumps
-    from robot_rl.monitor.conformal import calibrate_detectors
     from robot_rl.monitor.failure_monitor import FailureMonitor, read_calibration
     from robot_rl.monitor.metrics import detector_metrics, first_alarm_steps
     from robot_rl.monitor.plain import plain_monitors
@@ -72,19 +72,19 @@ def evaluate_monitor(config: MonitorEval, log: Any = print, command: str | None 
         raise ValueError(f"--conditions: unknown {unknown or 'none given'}; {env_id} has {', '.join(available)}.")
     alpha = config.alpha if config.alpha is not None else calibration.alpha
     window = config.window if config.window is not None else calibration.settings.window
-    complete = set(LEARNED) <= set(calibration.calibrated_detectors)
+    complete = set(LEARNED) <= set(calibration.calibrated_detectors) and set(LEARNED) <= set(calibration.promises)
     if (alpha, window) == (calibration.alpha, calibration.settings.window) and complete:
-        thresholds = calibration.thresholds
+        thresholds, promises = calibration.thresholds, calibration.promises
     else:  # another alpha or window, or a calibration older than some detector: from the stored rollouts
         stored = [EpisodeTrace.from_json(e) for e in calibration.extra.get("episodes", [])]
         if not stored:
             raise ValueError("the calibration stores no rollout scores; re-run `robot-rl monitor calibrate`.")
-        thresholds = calibrate_detectors(
-            [t.scores(calibration.progress) for t in stored if t.success],
-            alpha,
-            window,
-            calibration.settings.progress_share,
-        )
+        # The envelope and the risk model were fitted on the fit split alone: reused as they are, with its split.
+        _, _, thresholds, fitted = fit_thresholds(
+            stored, calibration.fit_seeds, alpha, window, calibration.settings.progress_share,
+            calibration.confidence, calibration.interval_level, calibration.progress, monitor.risk, fit=False,
+        )  # fmt: skip
+        promises = {name: value.to_json() for name, value in fitted.items()}
 
     index = {name: list(available).index(name) for name in names}
     seeds = {
@@ -109,7 +109,7 @@ def evaluate_monitor(config: MonitorEval, log: Any = print, command: str | None 
             traces = run_monitored(env, monitor, seeds[name], plain_monitors(meta), progress=label)
         finally:
             env.close()
-        alarms = [first_alarm_steps(t, thresholds, window, calibration.progress) for t in traces]
+        alarms = [first_alarm_steps(t, thresholds, window, calibration.progress, monitor.risk) for t in traces]
         per_condition[name] = detector_metrics(traces, alarms)
         per_condition[name]["description"] = available[name].description
         everything += [(name, t, a) for t, a in zip(traces, alarms, strict=True)]
@@ -136,11 +136,15 @@ def evaluate_monitor(config: MonitorEval, log: Any = print, command: str | None 
             "alpha": calibration.alpha,
             "window": calibration.settings.window,
             "n_successful": calibration.n_successful,
+            "fit_rollouts": len(calibration.fit_seeds),
             "episodes": len(calibration.seeds),
             "seeds": [calibration.seeds[0], calibration.seeds[-1]],
         },
         "thresholds": thresholds,
+        "promises": promises,
+        "confidence": calibration.confidence,
         "progress": calibration.progress is not None,
+        "risk": monitor.risk is not None,
         "lead_time_definition": "failure time = end of the failed episode (length * ctrl_dt: the time limit for a "
         "timeout, the termination step for a crash); lead time = failure time - time of the first alarm; median over "
         "detected failures",
@@ -181,6 +185,34 @@ def _cell(metrics: dict[str, Any]) -> str:
     )
 
 
+def _promise_table(report: dict[str, Any], learned: tuple[str, ...]) -> list[str]:
+    """Promised against measured false alarms on the nominal successes (the conditions the promise is about)."""
+    nominal = report["conditions"].get("nominal")
+    if nominal is None or not report.get("promises"):
+        return []
+    lines = [
+        "",
+        f"Promised and measured false alarms on the nominal successes ({nominal['successes']}); the promise holds for "
+        "rollouts exchangeable with the calibration's (nominal conditions), not under the shifted ones:",
+        "",
+        "| detector | promise | expected [interval] | measured [Wilson 95%] |",
+        "|---|---|---|---|",
+    ]
+    for name in learned:
+        promise, measured = report["promises"].get(name), nominal["detectors"][name]
+        if promise is None or measured["false_alarm_rate"] is None:
+            continue
+        confidence = promise["confidence"]
+        bound = f"<= {promise['alpha']:g}" + ("" if confidence is None else f" (p {confidence:g})")
+        low, high = promise["interval"]
+        ci = measured["false_alarm_ci95"]
+        lines.append(
+            f"| {DETECTOR_LABELS[name]} | {bound} ({promise['kind']}, n={promise['n']}) | {promise['expected']:.3f} "
+            f"[{low:.3f}, {high:.3f}] | {measured['false_alarm_rate']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] |"
+        )
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The report as markdown: one table for the learned detectors, one for the plain monitors."""
     rows = [(name, m) for name, m in report["conditions"].items()] + [
@@ -192,7 +224,8 @@ def format_report(report: dict[str, Any]) -> str:
         "",
         f"- Command: `{report['command']}`" if report.get("command") else "- Command: (API call)",
         f"- Calibration: {calibration['n_successful']} successful of {calibration['episodes']} rollouts (seeds "
-        f"{calibration['seeds'][0]}..{calibration['seeds'][1]}); thresholds at alpha = {report['alpha']}, window = "
+        f"{calibration['seeds'][0]}..{calibration['seeds'][1]}; {calibration['fit_rollouts']} of them fit the "
+        f"transforms, the others' successes rank); thresholds at alpha = {report['alpha']}, window = "
         f"{report['window']} chunks, K = {report['samples']} sampled chunks.",
         f"- Evaluation: {report['episodes_per_condition']} rollouts per condition, condition i on seeds "
         f"{report['seed']} + {CONDITION_STRIDE} i + k; wall time {report['wall_time_s']:.0f} s.",
@@ -202,6 +235,7 @@ def format_report(report: dict[str, Any]) -> str:
         "",
     ]
     learned = LEARNED if report.get("progress") else tuple(d for d in LEARNED if "progress" not in d)
+    learned = learned if report.get("risk") else tuple(d for d in learned if d != "risk")
     if report.get("progress"):
         lines += [
             "Goal progress: the goal distance at each chunk against the successful calibration rollouts' mean and "
@@ -214,6 +248,7 @@ def format_report(report: dict[str, Any]) -> str:
         cells = " | ".join(_cell(m["detectors"][d]) for d in learned)
         failed = m["episodes"] - m["successes"]
         lines.append(f"| {name} | {_fmt(m['success_rate'])} | {m['successes']} / {failed} | {cells} |")
+    lines += _promise_table(report, learned)
     plain = [d for d in next(iter(report["conditions"].values()))["detectors"] if d not in LEARNED]
     if plain:
         lines += ["", "Plain monitors (fixed rules, no calibration), same cells:", ""]

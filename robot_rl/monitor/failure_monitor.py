@@ -9,6 +9,9 @@ own copy of the policy's observation history and, at every step where a new chun
   ONNX call; do they disagree?
 - goal progress (:mod:`robot_rl.monitor.progress`, goal tasks with a calibrated envelope): is the
   goal further away than in successful rollouts at the same chunk?
+- learned risk (:mod:`robot_rl.monitor.learned`, when calibrated): a small classifier of failure
+  reading the scores above, the chunk-to-chunk consistency of the policy's own chunks and the goal
+  distance.
 
 Each score is averaged over the last ``window`` chunks and compared with its conformal threshold
 (:mod:`robot_rl.monitor.conformal`); with the ``both`` rule (FIPER) the alarm is raised while both
@@ -16,13 +19,9 @@ exceed. The decision holds until the next chunk. Every chunk's scores go to :att
 The calibration holds thresholds for several detectors (``fiper``: the ``both`` rule, jointly
 calibrated, the default; ``fiper_marginal``; ``rnd``; ``entropy``; ``progress``; ``fiper_progress``:
 FIPER's rule or the progress score, jointly calibrated; ``fiper_progress_split``: the same rule with
-alpha split between its two parts); :meth:`FailureMonitor.load` picks one.
-
-A policy folder's monitor files (written by ``robot-rl monitor calibrate``)::
-
-    policies/NAME/monitor/
-      rnd.npz            RND target and predictor weights
-      calibration.json   alpha, window, samples, thresholds, seeds, scores, versions
+alpha split between its two parts; ``risk``: the learned risk alone); :meth:`FailureMonitor.load`
+picks one, with its false-alarm promise (:attr:`FailureMonitor.promise`). The monitor's files:
+:mod:`robot_rl.monitor.calibration_file`.
 
 Run time needs numpy and onnxruntime only, never torch.
 """
@@ -30,179 +29,40 @@ Run time needs numpy and onnxruntime only, never torch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections import deque
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from robot_rl.monitor.calibration_file import (  # noqa: F401  (re-exported: the monitor's files)
+    CALIBRATION_FILE,
+    CALIBRATION_VERSION,
+    MONITOR_DIR,
+    RND_FILE,
+    Calibration,
+    MonitorNotCalibratedError,
+    MonitorSettings,
+    monitor_dir,
+    read_calibration,
+)
 from robot_rl.monitor.conformal import (
-    DEFAULT_PROGRESS_SHARE,
     DETECTORS,
     RULES,
     SIGNALS,
     Rule,
     WindowedScore,
-    check_progress_share,
     exceeds,
 )
 from robot_rl.monitor.embedding import ObsEmbedding
-from robot_rl.monitor.entropy import DEFAULT_EPS, chunk_entropy, sample_chunks
+from robot_rl.monitor.entropy import chunk_entropy, sample_chunks
+from robot_rl.monitor.guarantee import Promise
+from robot_rl.monitor.learned import RISK_FILE, RiskModel, consistency
 from robot_rl.monitor.progress import ProgressEnvelope, goal_distance
 from robot_rl.monitor.rnd import RND
 from robot_rl.runtime.controller import ControlStatus
-
-MONITOR_DIR = "monitor"
-CALIBRATION_FILE = "calibration.json"
-RND_FILE = "rnd.npz"
-CALIBRATION_VERSION = 1
-
-
-class MonitorNotCalibratedError(FileNotFoundError):
-    """The policy folder has no (usable) monitor calibration: run the policy with the monitor off."""
-
-
-@dataclasses.dataclass(frozen=True)
-class MonitorSettings:
-    """How the monitor scores chunks (fixed at calibration: the thresholds are only valid for them)."""
-
-    window: int = 3
-    """Chunks in the windowed mean of each score."""
-    samples: int = 4
-    """K: chunks sampled per history for the entropy (one batched ONNX call)."""
-    entropy_dims: tuple[int, ...] | None = None
-    """Action dims in the entropy (None: all)."""
-    entropy_eps: float = DEFAULT_EPS
-    """Variance floor of the entropy [action units^2]."""
-    reuse_policy_chunk: bool = False
-    """Count the chunk the controller just took up (computed from the same history under the controller's
-    noise: another sample of the same distribution) as one of the K, and draw only K - 1: a batch of K - 1
-    in the monitor's ONNX call. Under prefetch that chunk comes from the history ``lead`` steps earlier."""
-    progress_share: float = DEFAULT_PROGRESS_SHARE
-    """``fiper_progress_split``: goal progress's share of alpha (FIPER's rule gets the rest)."""
-
-    def __post_init__(self) -> None:
-        check_progress_share(self.progress_share)
-        if self.window < 1:
-            raise ValueError(f"`window` must be >= 1. Got {self.window}.")
-        if self.samples < 2:
-            raise ValueError(f"`samples` must be >= 2 (the entropy needs a spread). Got {self.samples}.")
-        if not self.entropy_eps > 0.0:
-            raise ValueError(f"`entropy_eps` must be > 0. Got {self.entropy_eps}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Calibration:
-    """calibration.json: thresholds and how they were obtained."""
-
-    settings: MonitorSettings
-    alpha: float
-    thresholds: dict[str, dict[str, float]]
-    """Detector (:data:`~robot_rl.monitor.conformal.DETECTORS`) -> signal (``rnd``, ``entropy``,
-    ``progress``) -> threshold: the detector's rule fires when the windowed scores are above them."""
-    policy_sha256: str
-    """sha256 of the policy.onnx calibrated (the thresholds hold for that graph only)."""
-    env_id: str
-    seeds: list[int]
-    """Seeds of every calibration rollout."""
-    n_successful: int
-    """Successful rollouts the thresholds come from."""
-    progress: ProgressEnvelope | None = None
-    """Goal tasks: the per-chunk goal-distance envelope of the successful rollouts (None: no progress score;
-    calibrations written before it existed have none)."""
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """Everything else written (episode scores, RND training summary, versions, data)."""
-    calibrated_detectors: tuple[str, ...] = tuple(DETECTORS)
-    """The detectors the file has thresholds for (one written by an older robot_rl lacks the newer ones; the
-    missing ones read as ``inf`` in :attr:`thresholds` and :meth:`FailureMonitor.load` refuses them)."""
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON form (infinite thresholds as the string ``inf``)."""
-        value = dataclasses.asdict(self)
-        del value["calibrated_detectors"]
-        dims = self.settings.entropy_dims
-        value["settings"]["entropy_dims"] = None if dims is None else list(dims)
-        value["progress"] = None if self.progress is None else self.progress.to_json()
-        value["thresholds"] = {
-            detector: {k: (v if math.isfinite(v) else "inf") for k, v in values.items()}
-            for detector, values in self.thresholds.items()
-        }
-        extra = value.pop("extra")
-        return {"format_version": CALIBRATION_VERSION, **value, **extra}
-
-    @classmethod
-    def from_json(cls, value: Mapping[str, Any], where: str = CALIBRATION_FILE) -> Calibration:
-        """Inverse of :meth:`to_json`.
-
-        Raises:
-            MonitorNotCalibratedError: a newer format or a missing field.
-        """
-        value = dict(value)
-        version = value.pop("format_version", None)
-        if not isinstance(version, int) or version > CALIBRATION_VERSION:
-            raise MonitorNotCalibratedError(f"{where}: format_version {version!r}; this robot_rl reads up to 1.")
-        try:
-            raw = dict(value.pop("settings"))
-            dims = raw.get("entropy_dims")
-            settings = MonitorSettings(
-                window=int(raw["window"]),
-                samples=int(raw["samples"]),
-                entropy_dims=None if dims is None else tuple(int(d) for d in dims),
-                entropy_eps=float(raw.get("entropy_eps", DEFAULT_EPS)),
-                reuse_policy_chunk=bool(raw.get("reuse_policy_chunk", False)),
-                progress_share=float(raw.get("progress_share", DEFAULT_PROGRESS_SHARE)),
-            )
-            raw_thresholds = value.pop("thresholds")
-            # FIPER's two signals are required; the progress detectors (added later) default to never firing.
-            thresholds = {d: {k: float(raw_thresholds.get(d, {}).get(k, "inf")) for k in SIGNALS} for d in DETECTORS}
-            for d in ("fiper", "fiper_marginal", "rnd", "entropy"):
-                for k in ("rnd", "entropy"):
-                    float(raw_thresholds[d][k])  # KeyError when missing: malformed
-            raw_progress = value.pop("progress", None)
-            progress = None if raw_progress is None else ProgressEnvelope.from_json(raw_progress)
-            fields = {f.name for f in dataclasses.fields(cls)} - {
-                "settings", "thresholds", "extra", "progress", "calibrated_detectors"
-            }  # fmt: skip
-            known = {k: value.pop(k) for k in list(value) if k in fields}
-            present = tuple(d for d in DETECTORS if d in raw_thresholds)
-            return cls(
-                settings=settings, thresholds=thresholds, progress=progress, extra=value, calibrated_detectors=present,
-                **known,
-            )  # fmt: skip
-        except (KeyError, TypeError, ValueError) as err:
-            raise MonitorNotCalibratedError(
-                f"{where}: malformed calibration ({err!r}); re-run `robot-rl monitor calibrate`."
-            ) from None
-
-
-def monitor_dir(policy_dir: str | os.PathLike[str]) -> Path:
-    """Where a policy folder keeps its monitor files."""
-    return Path(policy_dir) / MONITOR_DIR
-
-
-def read_calibration(policy_dir: str | os.PathLike[str]) -> Calibration:
-    """The calibration of a policy folder.
-
-    Raises:
-        MonitorNotCalibratedError: no monitor/calibration.json, or an unreadable one.
-    """
-    path = monitor_dir(policy_dir) / CALIBRATION_FILE
-    if not path.is_file():
-        raise MonitorNotCalibratedError(
-            f"{policy_dir} has no failure-monitor calibration ({path} is missing); the monitor is off. Calibrate it "
-            f"with `robot-rl monitor calibrate --policy {policy_dir}`."
-        )
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # text that is not JSON, bytes that are not text
-        raise MonitorNotCalibratedError(
-            f"{path} is not valid JSON ({err}); re-run `robot-rl monitor calibrate`."
-        ) from None
-    return Calibration.from_json(value, str(path))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +83,11 @@ class ChunkScore:
     progress: float | None = None
     """Goal progress score (None without an envelope or a goal)."""
     progress_window: float | None = None
+    consistency: float = 0.0
+    """RMS difference between this chunk and the previous one where both act [action units]."""
+    risk: float | None = None
+    """Learned failure risk (None without a risk model)."""
+    risk_window: float | None = None
 
 
 class FailureMonitor:
@@ -240,6 +105,7 @@ class FailureMonitor:
         name: The name alarms are reported under (``status.alarms``).
         progress: The goal-distance envelope of the progress score (None: no progress score; the goal
             distance is still traced on goal tasks).
+        risk: The learned failure-risk model (None: no risk score).
     """
 
     def __init__(
@@ -253,6 +119,7 @@ class FailureMonitor:
         seed: int = 0,
         name: str = "fiper",
         progress: ProgressEnvelope | None = None,
+        risk: RiskModel | None = None,
     ) -> None:
         if rule not in RULES:
             raise ValueError(f"`rule` must be one of {list(RULES)}. Got {rule!r}.")
@@ -269,8 +136,12 @@ class FailureMonitor:
         self._history: deque[np.ndarray] = deque(maxlen=policy.n_obs_steps)
         self._windows = {signal: WindowedScore(settings.window) for signal in SIGNALS}
         self._alarm = False
+        self._previous: tuple[int, np.ndarray] | None = None  # (first step, actions) of the last chunk scored
+        self.risk = risk
         self.trace: list[ChunkScore] = []
         """This episode's chunks, in order."""
+        self.promise: Promise | None = None
+        """What the calibrated detector promises about false alarms on successes (set by :meth:`load`)."""
 
     @classmethod
     def load(
@@ -316,6 +187,19 @@ class FailureMonitor:
             raise MonitorNotCalibratedError(f"{err} The monitor is off; re-run `robot-rl monitor calibrate`.") from None
         embedding = ObsEmbedding.from_metadata(policy.metadata)
         thresholds = calibration.thresholds[detector]
+        risk = None
+        if (monitor_dir(policy_dir) / RISK_FILE).is_file():
+            try:
+                risk = RiskModel.load(monitor_dir(policy_dir) / RISK_FILE)
+            except ValueError as err:
+                raise MonitorNotCalibratedError(
+                    f"{err} The monitor is off; re-run `robot-rl monitor calibrate`."
+                ) from None
+        if detector == "risk" and risk is None:
+            raise MonitorNotCalibratedError(
+                f"{monitor_dir(policy_dir)} has no learned risk model (the fit split had too few failures, or the "
+                "calibration is older than it); detector 'risk' is off. Re-run `robot-rl monitor calibrate`."
+            )
         if detector in ("progress", "fiper_progress", "fiper_progress_split") and calibration.progress is None:
             raise MonitorNotCalibratedError(
                 f"{monitor_dir(policy_dir) / CALIBRATION_FILE} has no goal-progress envelope (not a goal task, or "
@@ -328,10 +212,18 @@ class FailureMonitor:
                 f"before robot_rl had it; it has {', '.join(calibration.calibrated_detectors)}); the monitor is off. "
                 "Re-run `robot-rl monitor calibrate`."
             )
-        return cls(
+        promise = Promise.from_json(calibration.promises[detector]) if detector in calibration.promises else None
+        if promise is not None and promise.k > promise.n:
+            raise MonitorNotCalibratedError(
+                f"{monitor_dir(policy_dir) / CALIBRATION_FILE}: detector {detector!r} has no finite threshold "
+                f"({promise.describe()}); the monitor is off. Calibrate with more episodes."
+            )
+        monitor = cls(
             policy, rnd, embedding, calibration.settings, thresholds, DETECTORS[detector], seed, detector,
-            progress=calibration.progress,
+            progress=calibration.progress, risk=risk,
         )  # fmt: skip
+        monitor.promise = promise
+        return monitor
 
     def reset(self, seed: int | None = None) -> None:
         """New episode: forget the history, the windows and the trace (and reseed the noise when given)."""
@@ -339,6 +231,7 @@ class FailureMonitor:
         for window in self._windows.values():
             window.reset()
         self._alarm = False
+        self._previous = None
         self.trace = []
         if seed is not None:
             self.rng = np.random.default_rng(seed)
@@ -377,14 +270,35 @@ class FailureMonitor:
             if distance is not None and self.progress is not None:
                 progress = self.progress.score(len(self.trace), distance)
                 windowed["progress"] = self._windows["progress"].push(progress)
+            origin = status.step - getattr(status, "chunk_step", 0)
+            previous = self._previous
+            step = consistency(
+                previous[1] if previous else None, origin - previous[0] if previous else 0, chunk, self.dims
+            )
+            self._previous = (origin, np.array(chunk, dtype=np.float64))
+            risk = self._risk(rnd, entropy, step, distance)
+            if risk is not None:
+                windowed["risk"] = self._windows["risk"].push(risk)
             self._alarm = bool(exceeds(windowed, self.thresholds, self.rule))
             self.trace.append(
                 ChunkScore(
                     status.step, rnd, entropy, windowed["rnd"], windowed["entropy"], self._alarm,
-                    distance, progress, windowed.get("progress"),
+                    distance, progress, windowed.get("progress"), step, risk, windowed.get("risk"),
                 )
             )  # fmt: skip
         return self._alarm
+
+    def _risk(self, rnd: float, entropy: float, step: float, distance: float | None) -> float | None:
+        """The learned risk of the chunk being scored (None without a model, or a goal model without a goal)."""
+        if self.risk is None or (self.risk.goal and distance is None):
+            return None
+        goal = None
+        if self.risk.goal:
+            first = distance if not self.trace else self.trace[0].goal_distance
+            last = distance if not self.trace else self.trace[-1].goal_distance
+            goal = [first, distance - last]
+        row = [rnd, entropy, step, *([distance, *goal] if goal else []), len(self.trace) / max(self.risk.n_ref, 1)]
+        return self.risk.score_at(len(self.trace), np.array(row))
 
     @property
     def first_alarm_step(self) -> int | None:
@@ -392,7 +306,7 @@ class FailureMonitor:
         return next((c.step for c in self.trace if c.alarm), None)
 
     def trace_arrays(self) -> dict[str, np.ndarray]:
-        """This episode's per-chunk ``step``, ``rnd``, ``entropy`` and (goal tasks) ``goal_distance``.
+        """This episode's per-chunk ``step``, ``rnd``, ``entropy``, ``consistency`` and (goal tasks) ``goal_distance``.
 
         Shapes: (chunks,).
         """
@@ -400,6 +314,7 @@ class FailureMonitor:
             "step": np.array([c.step for c in self.trace], dtype=np.int64),
             "rnd": np.array([c.rnd for c in self.trace]),
             "entropy": np.array([c.entropy for c in self.trace]),
+            "consistency": np.array([c.consistency for c in self.trace]),
         }
         if self.trace and all(c.goal_distance is not None for c in self.trace):
             out["goal_distance"] = np.array([c.goal_distance for c in self.trace])

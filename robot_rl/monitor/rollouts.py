@@ -1,8 +1,8 @@
 """Closed-loop rollouts through the runtime Controller with the monitors attached, traced per chunk.
 
-The same code path as ``robot-rl eval`` of an exported policy: :class:`~robot_rl.runtime.Controller`
-with ``blend="none"`` and the simulated clock ``k * ctrl_dt``. The monitors only watch (an alarm
-never stops an episode), so one rollout yields the scores of every alarm rule at once; the
+The same code path as ``robot-rl eval`` of an exported policy: the stack of :func:`robot_rl.deploy.build_stack`
+(here without the safety chain) with ``blend="none"`` and the simulated clock ``k * ctrl_dt``. The monitors only
+watch (an alarm never stops an episode), so one rollout yields the scores of every alarm rule at once; the
 decisions of the rules are replayed from the trace (:func:`robot_rl.monitor.conformal.first_alarm`).
 """
 
@@ -40,6 +40,8 @@ class EpisodeTrace:
     """Goal tasks: distance between the achieved and the desired goal at the end [m]."""
     goal_distance: list[float] | None = None
     """Goal tasks: that distance at each chunk [m] (the raw input of the progress score)."""
+    consistency: list[float] | None = None
+    """Chunk-to-chunk consistency of the policy's chunks (an input of the learned risk; None: not traced)."""
 
     @property
     def duration_s(self) -> float:
@@ -87,13 +89,24 @@ def run_monitored(
     Returns:
         A trace per episode.
     """
+    from robot_rl.deploy import build_stack
     from robot_rl.policies.layout import check_layout
-    from robot_rl.runtime import Controller, ControllerConfig
+    from robot_rl.runtime import ControllerConfig
 
     policy = monitor.policy
     check_layout(policy.layout, env.observation_space, policy.action_dim, env.action_space)
     ctrl_dt = float(env.unwrapped.ctrl_dt)
-    controller = Controller(policy, ControllerConfig(ctrl_dt=ctrl_dt), monitors=[monitor, *plain])
+    # The deployed stack without its safety chain (the thresholds are calibrated on the policy's own behaviour, as
+    # they always were): the failure monitor, then the plain monitors.
+    stack = build_stack(
+        policy,
+        env,
+        safety=False,
+        monitor=monitor,
+        controller_config=ControllerConfig(ctrl_dt=ctrl_dt),
+        extra_monitors=plain,
+    )
+    controller = stack.controller
     seeds = [int(s) for s in seeds]
     iterator: Iterable[int] = seeds
     if progress is not None:
@@ -134,6 +147,7 @@ def run_monitored(
                 plain=first,
                 final_distance_m=final,
                 goal_distance=None if "goal_distance" not in arrays else arrays["goal_distance"].tolist(),
+                consistency=arrays["consistency"].tolist(),
             )
         )
     return traces

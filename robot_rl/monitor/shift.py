@@ -23,7 +23,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from robot_rl.envs.registry import make
+from robot_rl.envs.registry import make, robot_of
 
 
 class ObjectKick(gym.Wrapper):
@@ -194,4 +194,4 @@ QUADROTOR_CONDITIONS: dict[str, Condition] = {
 
 def conditions_for(env_id: str) -> dict[str, Condition]:
     """The evaluation conditions that apply to an env (by robot family)."""
-    return QUADROTOR_CONDITIONS if "/Quadrotor" in env_id or env_id.startswith("Quadrotor") else CONDITIONS
+    return QUADROTOR_CONDITIONS if robot_of(env_id).family == "quadrotor" else CONDITIONS

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robot_rl.deploy import open_policy
 from robot_rl.export.metadata import (
     ACTIONS_OUTPUT,
     BASE_ACTION_INPUT,
@@ -82,31 +83,32 @@ RESTORED_BASE = "base_restored"
 def load_residual_run(run_dir: Path) -> ResidualRun:
     """The residual run's agent (rebuilt from safetensors, nothing unpickled) and its base's training run.
 
-    A base given as an exported policy folder is used through its training run when that is at hand, else
-    through a run rebuilt from the folder (:func:`robot_rl.export.restore.restore_base_run`).
+    The run is opened by :func:`robot_rl.deploy.open_policy` (its config, agent description and base
+    validated). A base given as an exported policy folder is used through its training run when that is at
+    hand, else through a run rebuilt from the folder (:func:`robot_rl.export.restore.restore_base_run`).
 
     Raises:
         RunError: the run is incomplete.
+        PolicyOpenError: not a residual run, or its options or base refused.
         RestoreError: the exported base cannot be rebuilt exactly.
         AgentFileError: the agent's files are damaged or of the old pickled format (with how to convert).
     """
-    from robot_rl.rl.agent_io import load_agent
-
-    config = ckpt.read_config(run_dir)
-    base = config["base"]
-    base_dir = Path(base["path"])
-    if base.get("source") == "onnx":
-        card = json.loads((base_dir / "metadata.json").read_text())
-        trained = Path(card["base"]["run_dir"])
+    opened = open_policy(run_dir, ("residual",), what="--run")
+    base, config = opened.base, opened.config
+    assert base is not None and config is not None
+    base_dir = base.path
+    if base.kind == "exported":
+        assert base.card is not None
+        trained = Path(base.card.base.run_dir)
         if (trained / ckpt.CONFIG).is_file() and (trained / ckpt.WEIGHTS).is_file():
             base_dir = trained
         else:  # the base's training run is elsewhere: rebuild it from the exported folder (checked for parity)
             from robot_rl.export.restore import restore_base_run
 
-            base_dir = restore_base_run(base_dir, run_dir / RESTORED_BASE)
-    agent = load_agent(run_dir)
-    options = config["options"]
-    feedback = bool(options.get("feedback", False))  # runs from before the option have none
+            base_dir = restore_base_run(base_dir, run_dir / RESTORED_BASE, card=base.card)
+    agent = opened.load_agent()
+    options = opened.residual_options()
+    feedback = options["feedback"]  # runs from before the option have none: False
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     provenance = {
         "algo": config["algo"],

@@ -13,7 +13,9 @@ A residual run directory::
                                the best evaluation so far
       best.safetensors         the agent of the best evaluation so far
       checkpoint.safetensors   the whole training state at the last evaluation (``--resume``)
-      metrics.jsonl            one line per evaluation: env steps, success rate, mean return, wall time
+      metrics.jsonl            one line per evaluation: env steps, success rate, mean return, episodes, wall time
+                               (the first also the base alone on the same seeds: base_success_rate, base_mean_return)
+      losses.jsonl             stable-baselines3's training scalars per log dump (robot_rl.rl.train_log)
       tb/                      TensorBoard (stable-baselines3's scalars and ours)
 
 No file of a run is a pickle (:mod:`robot_rl.rl.agent_io`): stable-baselines3 trains the agent, but its
@@ -31,58 +33,22 @@ from typing import Any
 
 import numpy as np
 
+from robot_rl.deploy import open_policy
 from robot_rl.rl import agent_io
 from robot_rl.rl.config import TrainResidual
+from robot_rl.rl.train_log import LOSSES_FILE, LossLog
 
-BASE_KINDS = ("bc", "diffusion")
 
+def open_base(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
+    """A frozen base (Policy protocol) and how the run records it (``base``: path, source, type, env, seeds).
 
-def load_base(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
-    """A frozen base (Policy protocol) and a description: env id, env kwargs, demo seeds, type.
+    Opened by :func:`robot_rl.deploy.open_policy`: an exported base folder or a bc|diffusion run.
 
     Raises:
-        ValueError: ``path`` is neither a training run nor an exported policy folder.
+        ValueError: neither, a residual (residuals do not stack), or files their readers refuse (one line).
     """
-    path = Path(path)
-    if (path / "metadata.json").is_file():
-        from robot_rl.runtime.onnx_policy import OnnxPolicy
-
-        policy = OnnxPolicy(path)
-        meta = json.loads((path / "metadata.json").read_text())
-        if meta.get("residual"):
-            raise ValueError(
-                f"{path} already holds a {meta['residual']['algo']} residual; a base must be a bc or diffusion policy "
-                "(residuals do not stack)."
-            )
-        return policy, {
-            "path": str(path),
-            "source": "onnx",
-            "policy_type": meta.get("base", {}).get("policy_type", getattr(policy, "kind", "?")),
-            "env_id": meta["env_id"],
-            "env_kwargs": {},
-            "seeds": meta.get("training_data", {}).get("seeds", []),
-        }
-    if (path / "config.json").is_file():
-        from robot_rl.policies.checkpoint import load_policy, read_config
-
-        config = read_config(path)
-        if config.get("policy_type") not in BASE_KINDS:
-            raise ValueError(
-                f"{path} is a {config.get('policy_type')} run; a base must be a bc or diffusion run (residuals do "
-                "not stack)."
-            )
-        return load_policy(path), {
-            "path": str(path),
-            "source": "run",
-            "policy_type": config["policy_type"],
-            "env_id": config["env_id"],
-            "env_kwargs": {k: v for k, v in config.get("env_kwargs", {}).items() if k != "randomize"},
-            "seeds": config["data"]["seeds"],
-        }
-    raise ValueError(
-        f"--base {path}: expected a training run (with config.json) or an exported policy folder (with "
-        "metadata.json); it has neither."
-    )
+    opened = open_policy(path, ("exported", "run"), base_only=True, what="--base")
+    return opened.load_policy(), opened.base_info()
 
 
 def make_env(config: TrainResidual, base: Any, env_id: str, seed_offset: int = 0) -> Any:
@@ -176,6 +142,8 @@ def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_
             self.bar: Any = None
 
         def _on_training_start(self) -> None:
+            # stable-baselines3's training scalars (losses, entropy coefficient) into the run folder too
+            self.model.logger.output_formats.append(LossLog(out / LOSSES_FILE, env_steps_per_rl_step))
             steps = self._env_steps()
             self.warming = config.algo != "ppo" and config.actor_warmup > 0 and steps < self._warmup_end()
             if self.warming:
@@ -224,7 +192,12 @@ def _callback(config: TrainResidual, eval_env: Any, out: Path, env_steps_per_rl_
             if config.eval_episodes:
                 seeds = list(range(config.eval_seed, config.eval_seed + config.eval_episodes))
                 result = evaluate_agent(self.model, eval_env, seeds)
-                metrics.update(success_rate=result["success_rate"], mean_return=result["mean_return"])
+                metrics.update(
+                    success_rate=result["success_rate"], mean_return=result["mean_return"], eval_episodes=len(seeds)
+                )
+                if steps == 0:  # the reference: the base alone (zero correction; DSRL: zero noise) on the same seeds
+                    alone = evaluate_agent(None, eval_env, seeds)
+                    metrics.update(base_success_rate=alone["success_rate"], base_mean_return=alone["mean_return"])
                 self.logger.record("eval/success_rate", result["success_rate"])
                 self.logger.record("eval/mean_return", result["mean_return"])
                 self.logger.dump(self.num_timesteps)
@@ -346,7 +319,7 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
     elif (config.out / "config.json").exists():
         raise ValueError(f"{config.out} already holds a run; pass --resume to continue it or choose a new --out.")
     assert config.base is not None  # checked by TrainResidual
-    base, info = load_base(config.base)
+    base, info = open_base(config.base)
     env_id = config.env or info["env_id"]
     if env_id.replace("Dense", "") != info["env_id"].replace("Dense", ""):
         raise ValueError(
@@ -380,7 +353,7 @@ def train_residual(config: TrainResidual) -> dict[str, Any]:
             model.learning_starts = resumed + config.learning_starts
     else:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.jsonl", agent_io.DEPLOYED, agent_io.BEST):
+        for stale in ("metrics.jsonl", LOSSES_FILE, agent_io.DEPLOYED, agent_io.BEST):
             (out / stale).unlink(missing_ok=True)  # a resumed run that never reached its first checkpoint
         resolved = {
             "policy_type": "residual",
@@ -418,7 +391,7 @@ def rebuild_model(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, TrainResid
     """
     config = _resumed_config(TrainResidual(out=Path(run_dir), resume=True, progress=False, threads=1))
     assert config.base is not None
-    base, info = load_base(config.base)
+    base, info = open_base(config.base)
     model = _build_model(config, base, config.env or info["env_id"], Path(run_dir))
     model.num_timesteps = agent_io.restore_training_state(model, Path(run_dir) / agent_io.CHECKPOINT)
     return model, base, config
@@ -437,18 +410,18 @@ def finished(run_dir: str | os.PathLike[str]) -> bool:
 
 
 def load_residual(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, Any]]:
-    """(agent, base, config) of a residual run, for evaluation; nothing in the run folder is unpickled.
+    """(agent, base, config) of a residual run (:func:`robot_rl.deploy.open_policy`); nothing is unpickled.
 
+    Evaluation runs a residual run through :meth:`robot_rl.deploy.OpenedPolicy.actor`, which builds the same.
     ``config["options"]["feedback"]`` is set (False for runs from before the option existed), so callers
     can build :class:`robot_rl.rl.wrappers.ResidualActor` from it.
 
     Raises:
         AgentFileError: the agent's files are missing, damaged or of the old pickled format (with how to
             convert them).
+        ValueError: not a residual run, or its config or base refused (one line).
     """
-    run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    config["options"]["feedback"] = bool(config["options"].get("feedback", False))
-    agent = agent_io.load_agent(run_dir)
-    base, _ = load_base(config["base"]["path"])
-    return agent, base, config
+    opened = open_policy(run_dir, ("residual",))
+    assert opened.base is not None and opened.config is not None
+    config = {**opened.config, "options": opened.residual_options()}
+    return opened.load_agent(), opened.base.load_policy(), config

@@ -36,179 +36,46 @@ caller that sees the episode's first observation before its first control period
 the first state message after a reset) can start the first chunk in the background too:
 :meth:`Controller.prime`.
 
-Needs numpy only (and onnxruntime for :meth:`Controller.load`); never torch.
+The step's config, status and hook protocols are in :mod:`robot_rl.runtime.interface`, the chunks
+in play and their blending in :mod:`robot_rl.runtime.chunks`. Needs numpy only (and onnxruntime for
+:meth:`Controller.load`); never torch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
 from robot_rl.policies.layout import Policy
+from robot_rl.runtime.chunks import Chunk, ChunkQueue
+from robot_rl.runtime.interface import (
+    BLEND_MODES,
+    ActionFilter,
+    BlendMode,
+    ControllerConfig,
+    ControlOutput,
+    ControlStatus,
+    Monitor,
+)
 
-BlendMode = Literal["none", "ensemble", "crossfade"]
-BLEND_MODES: tuple[str, ...] = get_args(BlendMode)
-
-
-@dataclasses.dataclass(frozen=True)
-class ControllerConfig:
-    """How the controller executes action chunks and keeps time."""
-
-    blend: BlendMode = "none"
-    """Transitions between chunks: ``none`` (receding horizon: run ``n_action_steps`` actions of a chunk, then
-    the next chunk; the actions of ``ChunkedActor``), ``ensemble`` (a new chunk every ``replan_every`` steps;
-    the command averages every chunk's action for the step with exponential weights, as in ACT), ``crossfade``
-    (receding horizon, but over the first ``crossfade_steps`` steps of a new chunk the command moves linearly
-    from the previous chunk's actions to the new chunk's)."""
-    n_action_steps: int | None = None
-    """``none``/``crossfade``: actions of a chunk executed before the next chunk (default: the policy's)."""
-    replan_every: int = 2
-    """``ensemble``: steps between chunks (1: a chunk every step, as in ACT)."""
-    ensemble_decay: float = 0.01
-    """``ensemble``: a chunk computed ``d`` steps after the oldest one in play weighs ``exp(-ensemble_decay * d)``
-    [1/step]; positive favours older chunks (ACT's choice), negative newer ones, 0 averages."""
-    crossfade_steps: int = 4
-    """``crossfade``: steps over which the command moves to the new chunk; at the ``j``-th step of the new chunk
-    (j = 0, 1, ...) it weighs ``(j + 1) / (crossfade_steps + 1)``."""
-    prefetch: bool = False
-    """Compute the next chunk ``lead`` steps before it is due, from the observation then, in a background thread,
-    so that steps do not wait on inference."""
-    lead: int = 1
-    """With ``prefetch``: how many steps before it is due the next chunk is started; 0: only by :meth:`Controller.prime`
-    (the caller starts each chunk from the newest observation before the step that needs it). Each step of lead costs
-    success (the chunk is planned from an older observation): PandaPush 0.81 without prefetch, 0.76 with lead 1,
-    0.61 with lead 2 (``robot-rl eval --policy policies/panda_push_diffusion --episodes 100 --prefetch-lead N``).
-    One period is ample time for the inference at 25-50 Hz."""
-    prefetch_sync: bool = False
-    """With ``prefetch``: compute the early chunk inside the step instead of in a thread. Same chunks at the same
-    steps as the thread when the thread finishes in time, without timing dependence: for tests and evaluation."""
-    ctrl_dt: float | None = None
-    """Control period [s]; default: the policy's ``metadata.ctrl_dt``."""
-    late_factor: float = 1.5
-    """A step is late when ``now`` advanced by more than ``late_factor * ctrl_dt`` since the previous step."""
-    seed: int = 0
-    """Seed of the sampling noise (diffusion) until the next ``reset(seed)``."""
-
-    def __post_init__(self) -> None:
-        if self.blend not in BLEND_MODES:
-            raise ValueError(f"`blend` must be one of {list(BLEND_MODES)}. Got {self.blend!r}.")
-        if self.lead < 0:
-            raise ValueError(f"`lead` must be >= 0 (0: chunks only from `Controller.prime`). Got {self.lead}.")
-        for name in ("replan_every", "crossfade_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1. Got {getattr(self, name)}.")
-        if self.n_action_steps is not None and self.n_action_steps < 1:
-            raise ValueError(f"`n_action_steps` must be >= 1. Got {self.n_action_steps}.")
-        if not math.isfinite(self.ensemble_decay):
-            raise ValueError(f"`ensemble_decay` must be finite. Got {self.ensemble_decay}.")
-        if self.ctrl_dt is not None and not self.ctrl_dt > 0.0:
-            raise ValueError(f"`ctrl_dt` must be > 0. Got {self.ctrl_dt}.")
-        if not self.late_factor > 1.0:
-            raise ValueError(f"`late_factor` must be > 1. Got {self.late_factor}.")
-
-
-@dataclasses.dataclass
-class ControlStatus:
-    """What one control step did (logged per step; the watchdog and the report read it)."""
-
-    step: int
-    """Steps since the last reset (0 for the first)."""
-    now: float
-    """The caller's clock at this step [s]."""
-    period_s: float | None
-    """``now`` minus the previous step's [s]; None at the first step after a reset."""
-    late: bool
-    """``period_s`` exceeded ``late_factor * ctrl_dt``."""
-    chunk_index: int
-    """Index of the newest chunk in play (0: the episode's first)."""
-    chunk_step: int
-    """Position of this step's action in the newest chunk."""
-    new_chunk: bool
-    """The newest chunk took effect at this step."""
-    computed_chunk: bool
-    """Inference ran inside this call (the step waited for it)."""
-    inference_s: float | None
-    """Inference time of the chunk that took effect at this step [s]; None otherwise."""
-    queue_length: int
-    """Steps left after this one before the next chunk is due."""
-    blend_weight: float
-    """Weight of the newest chunk in the command (1.0 with ``blend="none"``)."""
-    active_chunks: int
-    """Chunks whose actions were blended into the command."""
-    stale: bool = False
-    """Prefetch: the due chunk was still being computed; the command continues the previous chunk."""
-    waited: bool = False
-    """Prefetch: the previous chunk ran out before the background chunk was ready; the step waited for it."""
-    prefetching: bool = False
-    """A chunk is being computed in the background after this step."""
-    compute_s: float = 0.0
-    """Wall time of this call [s], hooks included."""
-    alarm: bool = False
-    """A monitor raised the alarm at this step."""
-    alarms: list[str] = dataclasses.field(default_factory=list)
-    """Names of the monitors that raised it."""
-    filter_reports: list[Any] = dataclasses.field(default_factory=list)
-    """What each filter reported, in the order they ran."""
-    fallback: str | None = None
-    """Why the step returned the fallback command instead of the policy's (None: it did not)."""
-    features: np.ndarray | None = None
-    """The policy's observation features at this step (the values appended to the flattened observation; None for
-    a policy without features): monitors that read the policy's input use them."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ControlOutput:
-    """The result of :meth:`Controller.step`."""
-
-    action: np.ndarray
-    """The command to send, after the filters. Shape: (action_dim,)."""
-    policy_action: np.ndarray
-    """The blended policy action before the filters. Shape: (action_dim,)."""
-    status: ControlStatus
-
-
-class ActionFilter(Protocol):
-    """Changes a command before it is sent (safety filter, rate limiter)."""
-
-    def __call__(
-        self, action: np.ndarray, observation: Mapping[str, np.ndarray], status: ControlStatus
-    ) -> tuple[np.ndarray, Any]:
-        """The action to send instead, and a report of what was changed (kept in ``status.filter_reports``)."""
-        ...
-
-
-class Monitor(Protocol):
-    """Watches the policy (failure prediction, chunk validation); it can raise the alarm but not act."""
-
-    def __call__(self, observation: Mapping[str, np.ndarray], chunk: np.ndarray, status: ControlStatus) -> bool:
-        """Whether to raise the alarm.
-
-        ``chunk`` is the newest chunk in play, shape (horizon, A); ``status.new_chunk`` says whether it took
-        effect at this step.
-        """
-        ...
-
-
-@dataclasses.dataclass
-class _Chunk:
-    actions: np.ndarray
-    """(horizon, A): actions for steps origin, origin + 1, ..."""
-    origin: int
-    """Step whose observation the chunk was computed from."""
-    index: int
-    """Chunks taken up before it in this episode."""
-    arrived: int = -1
-    """Step at which it took effect."""
-    inference_s: float = 0.0
+__all__ = [
+    "BLEND_MODES",
+    "ActionFilter",
+    "BlendMode",
+    "ControlOutput",
+    "ControlStatus",
+    "Controller",
+    "ControllerConfig",
+    "Monitor",
+]
+"""The config, status and hook types live in :mod:`robot_rl.runtime.interface`; importing them from here works too."""
 
 
 class Controller:
@@ -248,33 +115,17 @@ class Controller:
                 "the control period is unknown: the policy has no metadata; pass `ControllerConfig(ctrl_dt=...)`."
             )
         self.ctrl_dt = float(ctrl_dt)
-        # Steps between chunks.
-        if config.blend == "ensemble":
-            self.period = config.replan_every
-            if self.period > horizon:
-                raise ValueError(f"`replan_every` must be in [1, horizon={horizon}]. Got {self.period}.")
-        else:
-            self.period = config.n_action_steps or policy.n_action_steps
-            if self.period > horizon:
-                raise ValueError(f"`n_action_steps` must be in [1, horizon={horizon}]. Got {self.period}.")
-        if config.blend == "crossfade" and config.crossfade_steps > horizon - self.period:
-            raise ValueError(
-                f"`crossfade_steps` must be in [1, horizon - n_action_steps = {horizon - self.period}] (the previous "
-                f"chunk has no actions beyond). Got {config.crossfade_steps}."
-            )
-        if config.prefetch and config.lead + self.period > horizon:
+        self._queue = queue = ChunkQueue(config, horizon, policy.n_action_steps)
+        if config.prefetch and config.lead + queue.period > horizon:
             raise ValueError(
                 f"`lead` + steps between chunks must be <= horizon={horizon} (a chunk started `lead` steps early "
-                f"must still cover its {self.period} steps). Got lead={config.lead}, {self.period} steps."
+                f"must still cover its {queue.period} steps). Got lead={config.lead}, {queue.period} steps."
             )
         self.rng = np.random.default_rng(config.seed)
         self._executor: ThreadPoolExecutor | None = None
         self._history: deque[np.ndarray] = deque(maxlen=policy.n_obs_steps)
-        self._chunks: list[_Chunk] = []
-        self._job: Future[_Chunk] | None = None
+        self._job: Future[Chunk] | None = None
         self._t = 0
-        self._due = 0
-        self._taken = 0
         self._last_now: float | None = None
         self._last_command: np.ndarray | None = None
         self._features = policy.layout.new_feature_state()
@@ -309,8 +160,8 @@ class Controller:
         """
         self._drop_job()
         self._history.clear()
-        self._chunks.clear()
-        self._t = self._due = self._taken = 0
+        self._queue.clear()
+        self._t = 0
         self._last_now = None
         self._last_command = None
         self._previous_action = None
@@ -326,7 +177,7 @@ class Controller:
     @property
     def wants_chunk(self) -> bool:
         """With prefetch: the next step takes up a new chunk and none is on the way (:meth:`prime` would start one)."""
-        return self.config.prefetch and self._job is None and (not self._chunks or self._t >= self._due)
+        return self.config.prefetch and self._job is None and self._queue.is_due(self._t)
 
     def prime(self, observation: Mapping[str, np.ndarray]) -> bool:
         """With prefetch: start the chunk the next step takes up, from ``observation``, in the background.
@@ -381,13 +232,14 @@ class Controller:
             self._history.append(flat)
 
         computed = stale = waited = False
-        arrived: _Chunk | None = None
-        if not self._chunks or t >= self._due:
+        arrived: Chunk | None = None
+        queue = self._queue
+        if queue.is_due(t):
             if self._job is not None:
-                if not self._chunks or self._job.done() or not self._covers(self._chunks[-1], t):
+                if queue.newest is None or self._job.done() or not queue.covers(queue.newest, t):
                     waited = not self._job.done()
                     chunk, self._job = self._job.result(), None
-                    if self._take(chunk, t):
+                    if queue.take(chunk, t):
                         arrived = chunk
                 else:
                     stale = True
@@ -395,9 +247,9 @@ class Controller:
                 # No chunk on the way (or it came too late to cover this step): compute one now.
                 arrived = self._compute(t)
                 computed = True
-                self._take(arrived, t)
+                queue.take(arrived, t)
 
-        action, weight, active = self._blend(t)
+        action, weight, active = queue.blend(t)
         if self._residual:
             # A per-step residual corrects the executed (blended) base action from this step's observation.
             if self._feedback:
@@ -408,8 +260,8 @@ class Controller:
                 self._previous_action = action.copy()
             else:
                 action = np.asarray(self.policy.correct(flat, action), dtype=np.float64)
-        newest = self._chunks[-1]
-        if self.config.prefetch and self.config.lead > 0 and self._job is None and t >= self._due - self.config.lead:
+        newest = queue.chunks[-1]
+        if self.config.prefetch and self.config.lead > 0 and self._job is None and t >= queue.due - self.config.lead:
             self._job = self._submit(t)
             computed = computed or self.config.prefetch_sync
         self._t += 1
@@ -424,7 +276,7 @@ class Controller:
             new_chunk=arrived is not None,
             computed_chunk=computed,
             inference_s=arrived.inference_s if arrived is not None else None,
-            queue_length=max(self._due - t - 1, 0),
+            queue_length=self._queue.queue_length(t),
             blend_weight=weight,
             active_chunks=active,
             stale=stale,
@@ -493,7 +345,7 @@ class Controller:
         reason = f"non-finite observation entries {bad}" if bad else "non-finite observation"
         command = self._fallback_command(observation)
         self._t += 1
-        newest = self._chunks[-1] if self._chunks else None
+        newest = self._queue.newest
         status = ControlStatus(
             step=t,
             now=float(now),
@@ -504,7 +356,7 @@ class Controller:
             new_chunk=False,
             computed_chunk=False,
             inference_s=None,
-            queue_length=max(self._due - t - 1, 0),
+            queue_length=self._queue.queue_length(t),
             blend_weight=1.0,
             active_chunks=0,
             fallback=reason,
@@ -531,16 +383,13 @@ class Controller:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _covers(self, chunk: _Chunk, t: int) -> bool:
-        return chunk.origin <= t < chunk.origin + self.policy.horizon
-
-    def _compute(self, origin: int) -> _Chunk:
+    def _compute(self, origin: int) -> Chunk:
         """Inference on the current history; the chunk's action 0 is for step ``origin``."""
         start = time.perf_counter()
         actions = np.asarray(self.policy.predict(np.stack(self._history), self.rng), dtype=np.float64)
-        return _Chunk(actions, origin, index=-1, inference_s=time.perf_counter() - start)
+        return Chunk(actions, origin, index=-1, inference_s=time.perf_counter() - start)
 
-    def _submit(self, t: int, history: np.ndarray | None = None) -> Future[_Chunk]:
+    def _submit(self, t: int, history: np.ndarray | None = None) -> Future[Chunk]:
         """Start the next chunk from the history now (in the thread, or here with ``prefetch_sync``).
 
         One chunk at most is on the way and only it uses ``self.rng``, so the noise sequence is the
@@ -551,51 +400,18 @@ class Controller:
         if self.config.prefetch_sync:
             start = time.perf_counter()
             actions = np.asarray(self.policy.predict(history, self.rng), dtype=np.float64)
-            job: Future[_Chunk] = Future()
-            job.set_result(_Chunk(actions, t, index=-1, inference_s=time.perf_counter() - start))
+            job: Future[Chunk] = Future()
+            job.set_result(Chunk(actions, t, index=-1, inference_s=time.perf_counter() - start))
             return job
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robot_rl-prefetch")
 
-        def run() -> _Chunk:
+        def run() -> Chunk:
             start = time.perf_counter()
             actions = np.asarray(self.policy.predict(history, self.rng), dtype=np.float64)
-            return _Chunk(actions, t, index=-1, inference_s=time.perf_counter() - start)
+            return Chunk(actions, t, index=-1, inference_s=time.perf_counter() - start)
 
         return self._executor.submit(run)
-
-    def _take(self, chunk: _Chunk, t: int) -> bool:
-        """Put ``chunk`` in play at step ``t`` (False, and dropped, when it no longer covers ``t``)."""
-        if not self._covers(chunk, t):
-            return False
-        chunk.arrived, chunk.index = t, self._taken
-        self._taken += 1
-        self._chunks.append(chunk)
-        keep = {"none": 1, "crossfade": 2}.get(self.config.blend)
-        if keep is not None:
-            del self._chunks[:-keep]
-        self._due = min(t + self.period, chunk.origin + self.policy.horizon)
-        return True
-
-    def _blend(self, t: int) -> tuple[np.ndarray, float, int]:
-        """The policy action for step ``t``, the newest chunk's weight in it and how many chunks it mixes."""
-        self._chunks = [c for c in self._chunks if c.origin + self.policy.horizon > t]
-        newest = self._chunks[-1]
-        own = newest.actions[t - newest.origin]
-        blend = self.config.blend
-        if blend == "crossfade" and len(self._chunks) == 2:
-            j = t - newest.arrived
-            if j < self.config.crossfade_steps:
-                old = self._chunks[0]
-                weight = (j + 1) / (self.config.crossfade_steps + 1)
-                return (1.0 - weight) * old.actions[t - old.origin] + weight * own, weight, 2
-        if blend == "ensemble" and len(self._chunks) > 1:
-            first = self._chunks[0].origin
-            weights = np.array([math.exp(-self.config.ensemble_decay * (c.origin - first)) for c in self._chunks])
-            weights /= weights.sum()
-            stacked = np.stack([c.actions[t - c.origin] for c in self._chunks])
-            return weights @ stacked, float(weights[-1]), len(self._chunks)
-        return own.copy(), 1.0, 1
 
     def _drop_job(self) -> None:
         if self._job is not None:

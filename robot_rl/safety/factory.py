@@ -1,5 +1,6 @@
 """Build a robot's safety chain and constraint check from its hardware file.
 
+The env registry says which robot an env simulates and its file (:attr:`robot_rl.envs.registry.EnvSpec.robot`):
 ``robot_rl/Panda*`` envs read ``hardware/fr3.yaml`` (the arm the Panda sim stands in for, an FR3), and
 ``robot_rl/Quadrotor*`` envs read ``hardware/crazyflie.yaml``.
 """
@@ -24,9 +25,6 @@ from robot_rl.safety.config import (
     read_watchdog,
 )
 from robot_rl.safety.watchdog import EStop, Watchdog
-
-ROBOT_FILES = {"Panda": "fr3.yaml", "Quadrotor": "crazyflie.yaml"}
-"""Env name prefix (after ``robot_rl/``) -> hardware file."""
 
 
 def franka_safety(config: FrankaSafetyConfig) -> tuple[SafetyChain, ConstraintCheck]:
@@ -76,18 +74,15 @@ def env_id_of(env_id_or_env: Any) -> str:
 
 
 def hardware_file(env_id: str, hardware_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The hardware file for ``env_id`` (``robot_rl/Panda*`` -> fr3.yaml, ``robot_rl/Quadrotor*`` -> crazyflie.yaml).
+    """The hardware file of the robot ``env_id`` simulates (the env registry's: fr3.yaml, crazyflie.yaml).
 
     Raises:
         ValueError: an env id of no robot_rl robot, listing the valid ids (with a "did you mean").
     """
     from robot_rl.envs.registry import ENV_SPECS
 
-    name = env_id.rpartition("/")[2]
     if env_id in ENV_SPECS:
-        for prefix, filename in ROBOT_FILES.items():
-            if name.startswith(prefix):
-                return Path(hardware_dir if hardware_dir is not None else HARDWARE_DIR) / filename
+        return Path(hardware_dir if hardware_dir is not None else HARDWARE_DIR) / ENV_SPECS[env_id].robot.hardware_file
     valid = sorted(ENV_SPECS)
     close = difflib.get_close_matches(env_id, valid, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -111,15 +106,17 @@ def safety_for_env(
         ValueError: an unknown env id (the valid ones listed), a missing hardware file, or an invalid one (the
             message names the file and the key).
     """
+    from robot_rl.envs.registry import ENV_SPECS, ROBOTS
+
     env_id = env_id_of(env_id_or_env)
     path = hardware_file(env_id, hardware_dir)
     if not path.is_file():
         raise ValueError(
             f"{path}: no such hardware file (for {env_id!r}). Pass `hardware_dir=` the folder holding "
-            f"{sorted(ROBOT_FILES.values())} (the repository's hardware/)."
+            f"{sorted(r.hardware_file for r in ROBOTS.values())} (the repository's hardware/)."
         )
     document, source = load_yaml(path)
-    if path.name == ROBOT_FILES["Panda"]:
+    if ENV_SPECS[env_id].robot.family == "franka":
         return franka_safety(franka_config_from_mapping(document, source))
     if "safety" not in document:
         raise ValueError(f"{source}: safety is missing (the top-level section the quadrotor loader reads).")

@@ -105,7 +105,7 @@ class TestBadInput:
     def test_unknown_env_is_one_line_with_a_suggestion(self):
         out = robot_rl("eval", "--env", "robot_rl/PandaPsh-v0", "--episodes", "1")
         assert out.returncode == 2
-        assert "Did you mean 'robot_rl/PandaPush-v0'?" in out.stderr
+        assert "Did you mean 'robot_rl/PandaPush-v0'?" in out.stderr  # the version asked for
         assert "Traceback" not in out.stderr
 
     def test_bad_randomize_file_names_the_key(self, tmp_path: Path):
@@ -137,7 +137,7 @@ class TestQuadrotorEval:
     def test_train_preset_resolves_to_the_quadrotor_preset(self, tmp_path: Path):
         report_path = tmp_path / "quad.json"
         out = robot_rl(
-            "eval", "--env", "QuadrotorWaypoint-v0", "--episodes", "2", "--randomize", "train",
+            "eval", "--env", "QuadrotorWaypoint-v1", "--episodes", "2", "--randomize", "train",
             "--json", str(report_path), "--no-progress",
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
@@ -152,7 +152,7 @@ class TestQuadrotorEval:
     def test_a_franka_key_on_a_quadrotor_is_refused_with_its_keys(self, tmp_path: Path):
         bad = tmp_path / "franka.yaml"
         bad.write_text("object_mass_scale: [0.5, 2.0]\n")
-        out = robot_rl("eval", "--env", "QuadrotorHover-v0", "--episodes", "1", "--randomize", str(bad))
+        out = robot_rl("eval", "--env", "QuadrotorHover-v1", "--episodes", "1", "--randomize", str(bad))
         assert out.returncode == 2
         assert "object_mass_scale" in out.stderr and "mass_scale" in out.stderr
         assert "Traceback" not in out.stderr

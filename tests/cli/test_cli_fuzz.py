@@ -306,7 +306,8 @@ class TestMessages:
         ("args", "expected"),
         [
             (["eval", "--episodes", "abc"], "--episodes expects an integer, got 'abc'"),
-            (["eval", "--foo", "1"], "unknown option --foo for `robot-rl eval`; see `robot-rl eval --help`"),
+            # (--foo is close enough to eval's --log for a "did you mean"; --zzz is close to no option.)
+            (["eval", "--zzz", "1"], "unknown option --zzz for `robot-rl eval`; see `robot-rl eval --help`"),
             (["eval", "--epsiodes", "3"], "did you mean --episodes?"),
             (["eval", "--episodes", HUGE], f"`episodes` must be in [1, 1000000000]. Got {HUGE}."),
             (["eval", "--seed", "-1"], "`seed` must be in [0, 2147483647]. Got -1."),

@@ -14,7 +14,7 @@ from robot_rl.data import collect
 from robot_rl.data.integrity import CHECKSUM_ATTR, checksum_value, digest
 
 PUSH = "robot_rl/PandaPush-v0"
-HOVER = "robot_rl/QuadrotorHover-v0"
+HOVER = "robot_rl/QuadrotorHover-v1"
 
 
 @pytest.fixture(scope="session")

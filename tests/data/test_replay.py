@@ -29,9 +29,9 @@ def test_a_demo_without_simulator_states_is_refused_with_a_clear_message(tmp_pat
     ("env_id", "randomize"),
     [
         ("robot_rl/PandaPush-v0", "wide"),
-        ("robot_rl/QuadrotorWaypoint-v0", "wide"),
+        ("robot_rl/QuadrotorWaypoint-v1", "wide"),
         (
-            "robot_rl/QuadrotorHover-v0",
+            "robot_rl/QuadrotorHover-v1",
             {"wind_steady": [0.01, 0.03], "obs_noise_std": 0.004, "obs_latency_steps": [2, 2]},
         ),
     ],

@@ -44,7 +44,7 @@ class TestExpertFactory:
 
     def test_unknown_task_names_the_valid_ones(self):
         with pytest.raises(ValueError, match="PandaPush"):
-            make_expert("robot_rl/QuadrotorHover-v0")
+            make_expert("robot_rl/QuadrotorHover-v1")
 
     def test_expert_actions_stay_in_the_action_space(self):
         env = make("robot_rl/PandaPickAndPlace-v0")

@@ -42,7 +42,7 @@ class TestMixer:
     """Rotors: 1 front-right, 2 back-right, 3 back-left, 4 front-left (FLU body frame)."""
 
     def test_nominal_params_match_the_mjcf(self, make_env):
-        assert make_env("robot_rl/QuadrotorHover-v0").params == PARAMS
+        assert make_env("robot_rl/QuadrotorHover-v1").params == PARAMS
 
     def test_pure_thrust_splits_evenly(self):
         np.testing.assert_allclose(Mixer(PARAMS).rotor_thrusts(0.2, (0.0, 0.0, 0.0)), [0.05] * 4, rtol=1e-12)
@@ -220,7 +220,7 @@ class TestRateStepResponse:
     @pytest.mark.parametrize(("axis", "command"), [(0, 2.0), (0, -2.0), (1, 2.0)], ids=["roll", "-roll", "pitch"])
     def test_roll_and_pitch_rate_steps_settle_within_5_percent_in_under_0_18_s(self, make_env, axis, command):
         """Measured (500 Hz physics, 0.02 s rotor lag): 0.126 s to within 5 % of 2 rad/s, 17 % overshoot."""
-        env = make_env("robot_rl/QuadrotorHover-v0", ctrl_dt=0.002)
+        env = make_env("robot_rl/QuadrotorHover-v1", ctrl_dt=0.002)
         time, rates = rate_step_response(env, axis, command)
         assert settling_time(time, rates[:, axis], command) <= 0.18
         assert np.max(np.abs(rates[:, axis])) <= 1.25 * abs(command)  # measured 1.17
@@ -230,7 +230,7 @@ class TestRateStepResponse:
 
     def test_yaw_rate_step_settles_within_5_percent_in_under_0_24_s(self, make_env):
         """Measured: 0.164 s to within 5 % of 1 rad/s (overshoot 5 %); yaw has half the roll gain."""
-        env = make_env("robot_rl/QuadrotorHover-v0", ctrl_dt=0.002)
+        env = make_env("robot_rl/QuadrotorHover-v1", ctrl_dt=0.002)
         time, rates = rate_step_response(env, 2, 1.0)
         assert settling_time(time, rates[:, 2], 1.0) <= 0.24
         assert np.max(rates[:, 2]) <= 1.1
@@ -239,6 +239,6 @@ class TestRateStepResponse:
 
     def test_rate_steps_at_1_khz_settle_as_fast(self, make_env):
         """Measured at 1 kHz physics: 0.125 s to within 5 % of 2 rad/s."""
-        env = make_env("robot_rl/QuadrotorHover-v0", ctrl_dt=0.001, sim_dt=0.001)
+        env = make_env("robot_rl/QuadrotorHover-v1", ctrl_dt=0.001, sim_dt=0.001)
         time, rates = rate_step_response(env, 0, 2.0)
         assert settling_time(time, rates[:, 0], 2.0) <= 0.18

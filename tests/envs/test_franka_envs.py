@@ -61,13 +61,15 @@ class TestGymnasiumApi:
         assert unexpected == []
 
     @pytest.mark.parametrize("env_id", ENV_IDS)
-    def test_gym_make_truncates_after_50_steps_and_never_terminates(self, env_id):
+    def test_gym_make_truncates_at_its_episode_length_and_never_terminates(self, env_id):
+        # v0: 50 periods (2 s); v1 (FR3 limits): 100 (4 s), Reach 50.
+        steps = 100 if env_id.endswith("-v1") and "Reach" not in env_id else 50
         env = gym.make(env_id)
         env.reset(seed=0)
-        for t in range(50):
+        for t in range(steps):
             _, _, terminated, truncated, _ = env.step(np.zeros(4))
             assert not terminated
-            assert truncated == (t == 49)
+            assert truncated == (t == steps - 1)
         env.close()
 
     @pytest.mark.parametrize("env_id", SPARSE_IDS)
@@ -76,7 +78,7 @@ class TestGymnasiumApi:
         obs, _ = env.reset(seed=0)
         o = obs["observation"]
         np.testing.assert_array_equal(o[:3], env.tcp_position)
-        if env_id == REACH:
+        if "PandaReach" in env_id:
             assert o.shape == (10,)
             np.testing.assert_array_equal(obs["achieved_goal"], env.tcp_position)
         else:

@@ -17,9 +17,9 @@ from robot_rl.envs.randomization import DomainRandomization
 from robot_rl.envs.registry import ENV_SPECS
 from tests.conftest import QUADROTOR_IDS, assert_rollouts_equal, rollout
 
-HOVER = "robot_rl/QuadrotorHover-v0"
-WAYPOINT = "robot_rl/QuadrotorWaypoint-v0"
-TRACK = "robot_rl/QuadrotorTrack-v0"
+HOVER = "robot_rl/QuadrotorHover-v1"
+WAYPOINT = "robot_rl/QuadrotorWaypoint-v1"
+TRACK = "robot_rl/QuadrotorTrack-v1"
 SPARSE_IDS = [HOVER, WAYPOINT, TRACK]
 """One id per quadrotor task."""
 LEVEL = np.array([1.0, 0.0, 0.0, 0.0])
@@ -505,3 +505,25 @@ class TestRandomization:
         diff = noisy["obs"][-1]["observation"] - clean["obs"][-1]["observation"]
         assert 0.001 < np.std(diff) < 0.03
         np.testing.assert_array_equal(noisy["obs"][-1]["achieved_goal"], clean["obs"][-1]["achieved_goal"])
+
+
+class TestVersions:
+    """The ids moved to v1 with the crash penalty; v0 is retired, and nothing shipped still names it."""
+
+    @pytest.mark.parametrize("env_id", SPARSE_IDS)
+    def test_the_docstring_records_the_version_history(self, env_id):
+        doc = type(gym.make(env_id).unwrapped).__doc__
+        history = doc.split("## Version History", 1)[1]
+        assert "* v1:" in history and "crash_penalty" in history
+        assert "* v0:" in history and "retired" in history
+
+    def test_every_shipped_quadrotor_policy_names_a_registered_id(self):
+        from robot_rl.envs.registry import check_env_id
+        from robot_rl.export.metadata import read_metadata
+        from robot_rl.provenance import REPO_ROOT
+
+        cards = [read_metadata(d) for d in sorted((REPO_ROOT / "policies").glob("quadrotor_*"))]
+        assert len(cards) >= 2
+        for card in cards:
+            assert check_env_id(card.env_id) == card.env_id
+            assert card.eval is None or card.eval["env"] == card.env_id

@@ -29,7 +29,7 @@ class Flight:
 
 def fly(task: str, seeds: range, **kwargs) -> list[Flight]:
     """Fly the expert through whole episodes (``gym.make``, so the time limit ends them)."""
-    env = make(f"robot_rl/{task}-v0", **kwargs)
+    env = make(f"robot_rl/{task}-v1", **kwargs)
     expert = QuadrotorExpert(env.unwrapped.params, env.unwrapped.ctrl_dt)
     flights = []
     for seed in seeds:
@@ -75,7 +75,7 @@ class TestExpertFastTier:
         assert [f.is_success for f in flights] == [1.0] * 5
 
     def test_expert_actions_stay_in_the_action_space(self):
-        env = make("robot_rl/QuadrotorWaypoint-v0")
+        env = make("robot_rl/QuadrotorWaypoint-v1")
         expert = QuadrotorExpert(env.unwrapped.params, env.unwrapped.ctrl_dt)
         obs, _ = env.reset(seed=3)
         for _ in range(50):
@@ -87,7 +87,7 @@ class TestExpertFastTier:
         env.close()
 
     def test_expert_gives_the_hover_action_at_the_goal_level_and_still(self, make_env):
-        env = make_env("robot_rl/QuadrotorHover-v0")
+        env = make_env("robot_rl/QuadrotorHover-v1")
         obs, _ = env.reset(seed=0)
         env._set_state(np.array([0.0, 0.0, 1.0]), np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3))
         obs = env._get_obs()

@@ -10,7 +10,7 @@ from robot_rl.evaluation.evaluate import EvalConfig, evaluate
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
-@pytest.mark.parametrize("env_id", ["robot_rl/PandaPush-v0", "robot_rl/QuadrotorHover-v0"])
+@pytest.mark.parametrize("env_id", ["robot_rl/PandaPush-v0", "robot_rl/QuadrotorHover-v1"])
 def test_random_commands_break_the_constraints_without_the_filter_and_never_with_it(env_id):
     off = evaluate(EvalConfig(env=env_id, policy="random", episodes=8, safety="off", progress=False))
     on = evaluate(EvalConfig(env=env_id, policy="random", episodes=8, safety="on", progress=False))

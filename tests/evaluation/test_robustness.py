@@ -20,7 +20,7 @@ PUSH_POLICY = ROOT / "policies" / "panda_push_diffusion"
 def test_the_shipped_suites_cover_the_issue_s_families_for_both_robots():
     assert "robustness" in available_suites()
     franka = load_suite("robustness", "robot_rl/PandaPush-v0")
-    quad = load_suite("robustness", "robot_rl/QuadrotorWaypoint-v0")
+    quad = load_suite("robustness", "robot_rl/QuadrotorWaypoint-v1")
     assert [f.name for f in franka.families] == ["nominal", "object", "servo", "sensing", "actuation", "combined"]
     assert [f.name for f in quad.families] == ["nominal", "payload", "motors", "wind", "sensing", "combined"]
     # The suite's seeds are nobody else's: demos from 0, training evaluations from 900000, cards from 1000000.
@@ -50,7 +50,7 @@ def test_bad_suite_and_family_names_get_did_you_mean_and_the_list(tmp_path):
     with pytest.raises(ValueError, match="does not randomize mass_scale.*Its randomization keys"):
         run_suite(config, load_suite(bad, "robot_rl/PandaReach-v0"))
     with pytest.raises(ValueError, match="is a suite for the 'franka'"):
-        load_suite(bad, "robot_rl/QuadrotorHover-v0")
+        load_suite(bad, "robot_rl/QuadrotorHover-v1")
 
 
 def test_a_quadrotor_policy_on_a_tiny_budget_writes_its_table_on_the_card(tmp_path, capsys):

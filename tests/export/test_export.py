@@ -147,6 +147,71 @@ class TestGraphAndCard:
         assert f"robot-rl eval --policy {exported['diffusion']}" in readme and meta.onnx_sha256 in readme
         assert read_metadata(exported["bc"]).inference_steps is None
 
+    def test_card_describes_every_tensor_the_observation_and_the_call_rule(self, exported):
+        meta = read_metadata(exported["diffusion"])
+        obs_history, noise = meta.onnx.inputs
+        assert obs_history.axes == ["batch", "n_obs_steps", "obs_dim"] and "oldest first" in obs_history.meaning
+        assert (
+            noise.distribution.startswith("standard normal N(0, I)")
+            and noise.distribution == meta.onnx.inputs[1].distribution
+        )
+        assert "a fresh draw each time, never reused" in noise.call and obs_history.distribution is None
+        (actions,) = meta.onnx.outputs
+        assert "rows 0..3" in actions.call and "Not clipped" in actions.call and "action.dims" in actions.units
+        assert "default_rng(seed)" in meta.calling.noise and "(1, 8, 4)" in meta.calling.noise
+        assert meta.calling.empty_batch is None and len(meta.calling.sequence) == 7
+        assert "intra_op_num_threads 1" in meta.calling.reference_runtime
+        # Reach: 10 entries of `observation`, the goal and the relative goal, each with its quantity and unit
+        values = meta.observation.values
+        assert [(v["start"], v["stop"]) for v in values][:2] == [(0, 3), (3, 5)]
+        assert (values[0]["quantity"], values[0]["unit"]) == ("TCP position (world)", "m")
+        assert values[-1]["source"] == "desired_goal - achieved_goal" and values[-1]["stop"] == 16
+        bc = read_metadata(exported["bc"])
+        assert bc.calling.noise is None and [t.name for t in bc.onnx.inputs] == ["obs_history"]
+        readme = (exported["diffusion"] / "README.md").read_text()
+        assert "## Calling the graph without robot_rl" in readme and "| `noise` | [batch, 8, 4]" in readme
+
+    def test_refreshing_an_old_card_adds_the_descriptions_and_keeps_the_graph(self, exported, tmp_path):
+        from robot_rl.export.card import refresh_descriptions
+        from robot_rl.export.metadata import dumps, sha256_bytes
+
+        copy = shutil.copytree(exported["diffusion"], tmp_path / "old")
+        described = json.loads((copy / "metadata.json").read_text())
+        model = onnx.load(copy / "policy.onnx")
+        # The card as exported before the descriptions: no tensor texts, no observation.values, no calling.
+        (entry,) = [p for p in model.metadata_props if p.key == ONNX_METADATA_KEY]
+        inner = json.loads(entry.value)
+        outer = json.loads((copy / "metadata.json").read_text())
+        for card in (inner, outer):
+            for spec in [*card["onnx"]["inputs"], *card["onnx"]["outputs"]]:
+                for key in ("axes", "meaning", "units", "call", "distribution"):
+                    del spec[key]
+            del card["observation"]["values"], card["calling"]
+        inner["env_id"] = outer["env_id"] = "robot_rl/PandaReach-v0"  # kept as found
+        entry.value = json.dumps(inner)
+        (copy / "policy.onnx").write_bytes(model.SerializeToString())
+        outer["onnx_sha256"] = sha256_bytes((copy / "policy.onnx").read_bytes())
+        (copy / "metadata.json").write_text(dumps(outer))
+        (copy / "eval.json").write_text(json.dumps({"policy_run": {"onnx_sha256": outer["onnx_sha256"]}}))
+        old = OnnxPolicy(copy)
+        assert old.metadata.calling is None
+
+        sha = refresh_descriptions(copy)
+        new = OnnxPolicy(copy)  # the sha256 and the embedded card agree again
+        assert sha == new.onnx_sha256 == read_metadata(copy).onnx_sha256 != old.onnx_sha256
+        assert json.loads((copy / "eval.json").read_text())["policy_run"]["onnx_sha256"] == sha
+        card = json.loads((copy / "metadata.json").read_text())
+        assert {k: v for k, v in card.items() if k != "onnx_sha256"} == {
+            k: v for k, v in described.items() if k != "onnx_sha256"
+        }
+        before = onnx.load(exported["diffusion"] / "policy.onnx").graph.SerializeToString()
+        assert onnx.load(copy / "policy.onnx").graph.SerializeToString() == before
+        obs, noise = np.zeros((3, 2, 16)), np.random.default_rng(0).standard_normal((3, 8, 4))
+        assert np.array_equal(
+            new.predict_batch(obs, noise), OnnxPolicy(exported["diffusion"]).predict_batch(obs, noise)
+        )
+        assert refresh_descriptions(copy) == sha  # again: nothing changes
+
 
 class TestRefusals:
     def test_a_tampered_graph_is_refused_naming_both_hashes(self, exported, tmp_path):

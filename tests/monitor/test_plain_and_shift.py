@@ -95,11 +95,11 @@ class TestShift:
 
 
 def test_quadrotor_conditions_apply_to_the_quadrotor():
-    conditions = conditions_for("robot_rl/QuadrotorHover-v0")
+    conditions = conditions_for("robot_rl/QuadrotorHover-v1")
     assert conditions is not CONDITIONS and "nominal" in conditions and "kick" not in conditions
     assert conditions_for(PUSH) is CONDITIONS
     for condition in conditions.values():
-        env = condition.make("robot_rl/QuadrotorHover-v0")
+        env = condition.make("robot_rl/QuadrotorHover-v1")
         env.reset(seed=0)
         env.step(np.zeros(env.action_space.shape))
         env.close()

@@ -25,7 +25,7 @@ from robot_rl.policies.layout import ObsLayout
 from robot_rl.policies.train import TrainBC, train
 from robot_rl.runtime import Controller, ControllerConfig, OnnxPolicy
 
-WAYPOINT = "robot_rl/QuadrotorWaypoint-v0"
+WAYPOINT = "robot_rl/QuadrotorWaypoint-v1"
 
 
 def fly(env, seed, steps=200):

@@ -34,7 +34,7 @@ from robot_rl.safety.config import HARDWARE_DIR  # noqa: E402
 from tests.ros.conftest import EVAL_SEED, QUAD_POLICY, spin_for, spin_until  # noqa: E402
 
 SHIPPED_YAML = HARDWARE_DIR / "crazyswarm2" / "crazyflies.yaml"
-ENV_ID = "robot_rl/QuadrotorWaypoint-v0"
+ENV_ID = "robot_rl/QuadrotorWaypoint-v1"
 HOVER_UNITS = 0.027 * 9.81 / 0.596 * 65535.0
 """Motor units of hover thrust for the sim's 27 g vehicle at 0.596 N full scale."""
 

@@ -110,7 +110,7 @@ class TestEpisode:
         assert abs(info["return"] - episode["return"]) <= 5
 
     def test_quadrotor_flies_through_cmd_vel_legacy(self, ros_context, executor):
-        bridge = SimBridge(context=ros_context, parameter_overrides=params(env_id="robot_rl/QuadrotorWaypoint-v0",
+        bridge = SimBridge(context=ros_context, parameter_overrides=params(env_id="robot_rl/QuadrotorWaypoint-v1",
                                                                            seed=EVAL_SEED))  # fmt: skip
         policy = make_policy(ros_context, policy=QUAD_POLICY, seed=EVAL_SEED, safety=False)
         executor.add_node(bridge)

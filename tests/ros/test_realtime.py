@@ -28,7 +28,7 @@ def quadrotor(ros_context, executor, **values):
     bridge = SimBridge(
         context=ros_context,
         parameter_overrides=[
-            Parameter("env_id", value="robot_rl/QuadrotorWaypoint-v0"),
+            Parameter("env_id", value="robot_rl/QuadrotorWaypoint-v1"),
             Parameter("seed", value=EVAL_SEED),
         ],
     )

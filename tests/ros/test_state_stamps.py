@@ -234,6 +234,6 @@ class TestControlPeriod:
     )
     def test_ranges_per_robot(self, robot, value, trained, why):
         with pytest.raises(ValueError, match="must be") as err:
-            check_control_period(robot, value, trained, "robot_rl/QuadrotorHover-v0")
+            check_control_period(robot, value, trained, "robot_rl/QuadrotorHover-v1")
         assert why in str(err.value)
-        assert check_control_period(robot, 0.02, 0.02, "robot_rl/QuadrotorHover-v0") == 0.02
+        assert check_control_period(robot, 0.02, 0.02, "robot_rl/QuadrotorHover-v1") == 0.02

@@ -32,7 +32,7 @@ LOOPBACK = (
 CASES = {
     "fr3": ("robot_rl/PandaPush-v0", PUSH_POLICY, "/forward_position_controller/commands", "Float64MultiArray",
             Float64MultiArray, "std_msgs/msg/Float64MultiArray"),
-    "crazyflie": ("robot_rl/QuadrotorWaypoint-v0", QUAD_POLICY, "/cf231/cmd_vel_legacy", "Twist", Twist,
+    "crazyflie": ("robot_rl/QuadrotorWaypoint-v1", QUAD_POLICY, "/cf231/cmd_vel_legacy", "Twist", Twist,
                   "geometry_msgs/msg/Twist"),
 }  # fmt: skip
 

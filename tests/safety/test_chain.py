@@ -163,7 +163,7 @@ class TestFactory:
 
     def test_quadrotor_envs_get_the_crazyflie_chain(self):
         pytest.importorskip("robot_rl.safety.quadrotor")
-        chain, check = safety_for_env("robot_rl/QuadrotorHover-v0")
+        chain, check = safety_for_env("robot_rl/QuadrotorHover-v1")
         assert chain.filters and hasattr(check, "violations") and chain.watchdog.ctrl_dt == 0.02
 
     def test_a_gym_env_works_as_well_as_its_id(self):
@@ -176,7 +176,7 @@ class TestFactory:
             env.close()
 
     def test_unknown_env_ids_list_the_valid_ones(self):
-        with pytest.raises(ValueError, match=r"Did you mean 'robot_rl/PandaPush-v0'\?.*robot_rl/QuadrotorTrack-v0"):
+        with pytest.raises(ValueError, match=r"Did you mean 'robot_rl/PandaPush-v0'\?.*robot_rl/QuadrotorTrack-v1"):
             safety_for_env("robot_rl/PandaPsuh-v0")
         with pytest.raises(ValueError, match="no safety configuration"):
             safety_for_env("CartPole-v1")

@@ -288,7 +288,7 @@ def test_config_loads() -> None:
 def run_episodes(task: str, seeds: range, safe: bool, expert: bool = False) -> tuple[int, float]:
     """Violation steps and mean success of random (or expert) actions, with or without the filter."""
     register_all()
-    env = gym.make(f"robot_rl/Quadrotor{task}-v0")
+    env = gym.make(f"robot_rl/Quadrotor{task}-v1")
     unwrapped = env.unwrapped
     filters, _, check = load_quadrotor_safety(SECTION)
     policy = QuadrotorExpert(unwrapped.params, unwrapped.ctrl_dt)
@@ -325,7 +325,7 @@ def test_expert_keeps_succeeding(task: str) -> None:
 
 def test_hover_fallback_brakes_inside_the_geofence() -> None:
     register_all()
-    env = gym.make("robot_rl/QuadrotorHover-v0")
+    env = gym.make("robot_rl/QuadrotorHover-v1")
     unwrapped = env.unwrapped
     filters, fallback, check = load_quadrotor_safety(SECTION)
     for seed in range(3):

@@ -199,7 +199,7 @@ class TestCommandMapper:
         assert env.action_space.contains(action)
 
     def test_quadrotor_velocity_command_moves_the_vehicle_and_release_stops_it(self):
-        env = make("robot_rl/QuadrotorHover-v0")
+        env = make("robot_rl/QuadrotorHover-v1")
         obs, _ = env.reset(seed=0)
         mapper = CommandMapper(env)
         for _ in range(100):  # settle at the start point

@@ -11,8 +11,14 @@ import math
 
 import numpy as np
 
+from robot_rl.envs.franka.panda_env import MOTIONS
+
 MAX_DISPLACEMENT = 0.05
 """TCP displacement per step at |action| = 1 [m] (PandaEnv.max_displacement)."""
+CTRL_DT = 0.04
+"""Control period [s] (PandaEnv.ctrl_dt)."""
+FR3_BRAKING = 2.5
+"""TCP deceleration [m/s^2] the experts plan their stops with in ``motion="fr3"`` envs."""
 
 
 def _move(grip: np.ndarray, target: np.ndarray, gripper: float, gain: float = 1.0) -> np.ndarray:
@@ -24,18 +30,57 @@ def _move(grip: np.ndarray, target: np.ndarray, gripper: float, gain: float = 1.
     return np.array([delta[0], delta[1], delta[2], gripper])
 
 
-class ReachExpert:
+class _Expert:
+    """What every Panda expert shares: the env's ``motion`` mode and how a move is commanded in it.
+
+    In ``motion="servo"`` envs a move is :func:`_move`: a step towards the target, which the arm completes
+    within the period. An arm within the FR3's acceleration limits (``motion="fr3"``) cannot stop within a
+    period, and commanded that way it overshoots every stop (and oscillates about a goal). There a move that
+    ends at its target is also capped at the speed from which the TCP can still stop there with
+    :attr:`braking` (``v <= sqrt(2 a d)``); a move towards a target that runs ahead of the TCP (a push, a
+    strike) is not.
+
+    Args:
+        motion: The env's ``motion`` kwarg (``"servo"`` or ``"fr3"``).
+    """
+
+    def __init__(self, motion: str = "servo") -> None:
+        if motion not in MOTIONS:
+            raise ValueError(f"`motion` must be one of {', '.join(map(repr, MOTIONS))}. Got {motion!r}.")
+        self.motion = motion
+        self.braking = FR3_BRAKING
+        """The TCP deceleration the approaches plan their stops with in fr3 mode [m/s^2]."""
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new episode."""
+
+    def _move(
+        self, grip: np.ndarray, target: np.ndarray, gripper: float, gain: float = 1.0, carrot: bool = False
+    ) -> np.ndarray:
+        """Action towards ``target`` [m] with ``gripper`` (class docstring); ``carrot``: the target runs ahead."""
+        action = _move(grip, target, gripper, gain)
+        if self.motion == "servo" or carrot:
+            return action
+        cap = CTRL_DT * math.sqrt(2.0 * self.braking * float(np.linalg.norm(target - grip))) / MAX_DISPLACEMENT
+        norm = float(np.linalg.norm(action[:3]))
+        if norm > cap:
+            action[:3] *= cap / norm
+        return action
+
+
+class ReachExpert(_Expert):
     """Move straight to the goal."""
 
     def reset(self) -> None:
-        """No internal state."""
+        """Start a new episode."""
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Action for one observation. Shape: (4,)."""
-        return _move(obs["observation"][:3], obs["desired_goal"], -1.0)
+        return self._move(obs["observation"][:3], obs["desired_goal"], -1.0)
 
 
-class PushExpert:
+class PushExpert(_Expert):
     """Push the cube with the closed fingertips along the cube-to-goal line, re-approaching when it drifts.
 
     Phases: rise, go above a point behind the cube (opposite the goal), descend, push through the
@@ -51,9 +96,6 @@ class PushExpert:
     """Distance behind the cube centre where the fingertips come down before a push [m]."""
     contact = 0.04
     """Fingertip distance behind the cube centre while in contact (half cube + pad) [m]."""
-
-    def __init__(self) -> None:
-        self.reset()
 
     def reset(self) -> None:
         """Start a new episode in the approach phase."""
@@ -83,12 +125,12 @@ class PushExpert:
             horizontal = float(np.linalg.norm(grip[:2] - behind))
             if horizontal > 0.01:
                 if grip[2] < self.approach_height - 0.02 and horizontal > 0.025:
-                    return _move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
+                    return self._move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
                 # Descend while closing in on the start point, staying clear of the cube.
                 height = self.approach_height if horizontal > 0.04 else self.push_height
-                return _move(grip, np.array([behind[0], behind[1], height]), -1.0, gain=0.8)
+                return self._move(grip, np.array([behind[0], behind[1], height]), -1.0, gain=0.8)
             if grip[2] > self.push_height + 0.01:
-                return _move(grip, np.array([behind[0], behind[1], self.push_height]), -1.0, gain=0.7)
+                return self._move(grip, np.array([behind[0], behind[1], self.push_height]), -1.0, gain=0.7)
             self._pushing = True
         # Push along the line, slowing down near the goal; steer back through the cube's centre.
         step = min(0.025, 0.25 * dist + 0.003)
@@ -96,17 +138,15 @@ class PushExpert:
         offset = line_point - grip[:2]
         offset -= float(offset @ direction) * direction
         xy = grip[:2] + step * direction + 0.7 * offset
-        return _move(grip, np.array([xy[0], xy[1], self.push_height]), -1.0)
+        # The target runs a step ahead (a carrot, not a stop); the step shrinks near the goal.
+        return self._move(grip, np.array([xy[0], xy[1], self.push_height]), -1.0, carrot=True)
 
 
-class PickAndPlaceExpert:
+class PickAndPlaceExpert(_Expert):
     """Open, align above the cube, descend, close, lift and carry it to the goal, hold it there."""
 
     hover = 0.07
     """Height above the cube while aligning [m]."""
-
-    def __init__(self) -> None:
-        self.reset()
 
     def reset(self) -> None:
         """Start a new episode in the approach phase."""
@@ -126,7 +166,7 @@ class PickAndPlaceExpert:
         self._grasped_steps = self._grasped_steps + 1 if holding else 0
         if self._grasped_steps >= 3:
             # Carry: move the cube (held at the TCP) to the goal.
-            return _move(grip, goal - (cube - grip), -1.0, gain=0.8)
+            return self._move(grip, goal - (cube - grip), -1.0, gain=0.8)
         if near and width < 0.075 and grip[2] - cube[2] < 0.008:
             return np.array([0.0, 0.0, 0.0, -1.0])  # closing on the cube
         if self._descending and horizontal > 0.02:
@@ -134,17 +174,17 @@ class PickAndPlaceExpert:
         if not self._descending:
             above = np.array([cube[0], cube[1], cube[2] + self.hover])
             if grip[2] < cube[2] + 0.04 and horizontal > 0.02:
-                return _move(grip, np.array([grip[0], grip[1], above[2]]), 1.0)  # rise clear of the cube
+                return self._move(grip, np.array([grip[0], grip[1], above[2]]), 1.0)  # rise clear of the cube
             if horizontal > 0.006 or float(np.linalg.norm(grip_vel[:2])) > 0.05:
-                return _move(grip, above, 1.0, gain=0.8 if horizontal > 0.03 else 0.5)
+                return self._move(grip, above, 1.0, gain=0.8 if horizontal > 0.03 else 0.5)
             self._descending = True
         if grip[2] - cube[2] > 0.004:
             target = np.array([cube[0], cube[1], cube[2]])
-            return _move(grip, target, 1.0, gain=1.0 if grip[2] - cube[2] > 0.06 else 0.5)
+            return self._move(grip, target, 1.0, gain=1.0 if grip[2] - cube[2] > 0.06 else 0.5)
         return np.array([0.0, 0.0, 0.0, -1.0])
 
 
-class SlideExpert:
+class SlideExpert(_Expert):
     """Strike the puck along the puck-to-goal line with the speed that makes it stop at the goal.
 
     A released puck decelerates at ``mu g`` (friction 0.05, so about 0.49 m/s^2) and stops after
@@ -178,9 +218,6 @@ class SlideExpert:
     """Horizontal distance from the robot base where the push ends [m]."""
     """Largest increase of the per-step displacement during the push [m] (a gentle ramp)."""
 
-    def __init__(self) -> None:
-        self.reset()
-
     def reset(self) -> None:
         """Start a new episode in the approach phase."""
         self._phase = "approach"
@@ -206,17 +243,17 @@ class SlideExpert:
         speed = float(puck_vel[:2] @ direction)
         if self._phase == "released":
             # Pull back and up, away from the sliding puck.
-            return _move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
+            return self._move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
         if self._phase == "approach":
             start = self._tip_target(puck, direction, self.standoff)
             horizontal = float(np.linalg.norm(grip[:2] - start))
             if horizontal > 0.006:
                 if grip[2] < self.approach_height - 0.02 and horizontal > 0.03:
-                    return _move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
+                    return self._move(grip, np.array([grip[0], grip[1], self.approach_height]), -1.0)
                 height = self.approach_height if horizontal > 0.04 else self.push_height
-                return _move(grip, np.array([start[0], start[1], height]), -1.0, gain=0.7)
+                return self._move(grip, np.array([start[0], start[1], height]), -1.0, gain=0.7)
             if grip[2] > self.push_height + 0.004:
-                return _move(grip, np.array([start[0], start[1], self.push_height]), -1.0, gain=0.6)
+                return self._move(grip, np.array([start[0], start[1], self.push_height]), -1.0, gain=0.6)
             self._phase = "strike"
         # Strike: move the fingertips at the speed v(d) = sqrt(2 a d) of the remaining distance d. A
         # hand on that profile decelerates at exactly a, as friction would decelerate the free puck,
@@ -226,7 +263,7 @@ class SlideExpert:
         if reach > self.max_reach or dist < self.release_distance or speed >= target_speed:
             self._phase = "released"
             back = grip[:2] - 0.05 * direction
-            return _move(grip, np.array([back[0], back[1], self.approach_height]), -1.0)
+            return self._move(grip, np.array([back[0], back[1], self.approach_height]), -1.0)
         if speed < 0.05:
             # Not touching yet: creep into contact, since an impact would launch the light puck
             # faster than the hand moves.
@@ -240,7 +277,7 @@ class SlideExpert:
         offset = on_line - grip[:2]
         offset -= float(offset @ direction) * direction
         xy = grip[:2] + self._step * direction + 0.7 * offset
-        return _move(grip, np.array([xy[0], xy[1], self.push_height]), -1.0)
+        return self._move(grip, np.array([xy[0], xy[1], self.push_height]), -1.0, carrot=True)
 
 
 EXPERTS = {
@@ -251,9 +288,13 @@ EXPERTS = {
 }
 
 
-def make_expert(env_id: str) -> ReachExpert | PushExpert | SlideExpert | PickAndPlaceExpert:
-    """The scripted expert for a robot_rl env id (sparse or Dense variant)."""
+def make_expert(env_id: str, motion: str = "servo") -> ReachExpert | PushExpert | SlideExpert | PickAndPlaceExpert:
+    """The scripted expert for a robot_rl env id (sparse or Dense variant) and the env's ``motion`` mode.
+
+    Pass ``env.unwrapped.motion_mode`` for ``motion``: the servo-mode expert overshoots on an arm with the FR3's
+    limits.
+    """
     name = env_id.split("/")[-1].split("-")[0].removesuffix("Dense")
     if name not in EXPERTS:
         raise ValueError(f"no scripted expert for {env_id!r}. Experts exist for: {', '.join(EXPERTS)}.")
-    return EXPERTS[name]()
+    return EXPERTS[name](motion)

@@ -15,9 +15,12 @@ import numpy as np
 
 from robot_rl.envs.base import MujocoGoalEnv
 from robot_rl.envs.franka.controller import CartesianController, CartesianControllerConfig
+from robot_rl.envs.franka.fr3_motion import Fr3Motion
 
 FINGER_OPEN = 0.04
 """Per-finger opening when fully open [m] (0.08 m between the pads)."""
+MOTIONS = ("servo", "fr3")
+"""The values of the ``motion`` kwarg: how the joint set points move between two IK targets."""
 
 
 class PandaEnv(MujocoGoalEnv):
@@ -38,10 +41,24 @@ class PandaEnv(MujocoGoalEnv):
     the physics rate (``sim_dt`` 0.002 s). No mocap: the arm moves only through its actuators.
     Out-of-range action entries are clipped to [-1, 1]; NaN/inf or a wrong shape raises
     ``ValueError`` and leaves the simulation untouched.
+
+    ``motion`` sets how the servos' set points move from one IK target to the next:
+
+    - ``"servo"`` (default): a linear ramp over the period, which reaches each target at the period's
+      end; its velocity steps at every period boundary (unbounded acceleration), which a real FR3
+      refuses. The shipped policies were trained this way.
+    - ``"fr3"``: the setpoint trajectory of :class:`~robot_rl.envs.franka.fr3_motion.Fr3Motion`, within
+      0.8 of libfranka's FR3 velocity, acceleration and jerk limits (at most 8 rad/s^2 per joint), which
+      the ROS node streams unchanged to the robot; the servos follow it (set point and velocity
+      feed-forward, exact every ``fr3_chunk_steps`` physics steps and linear in between). The arm is
+      slower to start and stop; a policy trained this way asks only for motion a real FR3 executes.
+      ``env.unwrapped.motion`` is the generator (None in servo mode).
     """
 
     has_object: ClassVar[bool] = True
     block_gripper: ClassVar[bool] = False
+    fr3_chunk_steps: ClassVar[int] = 4
+    """Physics steps per chunk in ``motion="fr3"`` mode: the set point is exact every 4 x 2 ms, linear in between."""
     max_displacement: ClassVar[float] = 0.05
     """TCP displacement per control period at |action| = 1 [m]."""
     workspace_low: ClassVar[np.ndarray] = np.array([0.3, -0.4, 0.01])
@@ -49,8 +66,16 @@ class PandaEnv(MujocoGoalEnv):
     workspace_high: ClassVar[np.ndarray] = np.array([0.85, 0.4, 0.55])
     """Upper corner of the TCP workspace box [m, world]."""
 
-    def __init__(self, controller: CartesianControllerConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, controller: CartesianControllerConfig | None = None, motion: str = "servo", **kwargs: Any
+    ) -> None:
+        if not (isinstance(motion, str) and motion in MOTIONS):
+            raise ValueError(f"`motion` must be one of {', '.join(map(repr, MOTIONS))}. Got {motion!r}.")
         self._controller_config = controller
+        self.motion_mode = motion
+        """``"servo"`` or ``"fr3"`` (see the class docstring)."""
+        self.motion: Fr3Motion | None = None
+        """The FR3 setpoint generator in ``motion="fr3"`` mode, else None."""
         super().__init__(**kwargs)
 
     def _setup(self) -> None:
@@ -69,6 +94,21 @@ class PandaEnv(MujocoGoalEnv):
         # servo's time constant) is the same under randomization.
         self._lead = -m.actuator_biasprm[:7, 2] / m.actuator_gainprm[:7, 0]
         self._inv_ctrl_dt = 1.0 / self.ctrl_dt
+        if self.motion_mode == "fr3":
+            self.motion = Fr3Motion(self.ctrl_dt)
+            # The period in chunks of `fr3_chunk_steps` physics steps: the servos' set point is exact at each chunk
+            # boundary and ramps linearly (the integrator activation) in between.
+            bounds = sorted({*range(0, self.n_substeps, self.fr3_chunk_steps), self.n_substeps})
+            self._chunk_steps = np.diff(bounds).tolist()
+            self._chunk_times = np.array(bounds[:-1] + [0]) * self.sim_dt
+            self._chunk_times[-1] = self.ctrl_dt
+            self._inv_chunk_dt = 1.0 / (np.diff(bounds) * self.sim_dt)[:, None]
+            self._set_points = np.zeros((len(bounds), 7))
+            self._slopes = np.zeros((len(bounds) - 1, 7))
+            self._chunk_starts = self._set_points[:-1]
+            # The set point ramps may be faster than the Panda servo's velocity range (the FR3's is wider, and the
+            # feed-forward adds to it): the generator bounds the motion, the actuator's ctrl clip must not.
+            m.actuator_ctrllimited[:7] = 0
         # The per-step code reads the state through views made once here (every `data.<field>`
         # access builds a new array) and does its scalar math on Python floats: several times
         # faster than numpy on 3-vectors, and the same IEEE arithmetic, so results are identical.
@@ -106,6 +146,8 @@ class PandaEnv(MujocoGoalEnv):
         self.controller.reset()
         self.controller.update_command_kinematics()
         self._q_cmd_prev[:] = self.data.qpos[:7]
+        if self.motion is not None:
+            self.motion.reset(self.data.qpos[:7])
         return out
 
     # ------------------------------------------------------------------ control
@@ -119,6 +161,10 @@ class PandaEnv(MujocoGoalEnv):
         displacement = ((mx - cx) + scale * ax, (my - cy) + scale * ay, (mz - cz) + scale * az)
         previous = self._q_cmd_prev
         q_cmd = self.controller.joint_targets(displacement, self.workspace_low.tolist(), self.workspace_high.tolist())
+        if self.motion is not None:
+            self._plan_fr3(q_cmd)
+            self._finger_ctrl[:] = 0.0 if self.block_gripper else 0.5 * (grip + 1.0) * FINGER_OPEN
+            return
         # The servos' set points (their activations) ramp from the previous command to this one over
         # the period at the velocity ctrl, as the robot's joint controller interpolates a streamed
         # trajectory. Starting the ramp (kv / kp) * velocity ahead cancels the servo's steady-state
@@ -130,6 +176,28 @@ class PandaEnv(MujocoGoalEnv):
         previous[:] = q_cmd
         # Both finger servos get the same width command.
         self._finger_ctrl[:] = 0.0 if self.block_gripper else 0.5 * (grip + 1.0) * FINGER_OPEN
+
+    def _plan_fr3(self, q_cmd: np.ndarray) -> None:
+        """The period's FR3 setpoints towards ``q_cmd``, as the servos' set point at each chunk boundary."""
+        assert self.motion is not None
+        q, dq, _ = self.motion.plan(q_cmd, self._chunk_times)
+        # Set point plus (kv / kp) x setpoint velocity: the servo then applies kp (q_d - q) + kv (dq_d - dq), the
+        # joint impedance law of the robot's own controller tracking (q_d, dq_d).
+        points, slopes = self._set_points, self._slopes
+        np.multiply(dq, self._lead, out=points)
+        np.add(points, q, out=points)
+        np.subtract(points[1:], points[:-1], out=slopes)
+        np.multiply(slopes, self._inv_chunk_dt, out=slopes)
+
+    def _simulate(self) -> None:
+        if self.motion is None:
+            mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+            return
+        m, d, act, ctrl, step = self.model, self.data, self._arm_act, self._arm_ctrl, mujoco.mj_step
+        for point, slope, n in zip(self._chunk_starts, self._slopes, self._chunk_steps, strict=True):
+            act[:] = point
+            ctrl[:] = slope
+            step(m, d, nstep=n)
 
     def _neutral_action(self) -> np.ndarray:
         # Hold position and keep the current finger opening.

@@ -1,10 +1,10 @@
-"""QuadrotorHover-v0: hold a fixed point in the air after a disturbed start."""
+"""QuadrotorHover-v1: hold a fixed point in the air after a disturbed start."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from robot_rl.envs.quadrotor.quadrotor_env import ACTION_TABLE, OBSERVATION_TABLE, QuadrotorEnv
+from robot_rl.envs.quadrotor.quadrotor_env import ACTION_TABLE, OBSERVATION_TABLE, VERSION_HISTORY, QuadrotorEnv
 
 
 def random_tilt(rng: np.random.Generator, max_angle: float) -> np.ndarray:
@@ -33,7 +33,7 @@ class QuadrotorHoverEnv(QuadrotorEnv):
 
     ## Rewards
     Sparse (default): -1 per step while farther than 0.1 m from the goal, else 0. Dense
-    (``QuadrotorHoverDense-v0``): minus the distance [m].
+    (``QuadrotorHoverDense-v1``): minus the distance [m].
     A crash also costs the worst per-step reward (-1 sparse, minus the geofence diagonal dense)
     for every step left, so crashing early never pays (``crash_penalty``).
 
@@ -42,10 +42,8 @@ class QuadrotorHoverEnv(QuadrotorEnv):
     geofence (|x|, |y| <= 2 m, z <= 2.5 m); ``info["crash"]`` names which. Truncated after 250
     steps (5 s at 50 Hz). ``info["is_success"]`` is 1.0 once the vehicle has stayed within 0.1 m of
     the goal for the last 1 s.
-
-    ## Version History
-    * v0: initial version.
-    """
+"""
+        + VERSION_HISTORY
     )
 
     hover_point = np.array([0.0, 0.0, 1.0])

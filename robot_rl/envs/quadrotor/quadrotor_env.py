@@ -66,6 +66,14 @@ ACTION_TABLE = """
     the mixer clips to [0, 0.149] N are counted in ``info["motor_saturations"]``.
 """
 
+VERSION_HISTORY = """
+    ## Version History
+    * v1: a crash costs the worst per-step reward for every step left (``crash_penalty``), so an
+      agent maximizing the return no longer learns to crash early. Dynamics, observations, actions,
+      starting states and episode ends are those of v0 (a policy trained on v0 flies the same on v1).
+    * v0: initial version (retired; making it raises an error that names v1).
+"""
+
 
 class QuadrotorEnv(MujocoGoalEnv):
     """Crazyflie 2.1-class quadrotor flown through CTBR commands; see the task classes."""

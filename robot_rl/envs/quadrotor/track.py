@@ -1,4 +1,4 @@
-"""QuadrotorTrack-v0: follow a figure-eight given as upcoming setpoints."""
+"""QuadrotorTrack-v1: follow a figure-eight given as upcoming setpoints."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from robot_rl.envs.quadrotor.hover import random_tilt
-from robot_rl.envs.quadrotor.quadrotor_env import ACTION_TABLE, OBSERVATION_TABLE, QuadrotorEnv
+from robot_rl.envs.quadrotor.quadrotor_env import ACTION_TABLE, OBSERVATION_TABLE, VERSION_HISTORY, QuadrotorEnv
 
 
 class QuadrotorTrackEnv(QuadrotorEnv):
@@ -34,7 +34,7 @@ class QuadrotorTrackEnv(QuadrotorEnv):
 
     ## Rewards
     Sparse (default): -1 per step while farther than 0.1 m from the current reference point, else
-    0. Dense (``QuadrotorTrackDense-v0``): minus that distance [m].
+    0. Dense (``QuadrotorTrackDense-v1``): minus that distance [m].
     A crash also costs the worst per-step reward (-1 sparse, minus the geofence diagonal dense)
     for every step left, so crashing early never pays (``crash_penalty``).
 
@@ -42,10 +42,8 @@ class QuadrotorTrackEnv(QuadrotorEnv):
     Terminates on a crash (floor, tilt past 80 degrees, geofence). Truncated after 500 steps
     (10 s). ``info["tracking_rmse"]`` is the RMS distance to the reference so far [m];
     ``info["is_success"]`` is 1.0 while that RMSE is at most 0.1 m and nothing crashed.
-
-    ## Version History
-    * v0: initial version.
-    """
+"""
+        + VERSION_HISTORY
     )
 
     amplitude = (0.6, 0.3)

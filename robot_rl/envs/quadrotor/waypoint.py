@@ -1,11 +1,11 @@
-"""QuadrotorWaypoint-v0: fly to a 3-D point and hold it."""
+"""QuadrotorWaypoint-v1: fly to a 3-D point and hold it."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from robot_rl.envs.quadrotor.hover import random_tilt
-from robot_rl.envs.quadrotor.quadrotor_env import ACTION_TABLE, OBSERVATION_TABLE, QuadrotorEnv
+from robot_rl.envs.quadrotor.quadrotor_env import ACTION_TABLE, OBSERVATION_TABLE, VERSION_HISTORY, QuadrotorEnv
 
 
 class QuadrotorWaypointEnv(QuadrotorEnv):
@@ -26,7 +26,7 @@ class QuadrotorWaypointEnv(QuadrotorEnv):
 
     ## Rewards
     Sparse (default): -1 per step while farther than 0.1 m from the goal, else 0. Dense
-    (``QuadrotorWaypointDense-v0``): minus the distance [m].
+    (``QuadrotorWaypointDense-v1``): minus the distance [m].
     A crash also costs the worst per-step reward (-1 sparse, minus the geofence diagonal dense)
     for every step left, so crashing early never pays (``crash_penalty``).
 
@@ -34,10 +34,8 @@ class QuadrotorWaypointEnv(QuadrotorEnv):
     Terminates on a crash (floor, tilt past 80 degrees, geofence). Truncated after 250 steps
     (5 s). ``info["is_success"]`` is 1.0 once the vehicle has stayed within 0.1 m of the goal for
     the last 1 s; evaluation counts the last step's value.
-
-    ## Version History
-    * v0: initial version.
-    """
+"""
+        + VERSION_HISTORY
     )
 
     box_low = np.array([-1.0, -1.0, 0.5])

@@ -309,18 +309,20 @@ def build_runtime(config: RuntimeConfig) -> Runtime:
 
     Raises:
         FileNotFoundError: no such policy folder.
-        ValueError: the policy is for a robot the nodes do not drive.
+        ValueError: not an exported policy folder, a card :func:`robot_rl.deploy.open_policy` refuses, or a
+            policy for a robot the nodes do not drive.
         robot_rl.runtime.onnx_policy.PolicyIntegrityError: policy.onnx fails the sha256 check.
         RuntimeError: ``require_safety`` and the safety chain cannot be built.
     """
-    from robot_rl.deploy import build_stack
-    from robot_rl.runtime import ControllerConfig, OnnxPolicy
+    from robot_rl.deploy import build_stack, open_policy
+    from robot_rl.runtime import ControllerConfig
 
     policy_dir = resolve_policy_dir(config.policy)
     # The control period first, from the card as written: the node's timer would run at it, and the robot's and
     # the env's view (what it was trained at, what the robot allows) says more than a generic format error.
     env = _check_card_period(policy_dir)
-    policy = OnnxPolicy(policy_dir, threads=config.threads)
+    # Opened as robot-rl eval opens it (the card validated, the env and robot family from the env registry).
+    policy = open_policy(policy_dir, ("exported",), what="policy").load_policy(threads=config.threads)
     meta = policy.metadata
     family = meta.action.family
     if family not in ROBOT_OF_FAMILY:

@@ -12,6 +12,9 @@ very MuJoCo model the simulation uses:
   from the measured TCP, clipped to the workspace box, one differential-IK step of
   :class:`~robot_rl.envs.franka.controller.CartesianController` from the commanded posture, bounded
   by the joint velocity and position limits.
+- :attr:`Fr3Kinematics.motion`: for an env made with ``motion="fr3"``, a fresh copy of its setpoint
+  generator (:class:`~robot_rl.envs.franka.fr3_motion.Fr3Motion`, same parameters), which the command path
+  runs on these targets as the env does.
 
 Frames: ``fr3_link0`` (the robot base) is the sim's world frame: z up, the arm facing +x, the table
 top at z = 0. Object poses and goals must be given in that frame.
@@ -19,6 +22,7 @@ top at z = 0. Object poses and goals must be given in that frame.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -91,6 +95,9 @@ class Fr3Kinematics:
         self.controller = CartesianController(
             m, self.data, home, self.ctrl_dt, getattr(unwrapped, "_controller_config", None)
         )
+        motion = getattr(unwrapped, "motion", None)
+        self.motion = None if motion is None else copy.deepcopy(motion)
+        """The env's FR3 setpoint generator (a copy, same parameters) for ``motion="fr3"`` envs, else None."""
         self._jacp = np.zeros((3, m.nv))
         self._tcp_vel = np.zeros(3)
         self._measured = False
@@ -102,6 +109,8 @@ class Fr3Kinematics:
         self._qpos = self.data.qpos
         self._arm_jacp = self._jacp[:, :7]
         self._tcp_pos = self.data.site_xpos[self._site]
+        self._fk = mujoco.MjData(m)  # forward kinematics of other postures (tcp_at), apart from the measured one
+        self._fk_qpos = self._fk.qpos[:7]
 
     # ---------------------------------------------------------------- measurement
     def _set_measured(self, meas: Fr3Measurement) -> None:
@@ -180,13 +189,22 @@ class Fr3Kinematics:
         self.controller.reset()
         self.controller.update_command_kinematics()
 
-    def joint_targets(self, action: np.ndarray) -> tuple[np.ndarray, float]:
+    def joint_targets(self, action: np.ndarray, reference: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """Joint position targets and gripper width for a policy action, as the sim computes them.
 
         Call after :meth:`observe` (the measured posture is the one from the last measurement).
 
+        The env displaces the TCP measured at the start of the period whose motion the target drives. On the
+        robot that motion starts later than the measurement (a trajectory message keeps the committed plan
+        first, :meth:`robot_rl_ros.fr3_command.Fr3CommandPath.motion_start`): ``reference`` is the posture the
+        arm is expected at when it starts, and the displacement is taken from its TCP. Displacing the measured
+        TCP instead would aim each target at where the arm was a period before its motion starts, and a
+        steady motion would run at half the speed the policy asks for.
+
         Args:
             action: ``[dx, dy, dz, gripper]`` in [-1, 1] (clipped here). Shape: (4,).
+            reference: Joint positions [rad] (7,) whose TCP the displacement starts from; None: the measured
+                posture's TCP (the env's rule when the motion starts at the measurement).
 
         Returns:
             ``(q_targets, gripper_width)``: joint targets [rad] (a new array, shape (7,)) and the total
@@ -198,13 +216,19 @@ class Fr3Kinematics:
         if not self._measured:
             raise RuntimeError("no joint measurement yet: call observe() before joint_targets().")
         ax, ay, az, grip = _clip_unit(action)
-        mx, my, mz = self._tcp_pos.tolist()
+        mx, my, mz = (self._tcp_pos if reference is None else self.tcp_at(reference)).tolist()
         cx, cy, cz = self.controller.commanded_tcp.tolist()
         scale = self.max_displacement
         displacement = ((mx - cx) + scale * ax, (my - cy) + scale * ay, (mz - cz) + scale * az)
         q_cmd = self.controller.joint_targets(displacement, self.workspace_low, self.workspace_high).copy()
         width = 0.0 if self.block_gripper else (grip + 1.0) * self.finger_open
         return q_cmd, width
+
+    def tcp_at(self, joint_pos: np.ndarray) -> np.ndarray:
+        """The TCP position [m, base frame] (3,) at arm joint positions ``joint_pos`` [rad] (7,) (forward kinematics)."""
+        self._fk_qpos[:] = joint_pos
+        mujoco.mj_kinematics(self.model, self._fk)
+        return self._fk.site_xpos[self._site].copy()
 
     def hold_action(self, meas: Fr3Measurement | None) -> np.ndarray:
         """The action that holds the TCP where it is and keeps the finger opening. Shape: (4,)."""

@@ -8,9 +8,8 @@ filter off (franka_ros2 ``franka_hardware/include/franka_hardware/robot.hpp``, `
 ``joint_motion_generator_*`` reflex. :mod:`robot_rl_ros.fr3_vendor` models that chain.
 
 :class:`Fr3CommandPath` turns each period's joint target into a ``trajectory_msgs/JointTrajectory``
-for ``/<controller>/joint_trajectory``: a motion shaped within libfranka's FR3 limits
-(:class:`~robot_rl_ros.fr3_vendor.MotionShaper`), one point per millisecond with positions,
-velocities and accelerations, stamped with the node's clock (joint_trajectory_controller
+for ``/<controller>/joint_trajectory``: a motion within libfranka's FR3 limits, one point per millisecond
+with positions, velocities and accelerations, stamped with the node's clock (joint_trajectory_controller
 ``src/trajectory.cpp``: the points' times are ``header.stamp + time_from_start``; a point already in
 the past is passed through, so a message that arrives late continues the same motion). Before a
 message leaves, the same controller model and limit check the sim bridge uses predict the 1 kHz
@@ -18,17 +17,29 @@ command of the coming period; a predicted reflex refuses the message (:class:`Pr
 Every message ends at rest (a braking tail the next message replaces): a node that stops sending leaves the arm
 stopping within the limits, where a held last point at speed would be a step. The controller must run with
 ``interpolate_from_desired_state: true`` (hardware/fr3_controllers.yaml).
+
+The motion towards each target comes from one of two generators:
+
+- a policy trained with ``motion="fr3"`` (its card's ``env_kwargs``): the env's own setpoint generator,
+  :class:`robot_rl.envs.franka.fr3_motion.Fr3Motion`, period by period from the state the timeline reaches,
+  so the robot is streamed exactly the setpoints the policy was trained on (the node adds the one period of
+  commit and, after a reset, the blend);
+- a policy trained on the sim's servo (``motion="servo"``): :class:`~robot_rl_ros.fr3_vendor.MotionShaper`,
+  an approach filter towards each target (the motion the policy asks for is not one the FR3 executes: it
+  arrives late).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Duration
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from robot_rl.envs.franka.fr3_motion import Fr3Motion
 from robot_rl_ros.fr3_vendor import (
     DT,
     FR3_POSITION_LOWER,
@@ -72,6 +83,26 @@ class PredictedReflex(RuntimeError):
         self.reflex = reflex
 
 
+@dataclasses.dataclass
+class _Commit:
+    """What a message at one tick keeps of the plan (:meth:`Fr3CommandPath._commit`)."""
+
+    tick: int
+    """The tick [ms after the origin; 0 after a restart]."""
+    commit_end: int
+    """Where the kept plan ends and the motion towards the message's target starts [ms]."""
+    ticks: np.ndarray
+    """The kept points' times [ms]."""
+    plan: np.ndarray
+    """The kept points: positions, velocities, accelerations. Shape: (3, n, 7)."""
+    motion: Fr3Motion | None
+    """A copy of the generator, advanced to the kept plan's end."""
+    restart: bool
+    """The previous message ran out (the node paused): the path restarts at rest where it ended."""
+    now_q: np.ndarray
+    """The plan's positions at the tick [rad]. Shape: (7,)."""
+
+
 class Fr3CommandPath:
     """Joint targets -> JointTrajectory messages within the FR3's limits (see the module docstring).
 
@@ -85,18 +116,43 @@ class Fr3CommandPath:
         joint_names: The controller's joints, in the order of the targets.
         period: Control period [s].
         commit: Periods of the previous plan each message keeps (>= 1; the jitter a message may arrive with).
-        margin: Share of libfranka's velocity, acceleration and jerk limits the motion may use, in (0, 1].
+        margin: Share of libfranka's velocity, acceleration and jerk limits the shaper's motion may use, in (0, 1].
+        motion: The setpoint generator of an env with ``motion="fr3"`` (its period must be ``period``, a whole
+            number of milliseconds): the motion is that generator's, whole periods at a time, instead of the
+            shaper's (``margin`` then applies only to the braking tail). None: the shaper. With ticks every
+            ``period``, each message adds one period of exactly the setpoints the env's generator makes for the
+            same targets from the same state; a late or early tick starts the period from the state the timeline
+            has there (the braking tail's, or inside the previous period).
+        blend_ms: After a reset, how long the first message holds the measured posture before its motion [ms]
+            (the controller blends from what it holds to the plan over it; targets meanwhile are not planned).
     """
 
-    def __init__(self, joint_names: Sequence[str], period: float, commit: int = 1, margin: float = 0.8) -> None:
+    def __init__(
+        self,
+        joint_names: Sequence[str],
+        period: float,
+        commit: int = 1,
+        margin: float = 0.8,
+        motion: Fr3Motion | None = None,
+        blend_ms: int = 200,
+    ) -> None:
         if commit < 1:
             raise ValueError(f"`commit` must be >= 1. Got {commit}.")
+        if blend_ms < 0:
+            raise ValueError(f"`blend_ms` must be >= 0. Got {blend_ms}.")
+        if motion is not None and (abs(motion.period - period) > 1e-12 or len(motion.ticks) * DT != motion.period):
+            raise ValueError(
+                f"the FR3 motion's period must be the control period {period} s, a whole number of milliseconds. "
+                f"Got {motion.period} s."
+            )
         self.joint_names = list(joint_names)
         self.steps = max(1, round(period / DT))
         self.commit = commit
         self.tail_ms = 4
-        self.blend_ms = 200
+        self.blend_ms = int(blend_ms)
         self.shaper = MotionShaper(FR3_POSITION_LOWER, FR3_POSITION_UPPER, margin=margin)
+        self.motion = motion
+        """The env's FR3 setpoint generator, or None (the shaper)."""
         self._model = TrajectoryControllerModel()
         self._check = ReflexCheck(FR3_POSITION_LOWER, FR3_POSITION_UPPER)
         self._origin = 0
@@ -117,20 +173,83 @@ class Fr3CommandPath:
         self._fresh = True
         self._model.reset(q)
         self._check.reset(q)
+        if self.motion is not None:
+            self.motion.reset(q)
 
     @property
     def peak(self) -> dict[str, np.ndarray]:
         """Largest |velocity|, |acceleration|, |jerk| per joint of the predicted 1 kHz command since the reset."""
         return self._check.peak
 
-    def _extend(self, target: np.ndarray, until: int) -> None:
-        last = int(self._ticks[-1])
+    def _extended(
+        self, ticks: np.ndarray, plan: np.ndarray, target: np.ndarray, until: int, motion: Fr3Motion | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The timeline ``(ticks, plan)`` carried on towards ``target`` up to ``until`` [ms] (new arrays).
+
+        ``motion`` (a copy of :attr:`motion`, or None for the shaper) is advanced with it.
+        """
+        last = int(ticks[-1])
         if until <= last:
-            return
-        start = JointPoint(*(self._plan[i, -1] for i in range(3)))
-        q, dq, ddq = self.shaper.run(start, target, until - last)
-        self._ticks = np.concatenate([self._ticks, np.arange(last + 1, until + 1)])
-        self._plan = np.concatenate([self._plan, np.stack([q, dq, ddq])], axis=1)
+            return ticks, plan
+        if motion is None:
+            start = JointPoint(*(plan[i, -1] for i in range(3)))
+            q, dq, ddq = self.shaper.run(start, target, until - last)
+            return np.concatenate([ticks, np.arange(last + 1, until + 1)]), np.concatenate(
+                [plan, np.stack([q, dq, ddq])], axis=1
+            )
+        # The env's generator, whole periods from the state the timeline ends in (on time: exactly the state its
+        # last period left; late: where the braking tail or the previous target's period got to).
+        steps = len(motion.ticks)
+        new_ticks, new_plan = [ticks], [plan]
+        while last < until:
+            motion.q, motion.dq, motion.ddq = (new_plan[-1][i, -1].copy() for i in range(3))
+            q, dq, ddq = motion.plan(target)
+            new_ticks.append(np.arange(last + 1, last + steps + 1))
+            new_plan.append(np.stack([q, dq, ddq]))
+            last += steps
+        return np.concatenate(new_ticks), np.concatenate(new_plan, axis=1)
+
+    def _commit(self, now: float) -> _Commit:
+        """What a message at ``now`` keeps of the plan, computed on copies (nothing here changes)."""
+        tick = max(int(np.ceil((round(now * 1e9) - self._origin) / 1e6 - 1e-6)), self._sampled)
+        ticks, plan, held, fresh = self._ticks, self._plan, self._target, self._fresh
+        motion = copy.copy(self.motion)  # the plan's state; the message takes it over when it is sent
+        restart = tick >= int(ticks[-1]) and not fresh
+        if restart:
+            # Past the last message's end: the controller holds its last point, at rest, exactly; plan from there
+            # (not from the measured posture, which misses it by the tracking error), as after a reset at `now`.
+            held = plan[0, -1].copy()
+            tick, fresh = 0, True
+            ticks, plan = np.zeros(1, dtype=np.int64), np.stack([held, np.zeros(7), np.zeros(7)])[:, None]
+            if motion is not None:
+                motion.reset(held)
+        # After a reset the plan holds the measured posture for `blend_ms` first (see `message`).
+        commit_end = tick + (max(self.blend_ms, self.commit * self.steps) if fresh else self.commit * self.steps)
+        ticks, plan = self._extended(ticks, plan, held, commit_end, motion)  # a late tick: the previous target
+        now_q = np.array([np.interp(tick, ticks, plan[0, :, j]) for j in range(7)])
+        # The first message after a reset: no points before `blend_ms` ahead, so the controller's first segment
+        # blends from the position it holds (its own command, which the measured posture the plan starts from
+        # misses by the tracking error and the state's age) to the plan over 0.2 s instead of a millisecond.
+        # Otherwise the points up to the commit, and the one that ends a longer segment across it (the blend).
+        after = ticks[ticks > tick]
+        bound = commit_end if fresh or len(after) == 0 else max(commit_end, int(after[0]))
+        keep = (ticks > (commit_end - 1 if fresh else tick)) & (ticks <= bound)
+        return _Commit(tick, commit_end, ticks[keep], plan[:, keep], motion, restart, now_q)
+
+    def motion_start(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Where the plan is at ``now`` [s, node clock] and where the motion of a message sent then would start.
+
+        A message keeps the plan it replaces up to its commit (``commit`` periods after ``now``; after a reset,
+        ``blend_ms``): the motion towards the target it carries starts where the plan is at that point. An env
+        displaces the TCP measured at the start of the period it plans; the node's counterpart is the measured
+        posture moved on by the committed motion, ``measured + start - at_now`` (the adapter's reference).
+        Nothing changes here.
+
+        Returns:
+            ``(at_now, start)``: joint positions [rad], each shape (7,).
+        """
+        c = self._commit(now)
+        return c.now_q, c.plan[0, -1].copy()
 
     def message(self, target: np.ndarray, now: float) -> JointTrajectory:
         """The message for the joint target [rad] (7,) of the tick at ``now`` [s, node clock].
@@ -142,32 +261,19 @@ class Fr3CommandPath:
             PredictedReflex: the controller would command beyond libfranka's limits (nothing is sent; the
                 plan is not changed).
         """
-        tick = max(int(np.ceil((round(now * 1e9) - self._origin) / 1e6 - 1e-6)), self._sampled)
-        if tick >= int(self._ticks[-1]) and not self._fresh:
-            # Past the last message's end: the controller holds its last point, at rest, exactly; plan from there
-            # (not from the measured posture, which misses it by the tracking error).
+        c = self._commit(now)
+        if c.restart:
             self.reset(self._plan[0, -1], now)
-            tick = 0
-        # After a reset the plan holds the measured posture for `blend_ms` first (see below).
-        commit_end = tick + (max(self.blend_ms, self.commit * self.steps) if self._fresh else self.commit * self.steps)
-        self._extend(self._target, commit_end)  # a late tick: the previous target carries the plan to the commit
-        # The first message after a reset: no points before `blend_ms` ahead, so the controller's first segment
-        # blends from the position it holds (its own command, which the measured posture the plan starts from
-        # misses by the tracking error and the state's age) to the plan over 0.2 s instead of a millisecond.
-        # Otherwise the points up to the commit, and the one that ends a longer segment across it (the blend).
-        after = self._ticks[self._ticks > tick]
-        bound = commit_end if self._fresh or len(after) == 0 else max(commit_end, int(after[0]))
-        keep = (self._ticks > (commit_end - 1 if self._fresh else tick)) & (self._ticks <= bound)
-        ticks, plan = self._ticks, self._plan
-        self._ticks, self._plan = ticks[keep], plan[:, keep]
-        self._extend(target, commit_end + self.steps)
+        tick, commit_end = c.tick, c.commit_end
+        ticks, plan = self._extended(c.ticks, c.plan, np.asarray(target, dtype=np.float64), commit_end + self.steps,
+                                     c.motion)  # fmt: skip
         # Every message ends at rest: a braking tail the next message replaces, so a node that stops sending
         # (yields, dies) leaves the arm stopping within its limits instead of a held last point at speed.
-        steps, q, dq, ddq = self.shaper.brake(JointPoint(*(self._plan[i, -1] for i in range(3))), self.tail_ms)
-        self._ticks = np.concatenate([self._ticks, int(self._ticks[-1]) + steps * self.tail_ms])
-        self._plan = np.concatenate([self._plan, np.stack([q, dq, ddq])], axis=1)
-        points = [JointPoint(*(self._plan[i, k] for i in range(3))) for k in range(len(self._ticks))]
-        times = ((self._ticks - tick) * DT).tolist()
+        steps, q, dq, ddq = self.shaper.brake(JointPoint(*(plan[i, -1] for i in range(3))), self.tail_ms)
+        ticks = np.concatenate([ticks, int(ticks[-1]) + steps * self.tail_ms])
+        plan = np.concatenate([plan, np.stack([q, dq, ddq])], axis=1)
+        points = [JointPoint(*(plan[i, k] for i in range(3))) for k in range(len(ticks))]
+        times = ((ticks - tick) * DT).tolist()
         # The controller's next period, as franka_hardware will pass it to libfranka: the previous message until
         # this one is sent, then this one.
         saved = copy.copy(self._model), copy.copy(self._check)
@@ -177,9 +283,9 @@ class Fr3CommandPath:
             self._model.receive(points, times, tick * DT, tick * DT if tick else 1e-12)
             reflex = self._check.check(self._model.sample(np.arange(tick + 1, tick + self.steps + 1) * DT))
         if reflex is not None:
-            self._ticks, self._plan = ticks, plan
             self._model, self._check = saved
             raise PredictedReflex(reflex)
+        self._ticks, self._plan, self.motion = ticks, plan, c.motion
         self._sampled = tick + self.steps
         self._target = np.asarray(target, dtype=np.float64).copy()
         self._fresh = False

@@ -15,7 +15,8 @@ would, and the node can predict a reflex before sending:
 - :class:`ForwardControllerModel`: ``forward_command_controller`` (``src/forward_controllers_base.cpp``:
   the newest message in a realtime buffer, written as is every update, no interpolation), so a
   new target is a step of the 1 kHz command.
-- :class:`ReflexCheck`: libfranka's FR3 limits on the 1 kHz joint position command
+- :class:`ReflexCheck` (:mod:`robot_rl.envs.franka.fr3_motion`, with the limits): libfranka's FR3 limits on the
+  1 kHz joint position command
   (``include/franka/rate_limiting.h``: ``computeUpperLimitsJointVelocity`` /
   ``computeLowerLimitsJointVelocity`` (position-dependent velocity limits), ``kMaxJointAcceleration``
   10 rad/s^2, ``kMaxJointJerk`` 5000 rad/s^3, derivatives by finite differences over ``kDeltaT``
@@ -39,40 +40,38 @@ import math
 
 import numpy as np
 
-DT = 1e-3
-"""libfranka's control period ``kDeltaT`` [s] (controller_manager ``update_rate: 1000`` in franka_bringup)."""
-MAX_ACCELERATION = 10.0
-"""``kMaxJointAcceleration`` of the FR3, every joint [rad/s^2] (libfranka rate_limiting.h, less its 1e-3 eps)."""
-MAX_JERK = 5000.0
-"""``kMaxJointJerk`` of the FR3, every joint [rad/s^3] (libfranka rate_limiting.h, less its 1e-3 eps)."""
-_VEL_MAX = np.array([2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26])
-# computeUpperLimitsJointVelocity: min(vmax, max(0, -o + sqrt(max(0, k (u - q))))), and the mirror for the lower.
-_VEL_OFFSET = np.array([0.30, 0.20, 0.20, 0.30, 0.35, 0.35, 0.35])
-_VEL_GAIN = np.array([12.0, 5.17, 7.00, 8.00, 34.0, 11.0, 34.0])
-_VEL_UPPER_POS = np.array([2.75010, 1.79180, 2.90650, -0.1458, 2.81010, 4.52050, 3.01960])
-_VEL_LOWER_POS = np.array([-2.750100, -1.791800, -2.906500, -3.048100, -2.810100, 0.54092, -3.019600])
-FR3_POSITION_LOWER = np.array([-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159])
-"""FR3 joint position limits [rad] (franka_description ``robots/fr3/joint_limits.yaml``, as hardware/fr3.yaml)."""
-FR3_POSITION_UPPER = np.array([2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159])
-"""FR3 joint position limits [rad] (franka_description ``robots/fr3/joint_limits.yaml``, as hardware/fr3.yaml)."""
-_LIMIT_EPS = 1e-3
-"""``kLimitEps``/``kJointVelocityLimitsTolerance`` of libfranka (FR3: no packet loss assumed)."""
+# libfranka's FR3 limits and the 1 kHz check live with the env's FR3 motion model (numpy only): the env, the node and
+# this model share one copy.
+from robot_rl.envs.franka.fr3_motion import (
+    DT,
+    FR3_POSITION_LOWER,
+    FR3_POSITION_UPPER,
+    MAX_ACCELERATION,
+    MAX_JERK,
+    Reflex,
+    ReflexCheck,
+    velocity_limits,
+)
 
-
-def velocity_limits(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The FR3 joint velocity limits at joint positions ``q``, as libfranka computes them.
-
-    Args:
-        q: Joint positions [rad]. Shape: (7,).
-
-    Returns:
-        ``(lower, upper)`` [rad/s], each shape (7,): a joint near its position limit may only move away from it.
-    """
-    room_up = np.sqrt(np.maximum(0.0, _VEL_GAIN * (_VEL_UPPER_POS - q)))
-    room_down = np.sqrt(np.maximum(0.0, _VEL_GAIN * (q - _VEL_LOWER_POS)))
-    upper = np.minimum(_VEL_MAX, np.maximum(0.0, room_up - _VEL_OFFSET))
-    lower = np.maximum(-_VEL_MAX, np.minimum(0.0, _VEL_OFFSET - room_down))
-    return lower + _LIMIT_EPS, upper - _LIMIT_EPS
+__all__ = [
+    "DT",
+    "FR3_POSITION_LOWER",
+    "FR3_POSITION_UPPER",
+    "MAX_ACCELERATION",
+    "MAX_JERK",
+    "CommandedSetpoints",
+    "Fr3ArmModel",
+    "ForwardControllerModel",
+    "JointPoint",
+    "MotionShaper",
+    "Reflex",
+    "ReflexCheck",
+    "TrajectoryControllerModel",
+    "interpolate",
+    "millisecond_ticks",
+    "quintic",
+    "velocity_limits",
+]
 
 
 @dataclasses.dataclass
@@ -245,86 +244,6 @@ class ForwardControllerModel:
         return np.repeat(self.target[None], len(np.atleast_1d(times)), 0)
 
 
-@dataclasses.dataclass
-class Reflex:
-    """A limit the 1 kHz command broke: what the FR3 would stop with."""
-
-    kind: str
-    """libfranka's error name, e.g. ``joint_motion_generator_acceleration_discontinuity``."""
-    joint: int
-    """Joint index (0-6)."""
-    value: float
-    """The commanded value [rad, rad/s, rad/s^2 or rad/s^3]."""
-    limit: float
-    """The limit it broke (same unit)."""
-
-    def __str__(self) -> str:
-        return f"{self.kind}: fr3_joint{self.joint + 1} {self.value:.4g} beyond {self.limit:.4g}"
-
-
-class ReflexCheck:
-    """libfranka's FR3 limits on a 1 kHz joint position command (finite differences over 1 ms).
-
-    Args:
-        lower: Joint position limits [rad]. Shape: (7,).
-        upper: Joint position limits [rad]. Shape: (7,).
-    """
-
-    def __init__(self, lower: np.ndarray, upper: np.ndarray) -> None:
-        self.lower = np.asarray(lower, dtype=np.float64)
-        self.upper = np.asarray(upper, dtype=np.float64)
-        self._q = np.zeros(7)
-        self._dq = np.zeros(7)
-        self._ddq = np.zeros(7)
-        self.peak = {"velocity": np.zeros(7), "acceleration": np.zeros(7), "jerk": np.zeros(7)}
-        """Largest |commanded velocity|, |acceleration|, |jerk| per joint since the last reset."""
-
-    def reset(self, q: np.ndarray) -> None:
-        """The robot at rest at ``q`` (the command's history starts there)."""
-        self._q = np.asarray(q, dtype=np.float64).copy()
-        self._dq, self._ddq = np.zeros(7), np.zeros(7)
-        for value in self.peak.values():
-            value[:] = 0.0
-
-    def check(self, commands: np.ndarray) -> Reflex | None:
-        """Judge consecutive 1 kHz commands; returns the first limit broken (the state stops there) or None.
-
-        Args:
-            commands: Joint position commands, one per millisecond. Shape: (n, 7).
-        """
-        if len(commands) == 0:
-            return None
-        q = np.concatenate([self._q[None], np.asarray(commands, dtype=np.float64)])
-        dq = np.diff(q, axis=0) / DT
-        ddq = np.diff(np.concatenate([self._dq[None], dq]), axis=0) / DT
-        jerk = np.diff(np.concatenate([self._ddq[None], ddq]), axis=0) / DT
-        low, high = velocity_limits(q[:-1])  # at the position the step starts from, as libfranka's limitRate
-        checks = (
-            ("joint_position_limits_violation", q[1:], self.lower, self.upper),
-            ("joint_motion_generator_velocity_limits_violation", dq, low, high),
-            ("joint_motion_generator_acceleration_discontinuity", ddq, -MAX_ACCELERATION, MAX_ACCELERATION),
-            # libfranka names the jerk limit a discontinuity too
-            ("joint_motion_generator_jerk_discontinuity", jerk, -MAX_JERK, MAX_JERK),
-        )
-        first: Reflex | None = None
-        first_row = len(dq)
-        for kind, values, lower, upper in checks:
-            bad = (values < lower) | (values > upper)
-            rows = np.flatnonzero(bad.any(axis=1))
-            if len(rows) and rows[0] < first_row:
-                row = int(rows[0])
-                j = int(np.flatnonzero(bad[row])[0])
-                limit = np.broadcast_to(lower, values.shape)[row, j] if values[row, j] < np.broadcast_to(
-                    lower, values.shape)[row, j] else np.broadcast_to(upper, values.shape)[row, j]  # fmt: skip
-                first, first_row = Reflex(kind, j, float(values[row, j]), float(limit)), row
-        upto = first_row + 1
-        for key, values in (("velocity", dq), ("acceleration", ddq), ("jerk", jerk)):
-            self.peak[key] = np.maximum(self.peak[key], np.abs(values[:upto]).max(axis=0))
-        if first is None:
-            self._q, self._dq, self._ddq = q[-1].copy(), dq[-1].copy(), ddq[-1].copy()
-        return first
-
-
 def millisecond_ticks(t_from: float, t_to: float) -> np.ndarray:
     """The controller updates in ``(t_from, t_to]`` on a 1 ms grid [s]."""
     first = math.floor(t_from / DT + 1e-9) + 1
@@ -440,6 +359,9 @@ class Fr3ArmModel:
         self._fixed = False
         self._held = np.zeros(7)
         self._pending: list[tuple[float, str, list[JointPoint], list[float], float]] = []
+        self._catch_up = 0.0
+        self.period_commands = np.zeros((1, 7))
+        """The last :meth:`advance`'s 1 kHz commands [rad], led by the command it started from. Shape: (n + 1, 7)."""
 
     def reset(self, q: np.ndarray, clock_ns: int | None = None) -> None:
         """At rest at ``q`` [rad], no reflex (a new episode: error recovery and the controller restarted).
@@ -451,25 +373,34 @@ class Fr3ArmModel:
             controller.reset(q)
         self.check.reset(q)
         self.reflex, self.commanded, self._t, self._offset, self._last = None, False, 0.0, clock_ns, 0.0
+        self._catch_up = 0.0
         self._fixed = clock_ns is not None
         self._held = np.asarray(q, dtype=np.float64).copy()
         self._pending.clear()
+        self.period_commands = self._held[None].copy()
 
     def receive(self, kind: str, points: list[JointPoint], times_from_start: list[float], stamp_ns: int = 0) -> None:
         """A command message of ``kind`` ('trajectory' or 'forward') arrived, stamped ``stamp_ns`` [ns, sender's clock].
 
         A message takes effect at the next :meth:`advance`, at its stamp when that falls within the period
         (a message cannot act before it was sent). The sim shares no clock with the sender: a nonzero stamp
-        is mapped into sim time by the offset of the first stamped message after the reset, re-anchored when
-        the two part by more than a period (the sender's ticks follow wall time, a lockstep sim the commands).
+        is mapped into sim time by the offset of the first stamped message after the reset (the sender's ticks
+        follow wall time, a lockstep sim the commands). A message stamped more than a period after this model's
+        time comes from a sender that paused: the real controller went on following the previous message
+        meanwhile (its braking tail), and the sender planned from there, so the next :meth:`advance` first runs
+        the controller through the gap. One stamped more than a period early re-anchors the offset.
         Integer nanoseconds: a float of an epoch time has 0.2 us steps, and a 0.2 us shift of a moving command
         is a jerk of hundreds of rad/s^3 in 1 ms finite differences.
         """
         at, stamp = self._t, 0.0
         if stamp_ns != 0:
             t_ns = round(self._t * 1e9)
-            drift = abs(stamp_ns - (self._offset or 0) - t_ns)
-            if not self._fixed and (self._offset is None or drift > round(self.period * 1e9)):
+            if not self._fixed and self._offset is None:
+                self._offset = stamp_ns - t_ns
+            ahead = stamp_ns - (self._offset or 0) - t_ns
+            if not self._fixed and ahead > round(self.period * 1e9):
+                self._catch_up = max(self._catch_up, ahead * 1e-9)
+            elif not self._fixed and ahead < -round(self.period * 1e9):
                 self._offset = stamp_ns - t_ns
             stamp = (stamp_ns - self._offset) * 1e-9
             at = max(stamp, self._t)
@@ -478,13 +409,16 @@ class Fr3ArmModel:
         self.commanded = True
 
     def advance(self, duration: float | None = None) -> np.ndarray | None:
-        """``duration`` [s] (default: a period) of controller updates: the command at its end [rad] (7,), or None.
+        """``duration`` [s] of controller updates (default: a period; plus a paused sender's gap).
+
+        Returns the command at the end [rad] (7,), or None.
 
         None: a reflex stopped the arm (now or before).
         """
         if self.reflex is not None:
             return None
-        end = self._t + (self.period if duration is None else duration)
+        end = self._t + (self.period if duration is None else duration) + self._catch_up
+        self._catch_up = 0.0
         ticks = millisecond_ticks(self._t, end)
         parts = []
         due = sorted((m for m in self._pending if m[0] <= end), key=lambda m: m[0])
@@ -501,6 +435,7 @@ class Fr3ArmModel:
         parts.append(self.controllers[self.active].sample(ticks))
         commands = np.concatenate(parts)
         self._t = end
+        self.period_commands = np.concatenate([self._held[None], commands])
         if len(commands) == 0:  # less than a millisecond passed: no controller update
             return self._held.copy()
         self._last = math.floor(end / DT + 1e-9) * DT  # the last controller update (the state's time)
@@ -509,3 +444,45 @@ class Fr3ArmModel:
             return None
         self._held = commands[-1].copy()
         return self._held.copy()
+
+
+class CommandedSetpoints:
+    """Stands in for a ``motion="fr3"`` env's setpoint generator in the sim bridge.
+
+    The arm's servos follow the 1 kHz command the :class:`Fr3ArmModel` computed for the period (what
+    franka_hardware hands to libfranka), not a plan of their own.
+    The env asks :meth:`plan` for the set point and its velocity at a few times of the period; they are read
+    off the period's commands (velocities by central differences over 1 ms), the period mapped onto the
+    commands' span when it is not one control period (a realtime bridge's late tick).
+
+    Args:
+        arm: The FR3 model whose commands the servos follow.
+        period: The env's control period [s].
+    """
+
+    def __init__(self, arm: Fr3ArmModel, period: float) -> None:
+        self.arm = arm
+        self.period = float(period)
+        self.q, self.dq, self.ddq = np.zeros(7), np.zeros(7), np.zeros(7)
+        self.target = np.zeros(7)
+
+    def reset(self, q: np.ndarray) -> None:
+        """At rest at ``q`` [rad] (the env's reset; the arm model is reset by the bridge)."""
+        self.q, self.dq, self.ddq = np.array(q, dtype=np.float64), np.zeros(7), np.zeros(7)
+        self.target = self.q.copy()
+
+    def plan(self, target: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The commanded set points at ``times`` [s from the period's start] (``target``, the IK's, is unused)."""
+        commands = self.arm.period_commands
+        times = np.asarray(times, dtype=np.float64)
+        if len(commands) < 2:
+            q, dq = np.repeat(commands[-1:], len(times), 0), np.zeros((len(times), 7))
+        else:
+            span = (len(commands) - 1) * DT
+            at = times * (span / self.period)
+            grid = np.arange(len(commands)) * DT
+            velocity = np.gradient(commands, DT, axis=0)
+            q = np.stack([np.interp(at, grid, commands[:, j]) for j in range(7)], axis=1)
+            dq = np.stack([np.interp(at, grid, velocity[:, j]) for j in range(7)], axis=1)
+        self.q, self.dq, self.target = q[-1].copy(), dq[-1].copy(), np.asarray(target, dtype=np.float64).copy()
+        return q, dq, np.zeros_like(q)

@@ -408,6 +408,8 @@ class PolicyNode(LifecycleNode):
             "safety": "on" if chain is not None else "off",
             "monitor": "on" if runtime.monitor is not None else "off",
             "monitor_alarm": self._alarm,
+            # What the calibrated detector promises about false alarms on successful episodes (robot_rl.monitor).
+            "monitor_promise": getattr(getattr(runtime.monitor, "promise", None), "describe", lambda: "")(),
             "notes": "; ".join(runtime.notes),
             "waiting_for": ",".join(adapter.waiting_for()),
             **stats.summary(),

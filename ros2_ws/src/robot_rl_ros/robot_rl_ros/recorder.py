@@ -9,9 +9,12 @@ by default, which Humble's rosbag2 reads as well as Jazzy's (version 9 needs Jaz
 Parameters: ``output`` (the bag folder; must not exist), ``topics`` (default: the step records,
 episode events, interventions and diagnostics that ``robot-rl data from-bag`` and a review need;
 add the robot's topics to keep the raw data too), ``storage`` (``mcap`` or ``sqlite3``),
-``version`` (8 or 9). Topics are picked up as they appear in the graph (checked every
-``discovery_period`` s); their type comes from the graph and must be a standard ROS 2 Jazzy type.
-The bag is finalized (metadata.yaml written) on shutdown or ``~/stop`` (std_srvs/Trigger).
+``version`` (8 or 9), ``foxglove`` (also write this MCAP file for Foxglove: the scene of the episode's env with
+the arm posed from ``/joint_states``, the goal, the command sent and each episode's success, in the channels of
+``robot-rl eval --log``; :mod:`robot_rl.data.mcap_steps` says what the step records cannot carry; "" off).
+Topics are picked up as they appear in the graph (checked every ``discovery_period`` s); their type comes from
+the graph and must be a standard ROS 2 Jazzy type. The bag and the Foxglove file are finalized (metadata.yaml
+written) on shutdown or ``~/stop`` (std_srvs/Trigger).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -60,6 +64,7 @@ class BagRecorder(Node):
         self.declare_parameter("storage", "mcap")
         self.declare_parameter("version", 8)
         self.declare_parameter("discovery_period", 0.5)
+        self.declare_parameter("foxglove", "")
         output = str(self.get_parameter("output").value)
         if not output:
             raise ValueError("`output` must name the bag folder to create. Got ''.")
@@ -80,9 +85,49 @@ class BagRecorder(Node):
         self.counts: dict[str, int] = {}
         self._connections: dict[str, Any] = {}
         self._raw_subscriptions: list[Any] = []
+        self.foxglove: Any = None
+        foxglove = str(self.get_parameter("foxglove").value)
+        if foxglove:
+            self._start_foxglove(foxglove)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self._timer = self.create_timer(float(self.get_parameter("discovery_period").value), self.discover)
         self.discover()
+
+    def _start_foxglove(self, path: str) -> None:
+        """The Foxglove file: deserialized step records, episode events and joint states fed to StepRecordLog."""
+        import json
+
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray, String
+
+        from robot_rl.data.bag import parse_step_record
+        from robot_rl.data.mcap_steps import StepRecordLog
+
+        log = self.foxglove = StepRecordLog(path, warn=lambda line: self.get_logger().warning(line))
+
+        def on_step(msg: Float64MultiArray) -> None:
+            dims = msg.layout.dim
+            try:
+                record = parse_step_record([d.label for d in dims], [int(d.size) for d in dims], np.asarray(msg.data))
+            except ValueError:
+                return  # not a step record of ours
+            log.on_step(self.get_clock().now().nanoseconds, record)
+
+        def on_event(msg: String) -> None:
+            try:
+                event = json.loads(msg.data)
+            except ValueError:
+                return
+            if isinstance(event, dict):
+                log.on_event(self.get_clock().now().nanoseconds, event)
+
+        qos = QoSProfile(depth=100)
+        events = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(Float64MultiArray, STEP_TOPIC, on_step, qos)
+        self.create_subscription(String, EPISODE_TOPIC, on_event, events)
+        self.create_subscription(
+            JointState, "/joint_states", lambda msg: log.on_joint_state(list(msg.name), list(msg.position)), qos
+        )
 
     def discover(self) -> None:
         """Subscribe to the wanted topics that appeared in the graph since the last call."""
@@ -116,7 +161,12 @@ class BagRecorder(Node):
         self.counts[topic] += 1
 
     def close(self) -> None:
-        """Finalize the bag (metadata.yaml); later messages are dropped."""
+        """Finalize the bag (metadata.yaml) and the Foxglove file; later messages are dropped."""
+        if self.foxglove is not None:
+            foxglove, self.foxglove = self.foxglove, None
+            result = foxglove.close()
+            if result is not None:
+                self.get_logger().info(f"foxglove: {result}")
         if self.writer is not None:
             writer, self.writer = self.writer, None
             writer.close()

@@ -22,7 +22,10 @@ After a reset, trajectories planned from where the arm was (stamped before the r
 0.01 rad from the reset posture: sent before the node saw the reset) are not judged: the arm holds.
 ``fr3_limits: false``: each command's last positions replace the env's differential-IK output and go
 through the env's servo ramp exactly as the env's controller output does, so an adapter running the
-same CartesianController reproduces ``robot-rl eval``. ``joint_state_rate`` (default 30 Hz, as
+same CartesianController reproduces ``robot-rl eval``. ``motion`` (default ``servo``): the env's ``motion`` kwarg
+(a policy card's ``env_kwargs``); ``fr3`` needs ``fr3_limits`` and moves the arm's servos along the 1 kHz command of
+the FR3 model (:class:`robot_rl_ros.fr3_vendor.CommandedSetpoints`) instead of a ramp to its last point.
+``joint_state_rate`` (default 30 Hz, as
 franka_bringup's ``joint_state_rate``; realtime mode only, 0: with every step) sets how often
 ``/joint_states`` is published.
 
@@ -69,22 +72,21 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from geometry_msgs.msg import PointStamped, PoseStamped, Twist, TwistStamped
-from nav_msgs.msg import Odometry
+from geometry_msgs.msg import PointStamped, PoseStamped, TwistStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
-from std_srvs.srv import Empty, Trigger
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from robot_rl.data.bag import EPISODE_TOPIC
 from robot_rl_ros import conversions as conv
 from robot_rl_ros import crazyflie_vendor as vendor
-from robot_rl_ros.crazyflie import WORLD_FRAME, QuadrotorMeasurement, legacy_config
 from robot_rl_ros.fr3 import BASE_FRAME, FR3_ARM_JOINTS, Fr3Measurement
 from robot_rl_ros.fr3_command import message_points
-from robot_rl_ros.fr3_vendor import Fr3ArmModel, JointPoint
+from robot_rl_ros.fr3_vendor import CommandedSetpoints, Fr3ArmModel, JointPoint
+from robot_rl_ros.sim_bridge_crazyflie import CrazyflieSim
 from robot_rl_ros.spin import spin_node
 
 STATE_QOS = QoSProfile(depth=1)
@@ -115,13 +117,18 @@ class _ExternalTargets:
         return self.target
 
 
-class SimBridge(Node):
+class SimBridge(CrazyflieSim, Node):
     """A robot_rl env as a franka_ros2 or crazyswarm2 robot (see the module docstring).
+
+    The crazyswarm2 side is :class:`robot_rl_ros.sim_bridge_crazyflie.CrazyflieSim`.
 
     Args:
         node_name: The node's name.
         **kwargs: Passed to ``Node`` (``context=`` in tests, ``parameter_overrides=``).
     """
+
+    state_qos = STATE_QOS
+    """QoS of the published robot state and perception inputs."""
 
     def __init__(self, node_name: str = "sim_bridge", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -135,7 +142,9 @@ class SimBridge(Node):
         self.next_seed = int(param("seed", 0))
         self.autoreset = bool(param("autoreset", False))
         self.republish_period = float(param("republish_period", 0.1))
-        self.env = make(self.env_id)
+        # `motion` (Franka envs): the card's env_kwargs["motion"]; "fr3": the arm's servos follow the 1 kHz command.
+        motion = str(param("motion", "servo"))
+        self.env = make(self.env_id, **({} if motion == "servo" else {"motion": motion}))
         self.unwrapped = self.env.unwrapped
         self.ctrl_dt = float(self.unwrapped.ctrl_dt)
         self.franka = self.env_id.split("/")[-1].startswith("Panda")
@@ -203,6 +212,10 @@ class SimBridge(Node):
         self._gripper_action = -1.0
         controller = str(self._param("forward_controller", "forward_position_controller"))
         self._arm = Fr3ArmModel(self.ctrl_dt) if bool(self._param("fr3_limits", True)) else None
+        if getattr(self.unwrapped, "motion", None) is not None:  # motion "fr3": the servos follow the arm's commands
+            if self._arm is None:
+                raise ValueError("`motion` 'fr3' needs `fr3_limits: true` (the servos follow the FR3 model's command).")
+            self.unwrapped.motion = CommandedSetpoints(self._arm, self.ctrl_dt)
         self._reset_ns = self._arm_wall_ns = 0
         self.create_subscription(Float64MultiArray, f"/{controller}/commands", self._on_joint_command, 10)
         trajectory_topic = str(self._param("trajectory_topic", "/robot_rl_arm_controller/joint_trajectory"))
@@ -291,100 +304,6 @@ class SimBridge(Node):
             # Free joint: linear velocity in the world frame, angular in the body frame.
             angular = data.xmat[self._obj_body].reshape(3, 3) @ qvel[v + 3 : v + 6]
             self._twist_pub.publish(conv.twist_stamped(qvel[v : v + 3], angular, BASE_FRAME, stamp))
-
-    # -------------------------------------------------------------- quadrotor
-    def _setup_quadrotor(self) -> None:
-        self.robot_name = str(self._param("robot_name", "cf231"))
-        self.legacy = legacy_config(self._param)
-        self._setup_vendor()
-        base = f"/{self.robot_name}"
-        self.create_subscription(Twist, f"{base}/cmd_vel_legacy", self._on_legacy, 10)
-        self.create_service(Empty, f"{base}/emergency", self._on_emergency)
-        self.create_service(Empty, "/all/emergency", self._on_emergency)
-        self._pose_pub = self.create_publisher(PoseStamped, f"{base}/pose", STATE_QOS)
-        self._odom_pub = self.create_publisher(Odometry, f"{base}/odom", STATE_QOS)
-        self._goal_pub = self.create_publisher(PointStamped, f"{base}/goal", STATE_QOS)
-        try:
-            from crazyflie_interfaces import srv  # type: ignore[import-not-found]
-        except ImportError:
-            self.get_logger().info("crazyflie_interfaces not installed: takeoff/land/notify_setpoints_stop not served")
-        else:
-            for name, kind in (
-                ("takeoff", srv.Takeoff),
-                ("land", srv.Land),
-                ("notify_setpoints_stop", srv.NotifySetpointsStop),
-            ):
-                self.create_service(kind, f"{base}/{name}", lambda request, response: response)
-
-    def _on_legacy(self, msg: Twist) -> None:
-        try:
-            values = conv.twist_to_legacy(msg)
-        except conv.MessageError as err:
-            self.ignored_commands += 1
-            self.get_logger().warning(f"cmd_vel_legacy refused: {err}", throttle_duration_sec=1.0)
-            return
-        rotation = self.unwrapped.robot_state()["rotation"]
-        assert self.firmware is not None
-        locked = self.firmware.thrust_locked
-        self.firmware.receive(values)
-        self._setpoint_steps = 0
-        self._last_command_time = self.now()
-        if locked and not self.firmware.thrust_locked and self.mode == "lockstep":
-            return  # the unlock packet: in lockstep it lasts no simulated time
-        self._command(self.firmware.action(rotation))
-
-    def _setup_vendor(self) -> None:
-        from robot_rl.safety.config import HARDWARE_DIR
-
-        self.backend = vendor.backend(str(self._param("backend", "cpp")))
-        path = str(self._param("crazyflies_yaml", "")) or str(HARDWARE_DIR / "crazyswarm2" / "crazyflies.yaml")
-        self.crazyswarm = vendor.CrazyswarmConfig.from_yaml(path, self.robot_name)
-        self.firmware = vendor.LegacyFirmware(
-            self.backend,
-            self.crazyswarm,
-            vehicle_max_thrust=self.legacy.max_thrust,
-            env_max_thrust=float(self.unwrapped.params.max_thrust),
-            thrust_full_scale=self.legacy.thrust_full_scale,
-            attitude_time_constant=float(self._param("attitude_time_constant", 0.05)),
-            thrust_locked=bool(self._param("thrust_locked", True)),
-        )
-        self._log_periods = {topic: self.crazyswarm.log_period(topic, self.backend) for topic in ("pose", "odom")}
-
-    def _publish_vendor(self, meas: QuadrotorMeasurement, stamp: Any) -> None:
-        """Pose and odom as the backend logs them, each at its crazyflies.yaml rate (simulated time)."""
-        t, now = self.steps * self.ctrl_dt, self.now()
-        frame = self.crazyswarm.reference_frame
-        for topic, period in self._log_periods.items():
-            if not period:
-                continue
-            if self._idle_publish:  # between commands: the log rate in wall time
-                due = now - self._last_logged_wall.get(topic, -float("inf")) >= 0.9 * period
-            else:  # stepping: the log rate in simulated time
-                last = self._last_logged.get(topic)
-                due = last is None or t - last >= period - 1e-9
-            if not due:
-                continue
-            self._last_logged[topic], self._last_logged_wall[topic] = t, now
-            if topic == "pose":
-                quat = vendor.backend_pose_quat(self.backend, meas)
-                self._pose_pub.publish(conv.pose_stamped(meas.position, quat, frame, stamp))
-            else:
-                frame_id, child, quat, linear, angular = vendor.backend_odometry(
-                    self.backend, self.robot_name, frame, meas
-                )
-                self._odom_pub.publish(conv.raw_odometry(meas.position, quat, linear, angular, frame_id, child, stamp))
-        self._goal_pub.publish(conv.point_stamped(self._obs["desired_goal"], WORLD_FRAME, stamp))
-
-    def _on_emergency(self, request: Empty.Request, response: Empty.Response) -> Empty.Response:
-        if not self.done:
-            self.get_logger().warning("emergency: motors off, episode over")
-            self._finish(crash="emergency")
-        return response
-
-    def _publish_quadrotor(self, stamp: Any) -> None:
-        state = self.unwrapped.robot_state()
-        meas = QuadrotorMeasurement(state["position"], state["velocity"], state["rotation"], state["body_rates"])
-        self._publish_vendor(meas, stamp)
 
     # --------------------------------------------------------------- stepping
     def _command(self, command: np.ndarray) -> None:

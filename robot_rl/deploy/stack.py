@@ -1,10 +1,12 @@
 """The deployed stack, assembled in one place: policy -> Controller with its safety chain, monitors and fallback.
 
-``robot-rl eval --safety on --monitor on`` and the ROS 2 policy node (``robot_rl_ros.control.build_runtime``)
-both call :func:`build_stack`, so what is evaluated is what runs on the robot:
+``robot-rl eval --safety on --monitor on``, the ROS 2 policy node (``robot_rl_ros.control.build_runtime``) and the
+failure monitor's rollouts (:func:`robot_rl.monitor.rollouts.run_monitored`) all call :func:`build_stack`, so what
+is evaluated and calibrated is what runs on the robot:
 
 - filters: the robot's :class:`~robot_rl.safety.chain.SafetyChain` (``hardware/<robot>.yaml``), when safety is on;
-- monitors: the chain's chunk validator (``chain.monitor``) whenever the chain is on, then the failure monitor;
+- monitors: the chain's chunk validator (``chain.monitor``) whenever the chain is on, then the failure monitor,
+  then any extra (plain) monitors;
 - fallback: ``chain.fallback.command`` (what the Controller sends for a non-finite policy output).
 
 The caller keeps its own :class:`~robot_rl.runtime.ControllerConfig` (evaluation steps on simulated time, the
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -65,6 +68,7 @@ def build_stack(
     hardware: str | os.PathLike[str] | None = None,
     controller_config: ControllerConfig | None = None,
     monitor_detector: str = "fiper",
+    extra_monitors: Sequence[Any] = (),
 ) -> Stack:
     """The Controller a policy is deployed with: its chain, chunk validator, failure monitor and fallback.
 
@@ -79,9 +83,12 @@ def build_stack(
         hardware: Folder of the hardware files (default: the repository's ``hardware/``).
         controller_config: The Controller's settings (default: ``ControllerConfig()``).
         monitor_detector: The calibrated detector a loaded monitor alarms with (``monitor=True`` only).
+        extra_monitors: Further monitors (the Monitor protocol; e.g. the plain monitors the failure monitor's
+            rollouts trace), after the failure monitor, in order.
 
     Returns:
-        The :class:`Stack`. With a chain the chunk validator is the Controller's first monitor, always.
+        The :class:`Stack`. With a chain the chunk validator is the Controller's first monitor, always; the
+        failure monitor follows, then ``extra_monitors``.
 
     Raises:
         ValueError: the chain cannot be built (unknown env, missing or invalid hardware file), or it has no
@@ -101,7 +108,7 @@ def build_stack(
         )
     failure_monitor: Any | None = None
     if monitor is True:
-        from robot_rl.monitor import FailureMonitor
+        from robot_rl.monitor.failure_monitor import FailureMonitor
 
         failure_monitor = FailureMonitor.load(policy.policy_dir, policy=policy, detector=monitor_detector)
     elif monitor is not False and monitor is not None:
@@ -111,6 +118,7 @@ def build_stack(
         monitors.append(chain.monitor)
     if failure_monitor is not None:
         monitors.append(failure_monitor)
+    monitors.extend(extra_monitors)
     controller = Controller(
         policy,
         controller_config if controller_config is not None else ControllerConfig(),
