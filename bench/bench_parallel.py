@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -155,14 +156,23 @@ def local_ray_cluster(nodes: int = 2, cpus: int = 1, timeout_s: float = 180.0) -
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _timed(config: EvalConfig) -> tuple[dict[str, Any], float]:
-    start = time.perf_counter()
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have ended (the workers, once the pool is shut down)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _timed(config: EvalConfig) -> tuple[dict[str, Any], float, float]:
+    """The report, the wall seconds and the CPU seconds (this process and its workers) of one evaluation."""
+    start, cpu = time.perf_counter(), _cpu()
     report = evaluate(config)
-    return report, time.perf_counter() - start
+    return report, time.perf_counter() - start, _cpu() - cpu
 
 
 def measure(options: ParallelOptions, run: harness.Run) -> dict[str, Any]:
     """The throughput pairs, then the Ray cluster part; the results."""
+    if options.ray and importlib.util.find_spec("ray") is None:
+        raise SystemExit("the Ray part needs the ray extra: pip install -e '.[ray]' (or pass --no-ray).")
     base = EvalConfig(policy=options.policy, env=options.env, episodes=options.episodes, safety=options.safety)
     started = time.perf_counter()
     pairs = []
@@ -172,8 +182,14 @@ def measure(options: ParallelOptions, run: harness.Run) -> dict[str, Any]:
         for who in order:
             config = base if who == "one" else dataclasses.replace(base, workers=options.workers)
             print(f"repeat {repeat + 1}/{options.repeats}: {who}", flush=True)
-            report, seconds = _timed(config)
-            pair[who] = {"wall_s": seconds, "episodes_per_s": options.episodes / seconds, "report": report}
+            report, seconds, cpu = _timed(config)
+            pair[who] = {
+                "wall_s": seconds,
+                "cpu_s": cpu,
+                "cores_used": cpu / seconds,
+                "episodes_per_s": options.episodes / seconds,
+                "report": report,
+            }
         pair["load_after"] = _load()
         pair["speedup"] = pair["parallel"]["episodes_per_s"] / pair["one"]["episodes_per_s"]
         pair["equal"] = same_report(pair["one"]["report"], pair["parallel"]["report"])
@@ -212,13 +228,13 @@ def measure(options: ParallelOptions, run: harness.Run) -> dict[str, Any]:
 def _ray_part(options: ParallelOptions, base: EvalConfig) -> dict[str, Any]:
     """The same evaluation on a two-node cluster on this machine, against one process."""
     config = dataclasses.replace(base, episodes=options.ray_episodes)
-    one, one_s = _timed(config)
+    one, one_s, _ = _timed(config)
     load_before = _load()
     t0 = time.perf_counter()
     with local_ray_cluster(nodes=2, cpus=1) as address:
         cluster_s = time.perf_counter() - t0
         print(f"two-node Ray cluster at {address} ({cluster_s:.0f} s to start)", flush=True)
-        report, ray_s = _timed(dataclasses.replace(config, ray_address=address))
+        report, ray_s, _ = _timed(dataclasses.replace(config, ray_address=address))
     execution = report["execution"]
     nodes = [w["node"] for w in execution["where"]]
     return {
@@ -247,18 +263,23 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['safety']}` (the deployed stack on onnxruntime, one thread per process), end to end: opening the "
         "policy, making the envs, spawning the workers, every episode, merging the report.",
         f"- {results['cpus']} logical CPUs, shared with other jobs: the 1-minute load average before and after each "
-        "pair is in the table (a load above the core count leaves the workers less than a core each).",
+        "pair is in the table. CPU s: this process and its workers together; cores used: CPU s over wall s. Linux "
+        "shares the cores between sessions first (`sched_autogroup`), so while other sessions keep the cores busy the "
+        "workers together get about one session's share, not a core each.",
         "",
         f"## Throughput, one process against `--workers {n}` (same seeds)",
         "",
-        f"| repeat | load before / after | one process [ep/s] | {n} workers [ep/s] | speedup | reports equal |",
-        "|---:|---|---:|---:|---:|---|",
+        f"| repeat | load before / after | one process [ep/s] | {n} workers [ep/s] | speedup "
+        f"| CPU s, one / {n} workers | cores used, one / workers | reports equal |",
+        "|---:|---|---:|---:|---:|---|---|---|",
     ]
     for i, pair in enumerate(results["pairs"], 1):
+        one, par = pair["one"], pair["parallel"]
         lines.append(
-            f"| {i} | {pair['load_before']:.1f} / {pair['load_after']:.1f} | {pair['one']['episodes_per_s']:.2f} "
-            f"({pair['one']['wall_s']:.0f} s) | {pair['parallel']['episodes_per_s']:.2f} "
-            f"({pair['parallel']['wall_s']:.0f} s) | {pair['speedup']:.2f}x | {'yes' if pair['equal'] else 'NO'} |"
+            f"| {i} | {pair['load_before']:.1f} / {pair['load_after']:.1f} | {one['episodes_per_s']:.2f} "
+            f"({one['wall_s']:.0f} s) | {par['episodes_per_s']:.2f} ({par['wall_s']:.0f} s) | {pair['speedup']:.2f}x | "
+            f"{one['cpu_s']:.0f} / {par['cpu_s']:.0f} | {one['cores_used']:.2f} / {par['cores_used']:.2f} | "
+            f"{'yes' if pair['equal'] else 'NO'} |"
         )
     lines += [
         "",

@@ -140,6 +140,7 @@ class _Processes:
         import multiprocessing
 
         self.workers = workers
+        self.slots = 2 * workers  # one episode queued behind each running one: no worker waits for the next
         self._context = multiprocessing.get_context("spawn")
         self._init = init
         self._pool = self._new_pool()
@@ -189,6 +190,7 @@ class _Ray:
     def __init__(self, workers: int, init: tuple, ray: Any) -> None:
         self.ray = ray
         self.workers = workers
+        self.slots = workers  # one episode per actor at a time: a free actor takes the next
         self._init = init
         self._remote = ray.remote(num_cpus=1, max_restarts=0)(_RayWorker).options(scheduling_strategy="SPREAD")
         self._idle = [self._remote.remote(*init) for _ in range(workers)]
@@ -413,7 +415,7 @@ class EpisodePool:
         attempts: collections.Counter[int] = collections.Counter()
         inflight: dict[Any, int] = {}
         while True:
-            while len(inflight) < self.workers:
+            while len(inflight) < self._backend.slots:
                 if retry:
                     index = retry.popleft()
                 elif not exhausted and len(order) < window:

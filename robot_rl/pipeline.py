@@ -39,7 +39,7 @@ from robot_rl.rl.config import MAX_STEPS
 class Pipeline:
     """Expert demos -> diffusion base -> residual RL -> ONNX export -> evaluation -> report."""
 
-    env: str = "robot_rl/PandaPush-v0"
+    env: str = "robot_rl/PandaPush-v1"
     """Environment id (Franka tasks and QuadrotorWaypoint have scripted experts)."""
     out: Path = Path("out/pipeline")
     """Folder for every artifact and the report."""

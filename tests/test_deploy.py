@@ -91,12 +91,12 @@ def _opened(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 def _eval_stack(policy_dir: str, monkeypatch: pytest.MonkeyPatch) -> deploy.Stack:
     from robot_rl.envs.registry import make
     from robot_rl.evaluation.actors import make_actor
-    from robot_rl.evaluation.evaluate import EvalConfig, _resolve
+    from robot_rl.evaluation.config import EvalConfig, resolve
     from robot_rl.evaluation.guard import Guard
 
     built, opened = _capture(monkeypatch), _opened(monkeypatch)
     config = EvalConfig(policy=policy_dir, safety="on", monitor="on")
-    resolved = _resolve(config)
+    resolved = resolve(config)
     env = make(resolved.env_id)
     try:
         make_actor(config, resolved.opened, resolved.env_id, env, Guard(resolved.env_id, env, safety=True))
@@ -414,7 +414,7 @@ def test_the_monitor_s_rollouts_run_the_deployed_stack(monkeypatch: pytest.Monke
             return False
 
         def trace_arrays(self) -> dict[str, np.ndarray]:
-            return {"step": np.zeros(0), "rnd": np.zeros(0), "entropy": np.zeros(0)}
+            return {"step": np.zeros(0), "rnd": np.zeros(0), "entropy": np.zeros(0), "consistency": np.zeros(0)}
 
     watcher, plain = Watcher(), NonFiniteObservation()
     env = make("robot_rl/PandaPush-v0")

@@ -4,7 +4,8 @@ The commands come from the README itself (fenced ``bash`` blocks, inline code, t
 renamed verb or option, or a command that stopped working, fails here.
 
 - Every ``robot-rl`` command of a fenced block is parsed by the CLI's own tyro parser (``robot_rl.cli.errors.parse``)
-  and its number checks, as ``robot-rl`` does before starting work. A folder an earlier README command writes (a
+  and its number checks, as ``robot-rl`` does before starting work (a ``sweep``: its options, then each trial's
+  command line, as ``robot-rl sweep --dry-run`` makes them). A folder an earlier README command writes (a
   run, a policy) is read as a shipped policy folder (``STAND_IN``): the parser checks that ``--policy`` exists.
 - The short ones run for real, in README order, through the ``robot-rl`` executable: ``envs``, ``eval`` of the
   expert or of a shipped policy, ``collect``, ``data info``. Overrides, because the README's counts are for
@@ -174,10 +175,25 @@ STAND_IN = "policies/panda_push_diffusion"
 the parser checks that a folder named by ``--policy`` exists."""
 
 
+def sweep_trials(args: list[str]) -> list[list[str]]:
+    """The trials' command lines of ``robot-rl sweep ARGS`` (its options and training command checked first)."""
+    from robot_rl.sweep.config import Sweep, check_command, trials
+
+    split = args.index("--") if "--" in args else len(args)
+    options = parse(Sweep, args[:split], description="", prefix=("sweep",))
+    check_numbers(options)
+    check_command(args[split + 1 :], options.grid)
+    return [list(trial.argv) for trial in trials(options, args[split + 1 :])]
+
+
 @pytest.mark.parametrize("command", ROBOT_RL)
 def test_every_fenced_command_parses_with_the_cli(command):
     outputs = readme_outputs(command)
     argv = [STAND_IN if word in outputs and not Path(word).suffix else word for word in shlex.split(command)[1:]]
+    if argv[:1] == ["sweep"]:
+        for trial in sweep_trials(argv[1:]):
+            check_numbers(parse(Command, trial, description=""))
+        return
     parsed = parse(Command, argv, description="")
     check_numbers(parsed)
 
@@ -242,7 +258,7 @@ def for_real(argv: list[str], tmp: Path, made: dict[str, Path]) -> list[str] | N
         if "--video" in argv:  # CPU rendering costs about 0.25 s a frame; tests/cli/test_cli.py writes a video
             i = argv.index("--video")
             argv = argv[:i] + argv[i + 2 :]
-        for option in ("--json", "--plot"):
+        for option in ("--json", "--plot", "--log"):
             if option in argv:
                 argv = _set(argv, option, str(tmp / Path(_value(argv, option)).name))
         return argv
@@ -294,6 +310,13 @@ def check_other(command: str) -> None:
         return
     if words[0] == "bash":
         assert (REPO / words[1]).is_file(), f"`{command}`: {words[1]} is missing"
+        return
+    if program == "torchrun":  # torchrun's own options, then a robot-rl command line (robot_rl.cli.main)
+        from torch.distributed.run import get_args_parser
+
+        launch = get_args_parser().parse_args(words[1:])
+        assert launch.module and launch.training_script == "robot_rl.cli.main", f"`{command}`: not robot_rl's CLI"
+        check_numbers(parse(Command, launch.training_script_args, description=""))
         return
     if words[0] == "tensorboard":
         assert find_spec("tensorboard") is not None, "`tensorboard` is not installed with the dev extra"

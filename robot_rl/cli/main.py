@@ -396,9 +396,10 @@ def _sweep(args: list[str]) -> int:
         return 1 if problems else 0
     summary = run_sweep(options, command, refused)
     print("\n" + format_markdown(summary), end="")
-    print(f"summary: {options.out / 'summary.md'}, {options.out / 'summary.json'}" + (
-        f", {summary['curves']}" if summary["curves"] else ""
-    ))
+    print(
+        f"summary: {options.out / 'summary.md'}, {options.out / 'summary.json'}"
+        + (f", {summary['curves']}" if summary["curves"] else "")
+    )
     for failed in summary["failed"]:
         print(f"robot-rl: trial {failed['trial']} failed: {failed['error']}", file=sys.stderr)
     return 1 if summary["failed"] else 0

@@ -18,6 +18,8 @@ topic                       schema (encoding)            one message
 ``/robot_rl/info``          robot_rl.Info (json)         once: what ran (env, policy, safety, monitor, control period)
 ==========================  ===========================  ==========================================================
 
+The action, safety and monitor messages are built by :mod:`robot_rl.data.mcap_messages`, which the ROS policy node
+uses for its per-tick status; :meth:`RolloutLog.record` writes such a message as it came (the ROS recorder).
 Non-finite numbers are written as ``null`` (JSON has no NaN). With ``background=True`` the messages are
 encoded and written by a thread: the caller's step only copies what it logs (the poses, the numbers) and
 queues it; the thread runs while the caller is inside MuJoCo or onnxruntime, which release the GIL.
@@ -36,6 +38,15 @@ from typing import Any
 import numpy as np
 
 from robot_rl.data.mcap_file import ERROR, INFO, WARNING, McapFile, dumps, protobuf_class
+from robot_rl.data.mcap_messages import (
+    STATUS_PARTS,
+    action_message,
+    estop_state,
+    finite_thresholds,
+    floats,
+    monitor_message,
+    safety_message,
+)
 from robot_rl.data.mcap_scene import MujocoScene, set_stamp
 
 __all__ = ["ERROR", "INFO", "WARNING", "RolloutLog"]
@@ -166,7 +177,7 @@ class RolloutLog:
         total: float | None = None,
     ) -> None:
         """``/robot_rl/goal``; the goal sphere moves with the desired goal when it changes (a moving reference)."""
-        self._do(self._write_goal, stamp_ns, episode, step, _floats(desired), _floats(achieved), reward, total)
+        self._do(self._write_goal, stamp_ns, episode, step, floats(desired), floats(achieved), reward, total)
 
     def action(
         self,
@@ -183,7 +194,7 @@ class RolloutLog:
         ``controller``: the step's :class:`~robot_rl.runtime.ControlStatus` (not changed afterwards: the Controller
         makes a new one per step) or a mapping of what to show; None when no Controller ran the policy.
         """
-        self._do(self._write_action, stamp_ns, episode, step, _floats(policy), _floats(command), controller, human)
+        self._do(self._write_action, stamp_ns, episode, step, floats(policy), floats(command), controller, human)
 
     def safety(
         self,
@@ -208,8 +219,7 @@ class RolloutLog:
             chunk: The chunk validator's verdict on the chunk in play (``ok``, ``summary()``; None: none).
             max_change: ``max |command - policy action|`` over the whole step, when known.
         """
-        latched = bool(estop is not None and estop.latched)
-        stop = (latched, estop.reason if latched else None)
+        stop = estop_state(estop)
         self._do(self._write_safety, stamp_ns, episode, step, report, list(violations), stop, chunk, max_change)
 
     def monitor(
@@ -222,8 +232,25 @@ class RolloutLog:
         rule: str | None = None,
     ) -> None:
         """``/robot_rl/monitor`` for one scored chunk (a :class:`~robot_rl.monitor.failure_monitor.ChunkScore`)."""
-        limits = {k: float(v) if math.isfinite(v) else None for k, v in thresholds.items()}
-        self._do(self._write_monitor, stamp_ns, episode, score, limits, detector, rule)
+        self._do(self._write_monitor, stamp_ns, episode, score, finite_thresholds(thresholds), detector, rule)
+
+    def record(self, stamp_ns: int, topic: str, message: dict[str, Any]) -> None:
+        """A message built elsewhere in its channel's form, written with the events it implies.
+
+        ``topic``: ``/robot_rl/action``, ``/robot_rl/safety`` or ``/robot_rl/monitor``; ``message``: built by
+        :mod:`robot_rl.data.mcap_messages` (the ROS policy node's status, checked by ``parse_status``).
+
+        Raises:
+            ValueError: another topic.
+        """
+        writers = {
+            "/robot_rl/action": lambda stamp, m: self._write_json("/robot_rl/action", stamp, m),
+            "/robot_rl/safety": self._write_safety_message,
+            "/robot_rl/monitor": self._write_monitor_message,
+        }
+        if topic not in writers:
+            raise ValueError(f"`topic` must be one of {[t for t, _ in STATUS_PARTS.values()]}. Got {topic!r}.")
+        self._do(writers[topic], stamp_ns, message)
 
     def end_episode(self, stamp_ns: int, episode: int, summary: Mapping[str, Any]) -> None:
         """``/robot_rl/episode`` (the report's per-episode entry) and its event."""
@@ -330,19 +357,7 @@ class RolloutLog:
         controller: Any,
         human: bool | None,
     ) -> None:
-        change = None
-        if policy and len(policy) == len(command):
-            change = max(abs(a - b) for a, b in zip(command, policy, strict=True))
-        message = {
-            "episode": episode,
-            "step": step,
-            "policy": policy,
-            "command": command,
-            "changed": bool(change),
-            "max_change": change,
-            "controller": _controller(controller),
-            "human": human,
-        }
+        message = action_message(episode, step, policy, command, controller, human)
         self.file.write("/robot_rl/action", stamp_ns, dumps(message))
 
     def _write_safety(
@@ -356,43 +371,12 @@ class RolloutLog:
         chunk: Any,
         max_change: float | None,
     ) -> None:
-        filters = []
-        watchdog = None
-        if report is not None:
-            for item in report.reports:
-                detail = {k: float(v) for k, v in item.detail.items()}
-                filters.append(
-                    {
-                        "name": item.name,
-                        "changed": bool(item.changed),
-                        "active": list(item.active),
-                        "fallback": item.fallback,
-                        "max_change": detail.get("max_change", None if item.changed else 0.0),
-                        "detail": detail,
-                    }
-                )
-            dog = report.watchdog
-            if dog is not None:
-                watchdog = {
-                    "ok": dog.ok, "reason": dog.reason, "age_s": dog.age_s, "period_s": dog.period_s,
-                    "missed": dog.missed, "stale": dog.stale, "clock_fault": dog.clock_fault,
-                }  # fmt: skip
-        message = {
-            "episode": episode,
-            "step": step,
-            "chain": report is not None,
-            "changed": bool(report is not None and report.changed),
-            "fallback": None if report is None else report.fallback,
-            "active": [] if report is None else list(report.active),
-            "max_change": max_change,
-            "filters": filters,
-            "watchdog": watchdog,
-            "estop": {"latched": estop[0], "reason": estop[1]},
-            "chunk": None if chunk is None else {"ok": bool(chunk.ok), "summary": chunk.summary()},
-            "violations": violations,
-        }
+        message = safety_message(episode, step, report, violations, estop, chunk, max_change)
+        self._write_safety_message(stamp_ns, message)
+
+    def _write_safety_message(self, stamp_ns: int, message: dict[str, Any]) -> None:
         self.file.write("/robot_rl/safety", stamp_ns, dumps(message))
-        self._safety_events(stamp_ns, step, message)
+        self._safety_events(stamp_ns, message["step"], message)
 
     def _safety_events(self, stamp_ns: int, step: int, message: dict[str, Any]) -> None:
         """Events on changes only: fallback, watchdog verdict, e-stop, refused chunk, broken constraints."""
@@ -432,32 +416,19 @@ class RolloutLog:
         detector: str | None,
         rule: str | None,
     ) -> None:
-        windowed = {
-            "rnd": score.rnd_window,
-            "entropy": score.entropy_window,
-            "progress": score.progress_window,
-            "risk": score.risk_window,
-        }
-        limits = thresholds
-        over = {k: v is not None and windowed.get(k) is not None and windowed[k] > v for k, v in limits.items()}
-        message = {
-            "episode": episode,
-            "step": int(score.step),
-            "detector": detector,
-            "rule": rule,
-            "alarm": bool(score.alarm),
-            "scores": {"rnd": score.rnd, "entropy": score.entropy, "progress": score.progress, "risk": score.risk},
-            "windowed": windowed,
-            "thresholds": limits,
-            "over": over,
-            "goal_distance": score.goal_distance,
-            "consistency": score.consistency,
-        }
+        self._write_monitor_message(stamp_ns, monitor_message(episode, score, thresholds, detector, rule))
+
+    def _write_monitor_message(self, stamp_ns: int, message: dict[str, Any]) -> None:
         self.file.write("/robot_rl/monitor", stamp_ns, dumps(message))
-        if score.alarm and not self._alarm:
+        alarm = bool(message["alarm"])
+        if alarm and not self._alarm:
+            windowed, limits, over = message["windowed"], message["thresholds"], message["over"]
             above = ", ".join(f"{k} {windowed[k]:.3g} > {limits[k]:.3g}" for k in limits if over[k])
-            self._event(stamp_ns, WARNING, "monitor", f"step {score.step}: {detector or 'monitor'} alarm ({above})")
-        self._alarm = bool(score.alarm)
+            detector = message["detector"]
+            self._event(
+                stamp_ns, WARNING, "monitor", f"step {message['step']}: {detector or 'monitor'} alarm ({above})"
+            )
+        self._alarm = alarm
 
     def _end_episode(self, stamp_ns: int, episode: int, summary: dict[str, Any]) -> None:
         self.file.write("/robot_rl/episode", stamp_ns, dumps({"episode": episode, **summary}))
@@ -471,27 +442,3 @@ class RolloutLog:
             f"episode {episode} (seed {summary.get('seed')}) {'success' if success else 'failure'} after "
             f"{summary.get('length')} steps{shown}",
         )
-
-
-def _floats(values: Any) -> list[float]:
-    """A plain list of floats (a copy: the caller may reuse its array)."""
-    if isinstance(values, np.ndarray):
-        return values.ravel().tolist()
-    if isinstance(values, list):
-        return values.copy()
-    return [float(v) for v in values]
-
-
-def _controller(status: Any) -> Mapping[str, Any] | None:
-    """The ``controller`` field of ``/robot_rl/action`` from a :class:`~robot_rl.runtime.ControlStatus` or a mapping."""
-    if status is None or isinstance(status, Mapping):
-        return status
-    inference = status.inference_s
-    return {
-        "chunk_index": status.chunk_index,
-        "chunk_step": status.chunk_step,
-        "new_chunk": status.new_chunk,
-        "inference_ms": None if inference is None else inference * 1e3,
-        "fallback": status.fallback,
-        "alarms": list(status.alarms),
-    }

@@ -1,18 +1,24 @@
-"""The ROS recorder's Foxglove file: the nodes' step records, episode events and joint states as MCAP.
+"""The ROS recorder's Foxglove file: the nodes' step records, status, episode events and joint states as MCAP.
 
 The policy and teleop nodes publish one step record per control step (:mod:`robot_rl.data.bag`): the
-observation, the goals and the action sent, no more. :class:`StepRecordLog` turns what a recorder receives
-into the channels of :class:`robot_rl.data.mcap_log.RolloutLog` (ROS-free: the recorder node feeds it):
+observation, the goals and the action sent. The policy node also publishes a status per tick
+(:data:`robot_rl.data.mcap_messages.STATUS_TOPIC`): the ``/robot_rl/action``, ``/robot_rl/safety`` and
+``/robot_rl/monitor`` messages of ``robot-rl eval --log``, built by the same functions.
+:class:`StepRecordLog` turns what a recorder receives into the channels of
+:class:`robot_rl.data.mcap_log.RolloutLog` (ROS-free: the recorder node feeds it):
 
 - the scene of the env named by the episode's ``start`` event, the arm posed from ``/joint_states`` (a
   ``fr3_joint1`` state sets the model's ``joint1``), the manipulated object placed at the achieved goal (its
   position; the step records carry no orientation) and the goal sphere at the desired goal;
-- ``/robot_rl/action`` with the command sent (as ``policy`` too: the records do not carry the policy's own
-  action), ``/robot_rl/goal``, ``/robot_rl/episode`` (the ``end`` event's success) and the events.
+- ``/robot_rl/action``, ``/robot_rl/safety`` and ``/robot_rl/monitor`` from the policy node's status, as it
+  sent them (stamped with its tick's time; ``episode`` renumbered to this file's episodes), with the events
+  they imply (fallback, watchdog, e-stop, refused chunk, broken constraint, monitor alarm);
+- ``/robot_rl/action`` from the step records where no status comes: the teleop node's steps (``human``), or a
+  policy node with ``publish_status`` off (the command sent as ``policy`` too: a record carries no more);
+- ``/robot_rl/goal``, ``/robot_rl/episode`` (the ``end`` event's success) and the events.
 
-What the records do not carry is not in this file: each safety filter's report, the watchdog and e-stop
-verdicts and the monitor's scores stay inside the policy node (its ``/diagnostics`` sums them up). An
-evaluation in simulation logs all of it: ``robot-rl eval --log`` (docs/observability.md).
+A policy node that publishes status says so in its ``start`` event (``"status": topic``); from then on its
+records no longer write ``/robot_rl/action`` (the status does), so no step is written twice.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import mujoco
 import numpy as np
 
 from robot_rl.data.mcap_log import INFO, RolloutLog
+from robot_rl.data.mcap_messages import parse_status
 
 
 class StepRecordLog:
@@ -49,6 +56,12 @@ class StepRecordLog:
         self._steps = 0
         self._return = 0.0
         self._open = False
+        self.status_source = False
+        """A policy node publishes its status: its step records do not write ``/robot_rl/action``."""
+        self.statuses = 0
+        """Status messages received (written or not)."""
+        self.refused: dict[str, int] = {}
+        """Status messages not written, per reason (not a status of ours: the first line of why)."""
 
     def _ensure(self, env_id: str) -> None:
         """The log, with the scene of ``env_id`` (made on the first episode; a later env keeps the first scene)."""
@@ -84,6 +97,8 @@ class StepRecordLog:
     def on_event(self, stamp_ns: int, event: Mapping[str, Any]) -> None:
         """An episode event (``/robot_rl/episode``: ``start`` with ``env_id``, ``seed``; ``end`` with ``success``)."""
         kind = event.get("event")
+        if kind == "start" and event.get("status"):
+            self.status_source = True
         if kind == "start" and isinstance(event.get("env_id"), str):
             self._ensure(event["env_id"])
             assert self.log is not None
@@ -134,12 +149,33 @@ class StepRecordLog:
         step = self._steps
         action = record["action"]
         human = bool(record["intervention"][0]) if record["intervention"].size else None
-        log.action(stamp_ns, self._episode, step, action, action, None, human)
+        if human or not self.status_source:
+            log.action(stamp_ns, self._episode, step, action, action, None, human)
         log.poses(stamp_ns, self._data)
         reward = float(self._env.unwrapped.compute_reward(achieved, desired, {}))
         self._return += reward
         log.goal(stamp_ns, self._episode, step, desired, achieved, reward, self._return)
         self._steps += 1
+
+    def on_status(self, data: str | bytes) -> None:
+        """A policy node's status (:func:`robot_rl.data.mcap_messages.status_message`), stamped with its tick.
+
+        One that is not a status of ours is counted in :attr:`refused` (by the first line of why) and not written.
+        """
+        self.statuses += 1
+        try:
+            stamp_ns, messages = parse_status(data)
+        except ValueError as err:
+            reason = str(err)
+            self.refused[reason] = self.refused.get(reason, 0) + 1
+            return
+        self.status_source = True
+        log = self.log
+        if log is None or not self._open or not log.enabled:
+            return
+        for topic, message in messages:
+            message["episode"] = self._episode
+            log.record(stamp_ns, topic, message)
 
     def close(self) -> str | None:
         """Finish the file; returns the path, ``off: <why>``, or None when no episode ever started."""

@@ -66,7 +66,7 @@ def test_a_run_holds_safetensors_and_json_only(run):
     names = sorted(p.name for p in run["residual"].iterdir() if p.is_file())
     assert names == [
         "agent.json", "agent.safetensors", "best.safetensors", "checkpoint.safetensors", "config.json",
-        "metrics.jsonl",
+        "losses.jsonl", "metrics.jsonl",
     ]  # fmt: skip
     assert finished(run["residual"])
     description = json.loads((run["residual"] / "agent.json").read_text())

@@ -9,6 +9,8 @@ Run as a script, it measures episodes through the node (the numbers in docs/ros.
 
     .venv/bin/python -m tests.ros.test_fr3_motion_path --policy /tmp/fr3_push_policy --seed 6200000 --episodes 20
     .venv/bin/python -m tests.ros.test_fr3_motion_path --expert --seed 6200000 --episodes 20
+
+``--clock sim`` runs the node on simulated time instead (one tick per bridge step, no wall-clock jitter).
 """
 
 from __future__ import annotations
@@ -226,7 +228,9 @@ def episode(
     if policy is None:
         node = ExpertNode(context, expert_env, **node_values)
     else:
-        values = {"policy": policy, "require_safety": False, "monitor": False, "safety": False, **node_values}
+        # The policy's noise seeded with the episode's seed, as `robot-rl eval --seed` seeds it.
+        values = {"policy": policy, "require_safety": False, "monitor": False, "safety": False, "seed": seed}
+        values.update(node_values)
         node = PolicyNode(context=context, parameter_overrides=params(**values))
     executor.add_node(bridge)
     executor.add_node(node)
@@ -301,16 +305,24 @@ def measure(policy: str | None, seed: int, episodes: int, expert_env: str = ENV_
     rclpy.init(context=rclpy_context)
     rows = []
     ticks: list[float] = []
-    original = Fr3CommandPath.message
+    stamps: list[float] = []
+    original, observe = Fr3CommandPath.message, Fr3Adapter.observation
 
     def message(path, target, now):  # the node's tick times, to see its pauses
         ticks.append(now)
         return original(path, target, now)
 
-    Fr3CommandPath.message = message
+    def observation(adapter):  # the joint state each tick reads, to see ticks that read the state before last
+        out = observe(adapter)
+        if out is not None:
+            stamps.append(adapter.inputs["joint_states"].stamp)
+        return out
+
+    Fr3CommandPath.message, Fr3Adapter.observation = message, observation
     try:
         for s in range(seed, seed + episodes):
             ticks.clear()
+            stamps.clear()
             bridge, node, info = episode(rclpy_context, s, policy=policy, expert_env=expert_env, **node_values)
             crash = info.get("crash") or ""
             rows.append(
@@ -327,12 +339,15 @@ def measure(policy: str | None, seed: int, episodes: int, expert_env: str = ENV_
                     # A lockstep bridge does not advance while the node pauses, but the node's plan does: a tick
                     # more than a period late starts from a braking tail the bridge's controller never ran.
                     "longest_tick_gap_ms": round(1e3 * float(np.max(np.diff(ticks))), 1) if len(ticks) > 1 else None,
+                    # Lockstep on the wall clock: a tick that runs before the state of the previous command arrived
+                    # reads the same state twice (the policy sees one period of extra latency there).
+                    "repeated_states": int(np.sum(np.diff(stamps) == 0.0)) if len(stamps) > 1 else 0,
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
             close(bridge, node)
     finally:
-        Fr3CommandPath.message = original
+        Fr3CommandPath.message, Fr3Adapter.observation = original, observe
         rclpy.try_shutdown(context=rclpy_context)
     return {
         "policy": policy or f"expert ({expert_env}, motion='fr3')",
@@ -345,6 +360,7 @@ def measure(policy: str | None, seed: int, episodes: int, expert_env: str = ENV_
         "peak_jerk": max(r["peak_jerk"] for r in rows),
         "velocity_use": max(r["velocity_use"] for r in rows),
         "reflexes_after_a_tick_gap_over_60_ms": sum(r["reflex"] and (r["longest_tick_gap_ms"] or 0) > 60 for r in rows),
+        "repeated_states": sum(r["repeated_states"] for r in rows),
     }
 
 
@@ -355,11 +371,28 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--blend-ms", type=int, default=200, help="the node's trajectory_blend_ms")
+    parser.add_argument(
+        "--commit-ms", type=int, default=0, help="the node's trajectory_commit_ms (0: trajectory_commit, one period)"
+    )
     parser.add_argument("--env-id", default=ENV_ID, help="the expert's env (motion 'fr3'); a policy uses its card's")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "sim"),
+        default="wall",
+        help="wall: the node's timer on the wall clock (real rclpy timing); sim: simulated time, one tick per step "
+        "(tests/ros/test_fr3_observation_parity.py)",
+    )
     args = parser.parse_args()
     if bool(args.policy) == args.expert:
         parser.error("give exactly one of --policy DIR or --expert")
-    result = measure(args.policy, args.seed, args.episodes, args.env_id, trajectory_blend_ms=args.blend_ms)
+    if args.clock == "sim":
+        from tests.ros.test_fr3_observation_parity import measure as measure_sim_time
+
+        values = {"trajectory_blend_ms": args.blend_ms, "trajectory_commit_ms": args.commit_ms}
+        print(json.dumps(measure_sim_time(args.policy, args.seed, args.episodes, args.env_id, **values)))
+        return
+    values = {"trajectory_blend_ms": args.blend_ms, "trajectory_commit_ms": args.commit_ms}
+    result = measure(args.policy, args.seed, args.episodes, args.env_id, **values)
     print(json.dumps(result))
 
 

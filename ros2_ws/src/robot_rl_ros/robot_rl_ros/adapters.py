@@ -92,6 +92,8 @@ class Fr3Adapter(RobotAdapter):
             self.arm_joints,
             self.kinematics.ctrl_dt,
             commit=int(self._param("trajectory_commit", 1)),
+            # 0: `trajectory_commit` periods; else the commit in ms (the time a message may take to the controller)
+            commit_ms=int(self._param("trajectory_commit_ms", 0)) or None,
             margin=float(self._param("motion_margin", 0.8)),
             motion=self.kinematics.motion,  # a card trained with motion="fr3": the env's own setpoint generator
             blend_ms=int(self._param("trajectory_blend_ms", 200)),
@@ -154,13 +156,18 @@ class Fr3Adapter(RobotAdapter):
             msg = conv.joint_command(q)
         else:
             now = self.clock()
-            # The motion towards this target starts after the committed plan: displace the TCP the arm will be at
-            # then (the measured posture moved on by the committed motion), as the env displaces the TCP measured
-            # at the start of the period it plans.
             reference = None
             if self._meas is not None:
-                at_now, start = self.command_path.motion_start(now)
-                reference = self._meas.joint_pos + (start - at_now)
+                # The motion towards this target starts `lead` later (the commit): aim it from where the arm will be
+                # then, as the env aims each target from the TCP it measures where the period's motion starts. The
+                # measured motion carried on, not the committed plan: an arm the table or the object blocks does not
+                # follow its plan, and the env's targets are anchored on what the arm does.
+                start = self.command_path.motion_start(now)
+                reference = self._meas.joint_pos + self._meas.joint_vel * start.lead
+                if not start.planned:
+                    # The blend after a reset holds past this message's period: its target moves nothing. The IK holds
+                    # too (the env's neutral action), so its commanded posture stays the one the plan will start from.
+                    action = np.array([0.0, 0.0, 0.0, float(np.asarray(action, dtype=np.float64)[3])])
             q, width = self.kinematics.joint_targets(action, reference)
             if self.fault:
                 return

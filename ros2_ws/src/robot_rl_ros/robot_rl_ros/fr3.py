@@ -92,8 +92,14 @@ class Fr3Kinematics:
         home = m.key_qpos[m.key(unwrapped.home_keyframe).id][:7].copy()
         mujoco.mj_resetDataKeyframe(m, self.data, m.key(unwrapped.home_keyframe).id)
         mujoco.mj_forward(m, self.data)
+        # The controller's own data holds the posture a target's motion starts from (its anti-windup bound and its
+        # reset read it): the measured one, or the `reference` of joint_targets.
+        self._anchor = mujoco.MjData(m)
+        mujoco.mj_resetDataKeyframe(m, self._anchor, m.key(unwrapped.home_keyframe).id)
+        self._anchor_qpos = self._anchor.qpos[:7]
+        self._anchor_tcp = self._anchor.site_xpos[m.site("tcp").id]
         self.controller = CartesianController(
-            m, self.data, home, self.ctrl_dt, getattr(unwrapped, "_controller_config", None)
+            m, self._anchor, home, self.ctrl_dt, getattr(unwrapped, "_controller_config", None)
         )
         motion = getattr(unwrapped, "motion", None)
         self.motion = None if motion is None else copy.deepcopy(motion)
@@ -109,13 +115,12 @@ class Fr3Kinematics:
         self._qpos = self.data.qpos
         self._arm_jacp = self._jacp[:, :7]
         self._tcp_pos = self.data.site_xpos[self._site]
-        self._fk = mujoco.MjData(m)  # forward kinematics of other postures (tcp_at), apart from the measured one
-        self._fk_qpos = self._fk.qpos[:7]
 
     # ---------------------------------------------------------------- measurement
     def _set_measured(self, meas: Fr3Measurement) -> None:
         d, m = self.data, self.model
         self._arm_qpos[:] = meas.joint_pos
+        self._anchor_qpos[:] = meas.joint_pos
         self._arm_qvel[:] = meas.joint_vel
         f1, f2 = meas.finger_pos.tolist()
         qpos, (a1, a2) = self._qpos, self._finger_qadr
@@ -203,8 +208,10 @@ class Fr3Kinematics:
 
         Args:
             action: ``[dx, dy, dz, gripper]`` in [-1, 1] (clipped here). Shape: (4,).
-            reference: Joint positions [rad] (7,) whose TCP the displacement starts from; None: the measured
-                posture's TCP (the env's rule when the motion starts at the measurement).
+            reference: Joint positions [rad] (7,) whose TCP the displacement starts from, and which bound the
+                command as the measured posture bounds it in the env (its anti-windup: at most two periods of
+                joint motion ahead); None: the measured posture (the env's rule when the motion starts at the
+                measurement).
 
         Returns:
             ``(q_targets, gripper_width)``: joint targets [rad] (a new array, shape (7,)) and the total
@@ -216,7 +223,11 @@ class Fr3Kinematics:
         if not self._measured:
             raise RuntimeError("no joint measurement yet: call observe() before joint_targets().")
         ax, ay, az, grip = _clip_unit(action)
-        mx, my, mz = (self._tcp_pos if reference is None else self.tcp_at(reference)).tolist()
+        if reference is None:
+            self._anchor_qpos[:] = self._arm_qpos
+            mx, my, mz = self._tcp_pos.tolist()
+        else:
+            mx, my, mz = self.tcp_at(reference).tolist()
         cx, cy, cz = self.controller.commanded_tcp.tolist()
         scale = self.max_displacement
         displacement = ((mx - cx) + scale * ax, (my - cy) + scale * ay, (mz - cz) + scale * az)
@@ -225,10 +236,13 @@ class Fr3Kinematics:
         return q_cmd, width
 
     def tcp_at(self, joint_pos: np.ndarray) -> np.ndarray:
-        """The TCP position [m, base frame] (3,) at arm joint positions ``joint_pos`` [rad] (7,) (forward kinematics)."""
-        self._fk_qpos[:] = joint_pos
-        mujoco.mj_kinematics(self.model, self._fk)
-        return self._fk.site_xpos[self._site].copy()
+        """The TCP position [m, base frame] (3,) at arm joint positions ``joint_pos`` [rad] (7,) (forward kinematics).
+
+        The posture becomes the controller's anchor (see :meth:`joint_targets`) until the next call of either.
+        """
+        self._anchor_qpos[:] = joint_pos
+        mujoco.mj_kinematics(self.model, self._anchor)
+        return self._anchor_tcp.copy()
 
     def hold_action(self, meas: Fr3Measurement | None) -> np.ndarray:
         """The action that holds the TCP where it is and keeps the finger opening. Shape: (4,)."""

@@ -18,12 +18,19 @@ Every message ends at rest (a braking tail the next message replaces): a node th
 stopping within the limits, where a held last point at speed would be a step. The controller must run with
 ``interpolate_from_desired_state: true`` (hardware/fr3_controllers.yaml).
 
+The commit is the latency the path adds: the motion towards a target starts ``commit_ms`` after the tick that
+computed it (one control period by default), where the env starts it at once. A policy acts with displacements
+of the TCP it measures; the adapter therefore aims each target from where the arm is predicted at the motion's
+start (:meth:`Fr3CommandPath.motion_start`). The commit only needs to cover the time from the tick to the
+controller's receipt of its message: a message the controller receives after its commit switches between
+trajectories that already differ, a step in the 1 kHz command.
+
 The motion towards each target comes from one of two generators:
 
 - a policy trained with ``motion="fr3"`` (its card's ``env_kwargs``): the env's own setpoint generator,
   :class:`robot_rl.envs.franka.fr3_motion.Fr3Motion`, period by period from the state the timeline reaches,
-  so the robot is streamed exactly the setpoints the policy was trained on (the node adds the one period of
-  commit and, after a reset, the blend);
+  so the robot is streamed exactly the setpoints the policy was trained on (the node adds the commit and,
+  after a reset, the blend);
 - a policy trained on the sim's servo (``motion="servo"``): :class:`~robot_rl_ros.fr3_vendor.MotionShaper`,
   an approach filter towards each target (the motion the policy asks for is not one the FR3 executes: it
   arrives late).
@@ -34,6 +41,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -83,6 +91,19 @@ class PredictedReflex(RuntimeError):
         self.reflex = reflex
 
 
+class MotionStart(NamedTuple):
+    """When and where the motion towards a message's target starts (:meth:`Fr3CommandPath.motion_start`)."""
+
+    at_now: np.ndarray
+    """The plan's positions at the tick [rad]. Shape: (7,)."""
+    start: np.ndarray
+    """The plan's positions where the motion starts [rad]. Shape: (7,)."""
+    lead: float
+    """How long after the tick it starts [s]: the commit (after a reset, the blend)."""
+    planned: bool
+    """Whether the target moves the arm at all (with the next tick a period later; see ``motion_start``)."""
+
+
 @dataclasses.dataclass
 class _Commit:
     """What a message at one tick keeps of the plan (:meth:`Fr3CommandPath._commit`)."""
@@ -107,7 +128,7 @@ class Fr3CommandPath:
     """Joint targets -> JointTrajectory messages within the FR3's limits (see the module docstring).
 
     The plan is a timeline of 1 ms states on the node's clock. Each message carries the timeline from now
-    on: the part planned before, unchanged, for ``commit`` periods (so a message delivered anywhere in that
+    on: the part planned before, unchanged, for ``commit_ms`` (so a message delivered anywhere in that
     window switches the controller between identical trajectories), then the motion towards the new target
     for one more period. Messages are stamped with the node's clock (the controller places the points on its
     own: the two clocks must agree, as on franka_ros2's one real-time PC or with chrony/PTP between two).
@@ -116,6 +137,8 @@ class Fr3CommandPath:
         joint_names: The controller's joints, in the order of the targets.
         period: Control period [s].
         commit: Periods of the previous plan each message keeps (>= 1; the jitter a message may arrive with).
+        commit_ms: The same in milliseconds (>= 1), instead of ``commit`` periods: the latency the path adds to
+            each target. None: ``commit`` periods.
         margin: Share of libfranka's velocity, acceleration and jerk limits the shaper's motion may use, in (0, 1].
         motion: The setpoint generator of an env with ``motion="fr3"`` (its period must be ``period``, a whole
             number of milliseconds): the motion is that generator's, whole periods at a time, instead of the
@@ -135,9 +158,12 @@ class Fr3CommandPath:
         margin: float = 0.8,
         motion: Fr3Motion | None = None,
         blend_ms: int = 200,
+        commit_ms: int | None = None,
     ) -> None:
         if commit < 1:
             raise ValueError(f"`commit` must be >= 1. Got {commit}.")
+        if commit_ms is not None and commit_ms < 1:
+            raise ValueError(f"`commit_ms` must be >= 1 [ms] (or None: `commit` periods). Got {commit_ms}.")
         if blend_ms < 0:
             raise ValueError(f"`blend_ms` must be >= 0. Got {blend_ms}.")
         if motion is not None and (abs(motion.period - period) > 1e-12 or len(motion.ticks) * DT != motion.period):
@@ -148,6 +174,8 @@ class Fr3CommandPath:
         self.joint_names = list(joint_names)
         self.steps = max(1, round(period / DT))
         self.commit = commit
+        self.commit_ms = commit * self.steps if commit_ms is None else int(commit_ms)
+        """How long each message keeps the plan it replaces [ms]: the latency the path adds to each target."""
         self.tail_ms = 4
         self.blend_ms = int(blend_ms)
         self.shaper = MotionShaper(FR3_POSITION_LOWER, FR3_POSITION_UPPER, margin=margin)
@@ -224,7 +252,7 @@ class Fr3CommandPath:
             if motion is not None:
                 motion.reset(held)
         # After a reset the plan holds the measured posture for `blend_ms` first (see `message`).
-        commit_end = tick + (max(self.blend_ms, self.commit * self.steps) if fresh else self.commit * self.steps)
+        commit_end = tick + (max(self.blend_ms, self.commit_ms) if fresh else self.commit_ms)
         ticks, plan = self._extended(ticks, plan, held, commit_end, motion)  # a late tick: the previous target
         now_q = np.array([np.interp(tick, ticks, plan[0, :, j]) for j in range(7)])
         # The first message after a reset: no points before `blend_ms` ahead, so the controller's first segment
@@ -236,20 +264,20 @@ class Fr3CommandPath:
         keep = (ticks > (commit_end - 1 if fresh else tick)) & (ticks <= bound)
         return _Commit(tick, commit_end, ticks[keep], plan[:, keep], motion, restart, now_q)
 
-    def motion_start(self, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """Where the plan is at ``now`` [s, node clock] and where the motion of a message sent then would start.
+    def motion_start(self, now: float) -> MotionStart:
+        """Where and when the motion towards the target of a message sent at ``now`` [s, node clock] starts.
 
-        A message keeps the plan it replaces up to its commit (``commit`` periods after ``now``; after a reset,
-        ``blend_ms``): the motion towards the target it carries starts where the plan is at that point. An env
-        displaces the TCP measured at the start of the period it plans; the node's counterpart is the measured
-        posture moved on by the committed motion, ``measured + start - at_now`` (the adapter's reference).
-        Nothing changes here.
-
-        Returns:
-            ``(at_now, start)``: joint positions [rad], each shape (7,).
+        A message keeps the plan it replaces up to its commit (``commit_ms`` after ``now``; after a reset,
+        ``blend_ms``): the motion towards its target starts where the plan is then. Inside the blend the next
+        message (a period later) keeps the plan only up to its own commit, so a target moves the arm only when
+        its motion starts before that (``planned``: inside the blend only the last tick before its end). Nothing
+        changes here.
         """
         c = self._commit(now)
-        return c.now_q, c.plan[0, -1].copy()
+        start_ms = int(c.ticks[-1])
+        return MotionStart(
+            c.now_q, c.plan[0, -1].copy(), (start_ms - c.tick) * DT, start_ms < c.tick + self.steps + self.commit_ms
+        )
 
     def message(self, target: np.ndarray, now: float) -> JointTrajectory:
         """The message for the joint target [rad] (7,) of the tick at ``now`` [s, node clock].

@@ -31,7 +31,7 @@ Parameters: ``policy`` (folder or shipped name), ``blend``, ``n_action_steps``, 
 ``robot-rl eval --safety on`` runs it), ``require_safety``, ``hardware_dir``, ``monitor``, ``monitor_detector``
 (the calibrated detector that raises the alarm: ``fiper`` by default, or ``progress`` / ``fiper_progress`` on
 goal tasks, ...), ``seed`` (noise seed of the next episode; -1 none),
-``diagnostics_period`` [s], ``publish_steps``, ``autostart`` (``main``: configure and activate at
+``diagnostics_period`` [s], ``publish_steps``, ``publish_status``, ``autostart`` (``main``: configure and activate at
 start-up), ``follow_episodes`` (a sim bridge's ``start`` event on ``/robot_rl/episode`` starts a new
 episode with that seed: for the bridge's ``autoreset``), ``stats_window`` (latency samples kept for
 the percentiles), the real-time setup of the control loop (:class:`robot_rl_ros.control.RealtimeLoop`,
@@ -49,8 +49,11 @@ command is sent every tick until ``~/reset``, which releases it and starts a new
 Topics out: the robot's commands; ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every
 ``diagnostics_period`` s: monitor state, safety interventions and fallbacks, loop latency, refused
 messages); ``/robot_rl/steps`` and ``/robot_rl/episode`` (the records ``robot-rl data from-bag``
-converts). Topic in: ``/robot_rl/intervention`` (std_msgs/Bool from the teleop node): while true
-the node yields, sending nothing; the policy restarts from a fresh history when it is released.
+converts); ``/robot_rl/status`` (std_msgs/String JSON, every tick that sends a command: the policy's action, the
+command sent, the safety chain's report, the chunk verdict, the monitor's scored chunks, in the fields of
+``robot-rl eval --log``: :mod:`robot_rl_ros.status`). Topic in: ``/robot_rl/intervention`` (std_msgs/Bool
+from the teleop node): while true the node yields, sending nothing; the policy restarts from a fresh history
+when it is released.
 """
 
 from __future__ import annotations
@@ -68,10 +71,12 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from robot_rl.data.bag import EPISODE_TOPIC, STEP_TOPIC
+from robot_rl.data.mcap_messages import STATUS_TOPIC
 from robot_rl_ros import conversions as conv
 from robot_rl_ros.adapters import ADAPTERS, RobotAdapter
 from robot_rl_ros.control import LoopStats, RealtimeLoop, Runtime, RuntimeConfig, build_runtime
 from robot_rl_ros.spin import spin_node
+from robot_rl_ros.status import StatusPublisher
 
 EVENT_QOS = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 """Episode events: kept for late joiners (a recorder started after the node)."""
@@ -101,6 +106,7 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("seed", -1)
         self.declare_parameter("diagnostics_period", 1.0)
         self.declare_parameter("publish_steps", True)
+        self.declare_parameter("publish_status", True)
         self.declare_parameter("autostart", False)  # main(): configure and activate at start-up
         self.declare_parameter("follow_episodes", False)
         self.declare_parameter("stats_window", 2000)
@@ -111,6 +117,7 @@ class PolicyNode(LifecycleNode):
         self.adapter: RobotAdapter | None = None
         self.stats: LoopStats | None = None
         self.realtime: RealtimeLoop | None = None
+        self.status: StatusPublisher | None = None
         self._timer: Any = None
         self._diag_timer: Any = None
         self._estop_reason = ""
@@ -176,6 +183,9 @@ class PolicyNode(LifecycleNode):
         self._publish_steps = bool(p("publish_steps").value)
         self._steps_pub = self.create_lifecycle_publisher(Float64MultiArray, STEP_TOPIC, 10)
         self._episode_pub = self.create_publisher(String, EPISODE_TOPIC, EVENT_QOS)
+        if bool(p("publish_status").value):
+            status_pub = self.create_lifecycle_publisher(String, STATUS_TOPIC, 10)
+            self.status = StatusPublisher(status_pub, runtime, window=int(p("stats_window").value))
         period = float(p("diagnostics_period").value)
         self._diag_timer = self.create_timer(period, self.publish_diagnostics)
         self.get_logger().info(
@@ -242,7 +252,7 @@ class PolicyNode(LifecycleNode):
             self.runtime.controller.close()
         if self.adapter is not None:
             self.adapter.close()
-        self.runtime = self.adapter = None
+        self.runtime = self.adapter = self.status = None
 
     def _new_episode(self, seed: int | None = None) -> None:
         runtime = self.runtime
@@ -256,9 +266,14 @@ class PolicyNode(LifecycleNode):
             runtime.monitor.reset(seed if seed >= 0 else None)
         self.adapter.reset()
         self.stats.restart()
+        if self.status is not None:
+            self.status.reset()
         self._episode += 1
         self._step = 0
-        self._publish_event({"event": "start", "env_id": runtime.env_id, "seed": seed if seed >= 0 else None})
+        event = {"event": "start", "env_id": runtime.env_id, "seed": seed if seed >= 0 else None}
+        if self.status is not None:
+            event["status"] = STATUS_TOPIC  # the recorder takes the actions from there, not from the step records
+        self._publish_event(event)
 
     def _publish_event(self, event: dict[str, Any]) -> None:
         if self.runtime is not None:
@@ -282,7 +297,8 @@ class PolicyNode(LifecycleNode):
         runtime, adapter, stats = self.runtime, self.adapter, self.stats
         if runtime is None or adapter is None or stats is None:
             return
-        now = self.now()
+        now_ns = self.get_clock().now().nanoseconds
+        now = now_ns * 1e-9
         self._tick_now = now
         stats.tick(now)
         if self._intervening:
@@ -323,6 +339,8 @@ class PolicyNode(LifecycleNode):
                     }
                 )
             )
+        if self.status is not None:
+            self.status.publish(now_ns, self._episode, self._step, output, action, self._estop_reason, fallback)
         self._step += 1
 
     # --------------------------------------------------------------- services
@@ -414,6 +432,7 @@ class PolicyNode(LifecycleNode):
             "waiting_for": ",".join(adapter.waiting_for()),
             **stats.summary(),
             **(self.realtime.summary() if self.realtime is not None else {}),
+            **(self.status.summary() if self.status is not None else {}),
         }
         for name, count in adapter.rejected.items():
             values[f"rejected_{name}"] = count

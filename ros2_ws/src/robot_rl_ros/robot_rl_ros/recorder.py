@@ -7,11 +7,13 @@ time [ns, node clock] into a rosbag2 folder that ``ros2 bag info/play`` reads. M
 by default, which Humble's rosbag2 reads as well as Jazzy's (version 9 needs Jazzy).
 
 Parameters: ``output`` (the bag folder; must not exist), ``topics`` (default: the step records,
-episode events, interventions and diagnostics that ``robot-rl data from-bag`` and a review need;
-add the robot's topics to keep the raw data too), ``storage`` (``mcap`` or ``sqlite3``),
-``version`` (8 or 9), ``foxglove`` (also write this MCAP file for Foxglove: the scene of the episode's env with
-the arm posed from ``/joint_states``, the goal, the command sent and each episode's success, in the channels of
-``robot-rl eval --log``; :mod:`robot_rl.data.mcap_steps` says what the step records cannot carry; "" off).
+episode events, the policy node's status, interventions and diagnostics that ``robot-rl data from-bag`` and a
+review need; add the robot's topics to keep the raw data too), ``storage`` (``mcap`` or ``sqlite3``),
+``version`` (8 or 9), ``foxglove`` (also write this MCAP file for Foxglove, in the channels of ``robot-rl eval
+--log``: the scene of the episode's env with the arm posed from ``/joint_states``, the goal, each episode's
+success, and from the policy node's ``/robot_rl/status`` its action, the command sent, each safety filter's
+report, the watchdog, e-stop and chunk verdicts and the monitor's scores with thresholds and alarm;
+:mod:`robot_rl.data.mcap_steps`; "" off).
 Topics are picked up as they appear in the graph (checked every ``discovery_period`` s); their type comes from
 the graph and must be a standard ROS 2 Jazzy type. The bag and the Foxglove file are finalized (metadata.yaml
 written) on shutdown or ``~/stop`` (std_srvs/Trigger).
@@ -30,9 +32,10 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_srvs.srv import Trigger
 
 from robot_rl.data.bag import EPISODE_TOPIC, STEP_TOPIC
+from robot_rl.data.mcap_messages import STATUS_TOPIC
 from robot_rl_ros.spin import spin_node
 
-DEFAULT_TOPICS = [STEP_TOPIC, EPISODE_TOPIC, "/robot_rl/intervention", "/diagnostics"]
+DEFAULT_TOPICS = [STEP_TOPIC, EPISODE_TOPIC, STATUS_TOPIC, "/robot_rl/intervention", "/diagnostics"]
 """What ``robot-rl data from-bag`` and a review of a run need."""
 
 
@@ -94,7 +97,7 @@ class BagRecorder(Node):
         self.discover()
 
     def _start_foxglove(self, path: str) -> None:
-        """The Foxglove file: deserialized step records, episode events and joint states fed to StepRecordLog."""
+        """The Foxglove file: step records, status, episode events and joint states fed to StepRecordLog."""
         import json
 
         from sensor_msgs.msg import JointState
@@ -124,6 +127,7 @@ class BagRecorder(Node):
         qos = QoSProfile(depth=100)
         events = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(Float64MultiArray, STEP_TOPIC, on_step, qos)
+        self.create_subscription(String, STATUS_TOPIC, lambda msg: log.on_status(msg.data), qos)
         self.create_subscription(String, EPISODE_TOPIC, on_event, events)
         self.create_subscription(
             JointState, "/joint_states", lambda msg: log.on_joint_state(list(msg.name), list(msg.position)), qos
@@ -165,6 +169,8 @@ class BagRecorder(Node):
         if self.foxglove is not None:
             foxglove, self.foxglove = self.foxglove, None
             result = foxglove.close()
+            for reason, count in foxglove.refused.items():
+                self.get_logger().warning(f"foxglove: {count} status messages not written: {reason}")
             if result is not None:
                 self.get_logger().info(f"foxglove: {result}")
         if self.writer is not None:
