@@ -156,19 +156,18 @@ class Fr3Adapter(RobotAdapter):
             msg = conv.joint_command(q)
         else:
             now = self.clock()
-            reference = None
+            lead = 0.0
             if self._meas is not None:
-                # The motion towards this target starts `lead` later (the commit): aim it from where the arm will be
-                # then, as the env aims each target from the TCP it measures where the period's motion starts. The
-                # measured motion carried on, not the committed plan: an arm the table or the object blocks does not
-                # follow its plan, and the env's targets are anchored on what the arm does.
+                # The motion towards this target starts `lead` later (the commit): the IK aims it from where the arm
+                # will be then (Fr3Kinematics.joint_targets), as the env aims each target from the TCP it measures
+                # where the period's motion starts.
                 start = self.command_path.motion_start(now)
-                reference = self._meas.joint_pos + self._meas.joint_vel * start.lead
+                lead = start.lead
                 if not start.planned:
                     # The blend after a reset holds past this message's period: its target moves nothing. The IK holds
                     # too (the env's neutral action), so its commanded posture stays the one the plan will start from.
                     action = np.array([0.0, 0.0, 0.0, float(np.asarray(action, dtype=np.float64)[3])])
-            q, width = self.kinematics.joint_targets(action, reference)
+            q, width = self.kinematics.joint_targets(action, lead)
             if self.fault:
                 return
             try:

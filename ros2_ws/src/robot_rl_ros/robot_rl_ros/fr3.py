@@ -6,10 +6,12 @@ displacement. On hardware the measurements arrive as joint states plus a perceiv
 and ``franka_ros2`` takes joint position targets. :class:`Fr3Kinematics` bridges the two on the
 very MuJoCo model the simulation uses:
 
-- :meth:`Fr3Kinematics.observe`: forward kinematics (TCP position, TCP velocity ``J(q) dq``) and the
-  env's observation vector, entry for entry as ``PandaEnv._observation`` lays it out;
+- :meth:`Fr3Kinematics.observe`: forward kinematics (TCP position, TCP velocity ``J(q) dq``, where the env
+  reads them: one physics step before the joint state) and the env's observation vector, entry for entry as
+  ``PandaEnv._observation`` lays it out;
 - :meth:`Fr3Kinematics.joint_targets`: the env's ``_apply_action`` arithmetic: the displacement
-  from the measured TCP, clipped to the workspace box, one differential-IK step of
+  from the measured TCP (carried on to where the target's motion starts when the command path starts it
+  later), clipped to the workspace box, one differential-IK step of
   :class:`~robot_rl.envs.franka.controller.CartesianController` from the commanded posture, bounded
   by the joint velocity and position limits.
 - :attr:`Fr3Kinematics.motion`: for an env made with ``motion="fr3"``, a fresh copy of its setpoint
@@ -80,6 +82,8 @@ class Fr3Kinematics:
         self.model = unwrapped.model
         self.data = mujoco.MjData(self.model)
         self.ctrl_dt = float(unwrapped.ctrl_dt)
+        self.lag = float(unwrapped.sim_dt)
+        """How far the env's TCP lags its joint state [s]: one physics step (see :meth:`observe`)."""
         self.has_object = bool(unwrapped.has_object)
         self.block_gripper = bool(unwrapped.block_gripper)
         self.max_displacement = float(unwrapped.max_displacement)
@@ -104,6 +108,7 @@ class Fr3Kinematics:
         motion = getattr(unwrapped, "motion", None)
         self.motion = None if motion is None else copy.deepcopy(motion)
         """The env's FR3 setpoint generator (a copy, same parameters) for ``motion="fr3"`` envs, else None."""
+        self._joint_pos, self._joint_vel = np.zeros(7), np.zeros(7)
         self._jacp = np.zeros((3, m.nv))
         self._tcp_vel = np.zeros(3)
         self._measured = False
@@ -119,7 +124,10 @@ class Fr3Kinematics:
     # ---------------------------------------------------------------- measurement
     def _set_measured(self, meas: Fr3Measurement) -> None:
         d, m = self.data, self.model
-        self._arm_qpos[:] = meas.joint_pos
+        self._joint_pos = np.array(meas.joint_pos, dtype=np.float64)
+        self._joint_vel = np.array(meas.joint_vel, dtype=np.float64)
+        # The TCP where the env reads it: at the joint state one physics step earlier (see `observe`).
+        np.subtract(self._joint_pos, self.lag * self._joint_vel, out=self._arm_qpos)
         self._anchor_qpos[:] = meas.joint_pos
         self._arm_qvel[:] = meas.joint_vel
         f1, f2 = meas.finger_pos.tolist()
@@ -134,6 +142,13 @@ class Fr3Kinematics:
 
     def observe(self, meas: Fr3Measurement, goal: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The env observation and the robot state for one measurement.
+
+        The env reads its TCP pose and velocity from the kinematics MuJoCo computed at the start of the last physics
+        step of a period (``mj_step`` integrates after computing them), one physics step (:attr:`lag`) before the
+        joint, finger and object state it reports; its actions displace that TCP. The TCP here is taken at the
+        measured joint positions moved back by ``lag`` times the measured joint velocities, so the observation and
+        the displacement are the env's (the velocity is ``J dq`` there: the acceleration over ``lag`` is not
+        measured).
 
         Args:
             meas: Joint, finger and object measurements.
@@ -194,24 +209,23 @@ class Fr3Kinematics:
         self.controller.reset()
         self.controller.update_command_kinematics()
 
-    def joint_targets(self, action: np.ndarray, reference: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    def joint_targets(self, action: np.ndarray, lead: float = 0.0) -> tuple[np.ndarray, float]:
         """Joint position targets and gripper width for a policy action, as the sim computes them.
 
         Call after :meth:`observe` (the measured posture is the one from the last measurement).
 
-        The env displaces the TCP measured at the start of the period whose motion the target drives. On the
-        robot that motion starts later than the measurement (a trajectory message keeps the committed plan
-        first, :meth:`robot_rl_ros.fr3_command.Fr3CommandPath.motion_start`): ``reference`` is the posture the
-        arm is expected at when it starts, and the displacement is taken from its TCP. Displacing the measured
-        TCP instead would aim each target at where the arm was a period before its motion starts, and a
-        steady motion would run at half the speed the policy asks for.
+        The env displaces the TCP measured at the start of the period whose motion the target drives (as
+        :meth:`observe` gives it). On the robot that motion starts ``lead`` after the measurement (a trajectory
+        message keeps the committed plan first, :meth:`robot_rl_ros.fr3_command.Fr3CommandPath.motion_start`):
+        the displacement is taken from the TCP there, the measured joint motion carried on for ``lead``, and that
+        posture bounds the command as the measured one bounds it in the env (the IK's anti-windup). The measured
+        motion, not the plan: an arm the table or the object blocks does not follow its plan, and the env
+        anchors each target on what the arm does. Displacing the measured TCP instead aims each target where the
+        arm was ``lead`` before its motion starts: a steady motion then runs at half the speed the policy asks for.
 
         Args:
             action: ``[dx, dy, dz, gripper]`` in [-1, 1] (clipped here). Shape: (4,).
-            reference: Joint positions [rad] (7,) whose TCP the displacement starts from, and which bound the
-                command as the measured posture bounds it in the env (its anti-windup: at most two periods of
-                joint motion ahead); None: the measured posture (the env's rule when the motion starts at the
-                measurement).
+            lead: How long after the measurement the target's motion starts [s] (0: at once, as in the env).
 
         Returns:
             ``(q_targets, gripper_width)``: joint targets [rad] (a new array, shape (7,)) and the total
@@ -223,11 +237,11 @@ class Fr3Kinematics:
         if not self._measured:
             raise RuntimeError("no joint measurement yet: call observe() before joint_targets().")
         ax, ay, az, grip = _clip_unit(action)
-        if reference is None:
-            self._anchor_qpos[:] = self._arm_qpos
+        if lead == 0.0:
             mx, my, mz = self._tcp_pos.tolist()
         else:
-            mx, my, mz = self.tcp_at(reference).tolist()
+            mx, my, mz = self.tcp_at(self._joint_pos + (lead - self.lag) * self._joint_vel).tolist()
+        np.add(self._joint_pos, lead * self._joint_vel, out=self._anchor_qpos)  # the posture the motion starts from
         cx, cy, cz = self.controller.commanded_tcp.tolist()
         scale = self.max_displacement
         displacement = ((mx - cx) + scale * ax, (my - cy) + scale * ay, (mz - cz) + scale * az)
@@ -238,7 +252,7 @@ class Fr3Kinematics:
     def tcp_at(self, joint_pos: np.ndarray) -> np.ndarray:
         """The TCP position [m, base frame] (3,) at arm joint positions ``joint_pos`` [rad] (7,) (forward kinematics).
 
-        The posture becomes the controller's anchor (see :meth:`joint_targets`) until the next call of either.
+        (Computed on the controller's anchor data, whose posture :meth:`joint_targets` sets before each IK step.)
         """
         self._anchor_qpos[:] = joint_pos
         mujoco.mj_kinematics(self.model, self._anchor)
