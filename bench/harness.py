@@ -57,6 +57,7 @@ REGISTRY: dict[str, str] = {
     "residual": "bench.bench_residual",
     "ros": "bench.bench_ros",
     "parallel": "bench.bench_parallel",
+    "evallog": "bench.bench_eval_log",
 }
 """Benchmark name -> its module (imported only when that benchmark runs)."""
 

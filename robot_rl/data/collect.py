@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from robot_rl.data.parallel_collect import collection_report
 from robot_rl.data.recorder import DemoRecorder, StateReader
 from robot_rl.parallel import check_workers, is_parallel
 
@@ -374,16 +375,5 @@ def _loop(
     finally:
         if bar is not None:
             bar.close()
-    return {
-        "out": str(out),
-        "env_id": env_id,
-        "source": source.name,
-        "kept": kept,
-        "discarded": discarded,
-        "attempts": attempts,
-        "steps": steps_total,
-        "demos": list(recorder.committed),
-        "attempt_success_rate": ended_success / ended if ended else None,
-        "quit": quit_requested,
-        "wall_time_s": time.perf_counter() - start,
-    }
+    counts = {"kept": kept, "discarded": discarded, "attempts": attempts, "steps": steps_total}
+    return collection_report(out, env_id, source.name, recorder, counts, ended, ended_success, quit_requested, start)

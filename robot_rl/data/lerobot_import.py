@@ -41,7 +41,7 @@ from robot_rl.data.lerobot_format import (
     STATE,
     SUCCESS,
 )
-from robot_rl.data.merge import remove_stale_temps, temp_path
+from robot_rl.data.merge import atomic_hdf5, remove_stale_temps
 from robot_rl.data.schema import DatasetError, DatasetMeta, DemoAttrs
 
 SCALARS = (REWARD, DONE, SUCCESS, INTERVENTION, *fmt.DEFAULT_FEATURES)
@@ -216,42 +216,34 @@ def write_demo_file(
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
-    tmp = temp_path(out)
     total = sum(d.num_samples for d in demos)
-    try:
-        with h5py.File(tmp, "w", libver="latest") as f:
-            data = f.create_group(schema.DATA_GROUP, track_times=False)
-            for k, demo in enumerate(demos):
-                group = data.create_group(schema.demo_name(k), track_times=False)
-                for sub, obs in ((schema.OBS, demo.obs), (schema.NEXT_OBS, demo.next_obs)):
-                    sub_group = group.create_group(sub, track_times=False)
-                    for key in schema.OBS_KEYS:
-                        _dataset(sub_group, key, obs[key])
-                _dataset(group, schema.ACTIONS, demo.actions)
-                _dataset(group, schema.REWARDS, demo.rewards)
-                _dataset(group, schema.DONES, demo.dones)
-                _dataset(group, schema.STATES, demo.states)
-                if demo.interventions is not None:
-                    _dataset(group, schema.INTERVENTIONS, demo.interventions)
-                group.attrs[DemoAttrs.NUM_SAMPLES] = np.int64(demo.num_samples)
-                group.attrs[DemoAttrs.SEED] = np.int64(-1 if demo.seed is None else demo.seed)
-                group.attrs[DemoAttrs.SUCCESS] = np.bool_(demo.success)
-                group.attrs[DemoAttrs.ENV_SUCCESS] = np.bool_(demo.env_success)
-                group.attrs[DemoAttrs.SOURCE] = demo.source
-                group.attrs[DemoAttrs.RANDOMIZATION] = schema.canonical_json(demo.randomization)
-                group.attrs[DemoAttrs.ORIGIN] = f"{origin}:episode_{k}"
-            for key, value in dataclasses.replace(meta, total=total).to_attrs().items():
-                data.attrs[key] = value
-            if masks:
-                mask_group = f.create_group(schema.MASK_GROUP, track_times=False)
-                for key, names in masks.items():
-                    _dataset(mask_group, key, np.array(list(names), dtype="S"))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_hdf5(out) as f:
+        data = f.create_group(schema.DATA_GROUP, track_times=False)
+        for k, demo in enumerate(demos):
+            group = data.create_group(schema.demo_name(k), track_times=False)
+            for sub, obs in ((schema.OBS, demo.obs), (schema.NEXT_OBS, demo.next_obs)):
+                sub_group = group.create_group(sub, track_times=False)
+                for key in schema.OBS_KEYS:
+                    _dataset(sub_group, key, obs[key])
+            _dataset(group, schema.ACTIONS, demo.actions)
+            _dataset(group, schema.REWARDS, demo.rewards)
+            _dataset(group, schema.DONES, demo.dones)
+            _dataset(group, schema.STATES, demo.states)
+            if demo.interventions is not None:
+                _dataset(group, schema.INTERVENTIONS, demo.interventions)
+            group.attrs[DemoAttrs.NUM_SAMPLES] = np.int64(demo.num_samples)
+            group.attrs[DemoAttrs.SEED] = np.int64(-1 if demo.seed is None else demo.seed)
+            group.attrs[DemoAttrs.SUCCESS] = np.bool_(demo.success)
+            group.attrs[DemoAttrs.ENV_SUCCESS] = np.bool_(demo.env_success)
+            group.attrs[DemoAttrs.SOURCE] = demo.source
+            group.attrs[DemoAttrs.RANDOMIZATION] = schema.canonical_json(demo.randomization)
+            group.attrs[DemoAttrs.ORIGIN] = f"{origin}:episode_{k}"
+        for key, value in dataclasses.replace(meta, total=total).to_attrs().items():
+            data.attrs[key] = value
+        if masks:
+            mask_group = f.create_group(schema.MASK_GROUP, track_times=False)
+            for key, names in masks.items():
+                _dataset(mask_group, key, np.array(list(names), dtype="S"))
 
 
 def import_lerobot(

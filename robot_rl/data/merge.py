@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,24 @@ from robot_rl.data.schema import DatasetError, DemoAttrs, FileAttrs
 def temp_path(out: Path, pid: int | None = None) -> Path:
     """The hidden file a merge writes before renaming it to ``out``: ``.<name>.<pid>.tmp`` beside it."""
     return out.with_name(f".{out.name}.{os.getpid() if pid is None else pid}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_hdf5(out: Path) -> Iterator[h5py.File]:
+    """A new HDF5 file that appears as ``out`` only once complete.
+
+    Written to :func:`temp_path`, fsynced, renamed over ``out``; the temporary file is removed when writing fails.
+    """
+    tmp = temp_path(out)
+    try:
+        with h5py.File(tmp, "w", libver="latest") as f:
+            yield f
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -128,23 +146,15 @@ def merge_files(
                     f"cannot merge {datasets[0].path} ({first.env_id}) with {ds.path} ({ds.meta.env_id}): they "
                     f"differ in {difference}. Only demonstrations of the same env and kwargs can be merged."
                 )
-        tmp = temp_path(out)
-        try:
-            with h5py.File(tmp, "w", libver="latest") as f:
-                index, total, dropped = _copy_demos(datasets, f.create_group(schema.DATA_GROUP), drop_duplicates)
-                sources: list[str] = []
-                for ds in datasets:
-                    sources += [s for s in ds.meta.source.split(",") if s and s not in sources]
-                now = schema.utc_now()
-                meta = dataclasses.replace(first, source=",".join(sources), created=now, updated=now, total=total)
-                for key, value in meta.to_attrs().items():
-                    f[schema.DATA_GROUP].attrs[key] = value
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_hdf5(out) as f:
+            index, total, dropped = _copy_demos(datasets, f.create_group(schema.DATA_GROUP), drop_duplicates)
+            sources: list[str] = []
+            for ds in datasets:
+                sources += [s for s in ds.meta.source.split(",") if s and s not in sources]
+            now = schema.utc_now()
+            meta = dataclasses.replace(first, source=",".join(sources), created=now, updated=now, total=total)
+            for key, value in meta.to_attrs().items():
+                f[schema.DATA_GROUP].attrs[key] = value
         return {
             "out": str(out),
             "episodes": index,

@@ -131,17 +131,34 @@ def collect_parallel(
             f"only {kept} of {episodes} episodes were kept after {attempts} attempts (the source failed the "
             f"rest); the {kept} kept demos are saved in {recorder.path}. Use keep_failed=True to keep failures."
         )
+    counts = {"kept": kept, "discarded": discarded, "attempts": attempts, "steps": steps_total}
+    report = collection_report(recorder.path, env_id, "expert", recorder, counts, ended, ended_success, False, start)
+    return {**report, "execution": execution}
+
+
+def collection_report(
+    out: Any,
+    env_id: str,
+    source: str,
+    recorder: Any,
+    counts: dict[str, int],
+    ended: int,
+    ended_success: int,
+    quit_requested: bool,
+    start: float,
+) -> dict[str, Any]:
+    """What :func:`collect` (and the parallel collection) returns: where, what, the counts and how long.
+
+    ``counts``: ``kept``, ``discarded``, ``attempts`` and ``steps``; ``ended`` episodes of which ``ended_success``
+    succeeded give the attempts' success rate; ``start`` is the ``time.perf_counter()`` the collection began at.
+    """
     return {
-        "out": str(recorder.path),
+        "out": str(out),
         "env_id": env_id,
-        "source": "expert",
-        "kept": kept,
-        "discarded": discarded,
-        "attempts": attempts,
-        "steps": steps_total,
+        "source": source,
+        **counts,
         "demos": list(recorder.committed),
         "attempt_success_rate": ended_success / ended if ended else None,
-        "quit": False,
+        "quit": quit_requested,
         "wall_time_s": time.perf_counter() - start,
-        "execution": execution,
     }

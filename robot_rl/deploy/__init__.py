@@ -10,7 +10,7 @@ residual exporter open policies and assemble the deployed stack here, so each is
 """
 
 from robot_rl.deploy.source import KINDS, OpenedPolicy, PolicyOpenError, open_policy, policy_kind
-from robot_rl.deploy.stack import Stack, build_stack, safety_chain
+from robot_rl.deploy.stack import Stack, build_stack, load_monitor, safety_chain
 
 __all__ = [
     "KINDS",
@@ -18,6 +18,7 @@ __all__ = [
     "PolicyOpenError",
     "Stack",
     "build_stack",
+    "load_monitor",
     "open_policy",
     "policy_kind",
     "safety_chain",

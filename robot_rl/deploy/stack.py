@@ -59,6 +59,28 @@ def safety_chain(
     return safety_for_env(env_id_or_env, hardware)
 
 
+def load_monitor(policy_dir: str | os.PathLike[str], policy: Any, detector: str = "fiper") -> tuple[Any | None, str]:
+    """The policy folder's calibrated failure monitor with ``detector``'s thresholds, or None and why it is off.
+
+    Evaluation (``--monitor on``) and the ROS policy node (``monitor:=true``) both load it here and run without a
+    monitor, saying why, when the folder has no calibration, one made for another policy.onnx, or calibration
+    files that cannot be read.
+
+    Returns:
+        ``(monitor, "on")`` (``"on (DETECTOR)"`` for a detector other than ``fiper``), or ``(None, "off: WHY")``.
+    """
+    from robot_rl.monitor.calibration_file import MonitorNotCalibratedError
+    from robot_rl.monitor.failure_monitor import FailureMonitor
+
+    try:
+        monitor = FailureMonitor.load(policy_dir, policy=policy, detector=detector)
+    except MonitorNotCalibratedError as error:
+        return None, f"off: {error}"
+    except (OSError, ValueError, KeyError) as error:  # a half-written or damaged calibration
+        return None, f"off: the calibration in {policy_dir} cannot be read ({type(error).__name__}: {error})"
+    return monitor, "on" if detector == "fiper" else f"on ({detector})"
+
+
 def build_stack(
     policy: Any,
     env_id_or_env: Any,

@@ -67,8 +67,7 @@ def exported_actor(
     safety chain on, the controller sees the observation merged with the measured robot state (as the
     ROS 2 node gives it) and the chain is its filter; with the monitor on, the monitor is its monitor.
     """
-    from robot_rl.deploy import build_stack
-    from robot_rl.evaluation.guard import load_monitor
+    from robot_rl.deploy import build_stack, load_monitor
     from robot_rl.policies.layout import check_layout
     from robot_rl.runtime import ControllerConfig
 

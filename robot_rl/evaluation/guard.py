@@ -102,16 +102,3 @@ class Guard:
             self.violation_steps += 1
             self.episode_violations += 1
             self.by_constraint.update(broken)
-
-
-def load_monitor(policy_dir: str, policy: Any, detector: str = "fiper") -> tuple[Any | None, str]:
-    """The policy folder's failure monitor with ``detector``'s thresholds, or None and why it is off."""
-    try:
-        from robot_rl.monitor import FailureMonitor, MonitorNotCalibratedError
-    except ImportError as error:  # pragma: no cover - the package ships with robot_rl
-        return None, f"off: the monitor package is unavailable ({error})"
-    try:
-        monitor = FailureMonitor.load(policy_dir, policy=policy, detector=detector)
-        return monitor, "on" if detector == "fiper" else f"on ({detector})"
-    except MonitorNotCalibratedError as error:
-        return None, f"off: {error}"

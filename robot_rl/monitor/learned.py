@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_rl.monitor.rnd import Layers, _init_layers, mlp
+from robot_rl.monitor.rnd import Layers, _init_layers, mlp, read_arrays, read_layers, save_layers
 
 RISK_FILE = "risk.npz"
 MIN_FIT_FAILURES = 5
@@ -143,12 +143,7 @@ class RiskModel:
         """Write the model to an ``.npz`` file."""
         arrays = {"in_mean": self.in_mean, "in_std": self.in_std, "chunk_mean": self.chunk_mean,
                   "chunk_std": self.chunk_std, "n_ref": np.array(self.n_ref)}  # fmt: skip
-        for i, (weight, bias) in enumerate(self.layers):
-            arrays[f"w{i}"], arrays[f"b{i}"] = weight, bias
-        path = Path(path)
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
-        return path
+        return save_layers(path, arrays, _=self.layers)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RiskModel:
@@ -158,15 +153,8 @@ class RiskModel:
             FileNotFoundError: no such file.
             ValueError: not a risk model file.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no learned risk model.")
-        with np.load(path) as data:
-            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in data.files}
-        layers, i = [], 0
-        while f"w{i}" in arrays:
-            layers.append((arrays[f"w{i}"], arrays[f"b{i}"]))
-            i += 1
+        arrays = read_arrays(path, "learned risk model")
+        layers = read_layers(arrays)
         needed = {"in_mean", "in_std", "chunk_mean", "chunk_std", "n_ref"}
         if not layers or not needed <= set(arrays):
             raise ValueError(f"{path} is not a risk model file (expected w0, b0, {', '.join(sorted(needed))}).")

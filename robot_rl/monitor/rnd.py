@@ -74,15 +74,8 @@ class RND:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the weights to an ``.npz`` file (``target_w0``, ``target_b0``, ..., ``feature_std``, ``clip``)."""
         clip = np.array(np.inf if self.clip is None else self.clip)
-        arrays: dict[str, np.ndarray] = {"feature_std": self.feature_std, "clip": clip}
-        for prefix, layers in (("target", self.target), ("predictor", self.predictor)):
-            for i, (weight, bias) in enumerate(layers):
-                arrays[f"{prefix}_w{i}"] = weight
-                arrays[f"{prefix}_b{i}"] = bias
-        path = Path(path)
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
-        return path
+        arrays = {"feature_std": self.feature_std, "clip": clip}
+        return save_layers(path, arrays, target=self.target, predictor=self.predictor)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RND:
@@ -92,24 +85,48 @@ class RND:
             FileNotFoundError: no such file.
             ValueError: not an RND weight file.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no RND weights.")
-        with np.load(path) as data:
-            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in data.files}
-
-        def layers(prefix: str) -> Layers:
-            out, i = [], 0
-            while f"{prefix}_w{i}" in arrays:
-                out.append((arrays[f"{prefix}_w{i}"], arrays[f"{prefix}_b{i}"]))
-                i += 1
-            return out
-
-        target, predictor = layers("target"), layers("predictor")
+        arrays = read_arrays(path, "RND weights")
+        target, predictor = read_layers(arrays, "target"), read_layers(arrays, "predictor")
         if not target or not predictor or "feature_std" not in arrays:
             raise ValueError(f"{path} is not an RND weight file (expected target_w0, predictor_w0, feature_std).")
         clip = float(arrays.get("clip", np.inf))
         return cls(target, predictor, arrays["feature_std"], clip=clip if np.isfinite(clip) else None)
+
+
+def save_layers(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], **layers: Layers) -> Path:
+    """Write ``arrays`` and each named list of layers (``NAME_w0``, ``NAME_b0``, ...; ``w0``, ``b0`` for ``_``)."""
+    arrays = dict(arrays)
+    for prefix, weights in layers.items():
+        stem = "" if prefix == "_" else f"{prefix}_"
+        for i, (weight, bias) in enumerate(weights):
+            arrays[f"{stem}w{i}"], arrays[f"{stem}b{i}"] = weight, bias
+    path = Path(path)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def read_arrays(path: str | os.PathLike[str], what: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file as float64.
+
+    Raises:
+        FileNotFoundError: no such file (the message says ``no WHAT``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {what}.")
+    with np.load(path) as data:
+        return {k: np.asarray(data[k], dtype=np.float64) for k in data.files}
+
+
+def read_layers(arrays: dict[str, np.ndarray], prefix: str = "_") -> Layers:
+    """The layers :func:`save_layers` wrote under ``prefix``, in order (empty when there are none)."""
+    stem = "" if prefix == "_" else f"{prefix}_"
+    out, i = [], 0
+    while f"{stem}w{i}" in arrays:
+        out.append((arrays[f"{stem}w{i}"], arrays[f"{stem}b{i}"]))
+        i += 1
+    return out
 
 
 def _init_layers(sizes: list[int], rng: np.random.Generator) -> Layers:

@@ -47,7 +47,7 @@ from robot_rl.export.metadata import (
     RESIDUAL_OBS_INPUT,
     PolicyMetadata,
 )
-from robot_rl.export.onnx_export import OPSET, export_run
+from robot_rl.export.onnx_export import export_run
 from robot_rl.policies import checkpoint as ckpt
 from robot_rl.policies.residual import resolve_scale
 
@@ -210,30 +210,13 @@ def residual_graph(
 
 
 def export_training_run(
-    run_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    inference_steps: int | None = None,
-    opset: int = OPSET,
-    *,
-    overwrite: bool = False,
-    name: str | None = None,
-    eval_results: dict[str, Any] | None = None,
-    check_batch: int = 8,
+    run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *args: Any, **options: Any
 ) -> PolicyMetadata:
     """Export any training run, bc|diffusion or residual, into ``out_dir`` (what ``robot-rl export`` runs).
 
     :func:`robot_rl.export.onnx_export.export_run` with :func:`load_residual_run`: a residual run's agent is
-    folded into the graph beside its frozen base. Arguments, return value and errors as ``export_run``'s,
-    and those of :func:`load_residual_run` for a residual run.
+    folded into the graph beside its frozen base. Arguments (``inference_steps``, ``opset``, then keywords:
+    ``overwrite``, ``name``, ``eval_results``, ``check_batch``), return value and errors as ``export_run``'s, and
+    those of :func:`load_residual_run` for a residual run.
     """
-    return export_run(
-        run_dir,
-        out_dir,
-        inference_steps,
-        opset,
-        overwrite=overwrite,
-        name=name,
-        eval_results=eval_results,
-        check_batch=check_batch,
-        load_residual=load_residual_run,
-    )
+    return export_run(run_dir, out_dir, *args, load_residual=load_residual_run, **options)

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.ros
 
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from robot_rl_ros import control  # noqa: E402
-from robot_rl_ros.control import RealtimeLoop  # noqa: E402
+from robot_rl_ros import realtime  # noqa: E402
 from robot_rl_ros.policy_node import PolicyNode  # noqa: E402
+from robot_rl_ros.realtime import RealtimeLoop  # noqa: E402
 from robot_rl_ros.sim_bridge import SimBridge  # noqa: E402
 
 from tests.ros.conftest import EVAL_SEED, QUAD_POLICY, spin_until  # noqa: E402
@@ -93,7 +93,7 @@ def test_a_granted_priority_holds_while_active_and_is_undone_on_deactivate(ros_c
         pytest.skip("this user may not use SCHED_FIFO (no rtprio limit, no CAP_SYS_NICE)")
     os.sched_setscheduler(0, before[0], os.sched_param(before[1]))
     _, node = quadrotor(ros_context, executor, realtime_priority=2)
-    middleware = scheduling(control._threads_named(control.MIDDLEWARE_THREADS))  # Fast DDS's threads
+    middleware = scheduling(realtime._threads_named(realtime.MIDDLEWARE_THREADS))  # Fast DDS's threads
     assert middleware
     run_ticks(executor, node)  # the ticks run in this thread
     assert os.sched_getscheduler(0) == os.SCHED_FIFO and os.sched_getparam(0).sched_priority == 2
@@ -174,7 +174,7 @@ def test_two_loops_in_one_process_restore_the_collector_once_both_stopped():
 
 
 def test_refused_lock_memory_warns(monkeypatch):
-    monkeypatch.setattr(control, "_mlockall", lambda: "Cannot allocate memory")
+    monkeypatch.setattr(realtime, "_mlockall", lambda: "Cannot allocate memory")
     warnings = []
     loop = RealtimeLoop(lock_memory=True, manage_gc=False, warn=warnings.append)
     loop.start()

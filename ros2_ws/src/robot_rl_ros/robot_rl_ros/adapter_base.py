@@ -33,6 +33,7 @@ from rclpy.subscription import Subscription
 
 from robot_rl_ros import conversions as conv
 from robot_rl_ros.control import CLOCK_SKEW_TOLERANCE_S, STALE_PERIODS, StampCheck
+from robot_rl_ros.spin import node_param
 
 PublisherFactory = Callable[[Any, str, Any], Any]
 """``(msg_type, topic, qos) -> publisher``: ``node.create_publisher`` or ``create_lifecycle_publisher``."""
@@ -151,10 +152,7 @@ class RobotAdapter:
         self._entities.clear()
 
     def _param(self, name: str, default: Any) -> Any:
-        node = self.node
-        if not node.has_parameter(name):
-            node.declare_parameter(name, default)
-        return node.get_parameter(name).value
+        return node_param(self.node, name, default)
 
     def _subscribe(self, name: str, msg_type: Any, topic: str, qos: Any, convert: Callable[[Any], Any]) -> None:
         entry = self.inputs[name] = _Input(name, convert)

@@ -34,7 +34,7 @@ goal tasks, ...), ``seed`` (noise seed of the next episode; -1 none),
 ``diagnostics_period`` [s], ``publish_steps``, ``publish_status``, ``autostart`` (``main``: configure and activate at
 start-up), ``follow_episodes`` (a sim bridge's ``start`` event on ``/robot_rl/episode`` starts a new
 episode with that seed: for the bridge's ``autoreset``), ``stats_window`` (latency samples kept for
-the percentiles), the real-time setup of the control loop (:class:`robot_rl_ros.control.RealtimeLoop`,
+the percentiles), the real-time setup of the control loop (:class:`robot_rl_ros.realtime.RealtimeLoop`,
 in force while active): ``realtime_priority`` (SCHED_FIFO priority of the thread running the timer,
 1..99; 0: off; refused by the OS: a warning, and the loop runs as before), ``lock_memory``
 (``mlockall``), ``manage_gc`` (objects frozen at activation, collections run after the command is
@@ -74,7 +74,8 @@ from robot_rl.data.bag import EPISODE_TOPIC, STEP_TOPIC
 from robot_rl.data.mcap_messages import STATUS_TOPIC
 from robot_rl_ros import conversions as conv
 from robot_rl_ros.adapters import ADAPTERS, RobotAdapter
-from robot_rl_ros.control import LoopStats, RealtimeLoop, Runtime, RuntimeConfig, build_runtime
+from robot_rl_ros.control import Runtime, RuntimeConfig, build_runtime
+from robot_rl_ros.realtime import LoopStats, RealtimeLoop
 from robot_rl_ros.spin import spin_node
 from robot_rl_ros.status import StatusPublisher
 

@@ -87,7 +87,7 @@ from robot_rl_ros.fr3 import BASE_FRAME, FR3_ARM_JOINTS, Fr3Measurement
 from robot_rl_ros.fr3_command import message_points
 from robot_rl_ros.fr3_vendor import CommandedSetpoints, Fr3ArmModel, JointPoint
 from robot_rl_ros.sim_bridge_crazyflie import CrazyflieSim
-from robot_rl_ros.spin import spin_node
+from robot_rl_ros.spin import node_param, node_seconds, spin_node
 
 STATE_QOS = QoSProfile(depth=1)
 EVENT_QOS = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -132,7 +132,7 @@ class SimBridge(CrazyflieSim, Node):
 
     def __init__(self, node_name: str = "sim_bridge", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        from robot_rl.envs.registry import check_env_id, make
+        from robot_rl.envs.registry import check_env_id, make, robot_of
 
         param = self._param
         self.env_id = check_env_id(str(param("env_id", "robot_rl/PandaPush-v0")))
@@ -147,7 +147,7 @@ class SimBridge(CrazyflieSim, Node):
         self.env = make(self.env_id, **({} if motion == "servo" else {"motion": motion}))
         self.unwrapped = self.env.unwrapped
         self.ctrl_dt = float(self.unwrapped.ctrl_dt)
-        self.franka = self.env_id.split("/")[-1].startswith("Panda")
+        self.franka = robot_of(self.env_id).family == "franka"
         self.seed: int | None = None
         self.steps = 0
         self.total_return = 0.0
@@ -183,13 +183,11 @@ class SimBridge(CrazyflieSim, Node):
             self.next_seed = first
 
     def _param(self, name: str, default: Any) -> Any:
-        if not self.has_parameter(name):
-            self.declare_parameter(name, default)
-        return self.get_parameter(name).value
+        return node_param(self, name, default)
 
     def now(self) -> float:
         """The node's clock [s]."""
-        return self.get_clock().now().nanoseconds * 1e-9
+        return node_seconds(self)
 
     # ----------------------------------------------------------------- franka
     def _setup_franka(self) -> None:

@@ -1,12 +1,29 @@
-"""The one way every node's ``main`` runs: spin until Ctrl-C, then close and shut down cleanly."""
+"""How every node runs and reads its settings: spin until Ctrl-C, parameters, the clock.
+
+:func:`spin_node` is the one way every node's ``main`` runs (spin until Ctrl-C, then close and shut down cleanly);
+:func:`node_param` reads a parameter declared on first read; :func:`node_seconds` is the node's clock in seconds.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+
+
+def node_param(node: Node, name: str, default: Any) -> Any:
+    """Parameter ``name`` of ``node``, declared with ``default`` the first time it is read."""
+    if not node.has_parameter(name):
+        node.declare_parameter(name, default)
+    return node.get_parameter(name).value
+
+
+def node_seconds(node: Node) -> float:
+    """``node``'s clock [s] (simulated time under ``use_sim_time``)."""
+    return node.get_clock().now().nanoseconds * 1e-9
 
 
 def spin_node(node: Node, start: Callable[[], None] | None = None, close: Callable[[], None] | None = None) -> None:

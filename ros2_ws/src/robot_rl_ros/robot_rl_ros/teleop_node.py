@@ -34,7 +34,7 @@ from robot_rl_ros import conversions as conv
 from robot_rl_ros.adapters import ADAPTERS
 from robot_rl_ros.control import ROBOT_OF_FAMILY, load_safety
 from robot_rl_ros.policy_node import EVENT_QOS
-from robot_rl_ros.spin import spin_node
+from robot_rl_ros.spin import node_param, node_seconds, spin_node
 
 
 class JoyDevice:
@@ -99,7 +99,7 @@ class TeleopNode(Node):
 
     def __init__(self, node_name: str = "robot_rl_teleop", device: Any = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        from robot_rl.envs.registry import check_env_id, make
+        from robot_rl.envs.registry import check_env_id, make, robot_of
         from robot_rl.teleop.base import CommandMapper
 
         env_id = str(self._param("env_id", ""))
@@ -113,7 +113,7 @@ class TeleopNode(Node):
             env_id = read_metadata(resolve_policy_dir(policy)).env_id
         self.env_id = check_env_id(env_id)
         self.env = make(self.env_id)
-        robot = ROBOT_OF_FAMILY["quadrotor" if "/Quadrotor" in self.env_id else "franka"]
+        robot = ROBOT_OF_FAMILY[robot_of(self.env_id).family]
         self.adapter = ADAPTERS[robot](self, self.env, self.create_publisher, self.now)
         self.mapper = CommandMapper(self.env)
         self.chain = None
@@ -143,13 +143,11 @@ class TeleopNode(Node):
         self.create_timer(self.ctrl_dt, self.tick)
 
     def _param(self, name: str, default: Any) -> Any:
-        if not self.has_parameter(name):
-            self.declare_parameter(name, default)
-        return self.get_parameter(name).value
+        return node_param(self, name, default)
 
     def now(self) -> float:
         """The node's clock [s]."""
-        return self.get_clock().now().nanoseconds * 1e-9
+        return node_seconds(self)
 
     def _make_device(self, kind: str) -> Any:
         if kind == "keyboard":
