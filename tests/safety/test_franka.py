@@ -195,6 +195,24 @@ class TestFallbackAndCheck:
         np.testing.assert_array_equal(fallback.command(state(width=np.nan)), [0.0, 0.0, 0.0, -1.0])
         np.testing.assert_array_equal(fallback.command({}), [0.0, 0.0, 0.0, -1.0])
 
+    def test_hold_obeys_the_command_limits_under_a_state_fuzz(self):
+        """20,000 random states (widths past the hand's range, negative, non-finite, missing): a finite hold."""
+        rng = np.random.default_rng(20_001)
+        fallback = FrankaFallback(CONFIG)
+        widths = [np.nan, np.inf, -np.inf, -1.0, 1e308, None]
+        for k in range(20_000):
+            width = widths[k % len(widths)] if k % 4 == 0 else float(rng.uniform(-0.2, 0.3))
+            measured = state(
+                p=rng.uniform(-2, 2, 3), v=rng.uniform(-5, 5, 3), q=rng.uniform(-4, 4, 7), qd=rng.uniform(-9, 9, 7)
+            )
+            if width is None:
+                del measured["gripper_width"]
+            else:
+                measured["gripper_width"] = np.array([width])
+            out = fallback.command(measured)
+            assert out.shape == (4,) and np.all(np.isfinite(out)), (k, out)
+            assert np.all(out[:3] == 0.0) and -1.0 <= out[3] <= 1.0, (k, out)
+
     def test_check_names_each_broken_constraint(self):
         check = FrankaConstraintCheck(CONFIG)
         assert check.violations(state()) == []
