@@ -144,7 +144,10 @@ class TestTrials:
             "--episodes",
             "3",
         )
-        record["eval"] = {"episodes": 3, "seed": 1_000_000}
+        record["eval"] = {"episodes": 3, "seed": 1_000_000, "safety": "off"}
+        (tmp_path / "trials" / f"{trial.name}.json").write_text(json.dumps(record))
+        assert _task(options, trial).evaluate[-5:-3] == ("--safety", "on")  # evaluated without the chain: again
+        record["eval"] = {"episodes": 3, "seed": 1_000_000, "safety": "on"}
         (tmp_path / "trials" / f"{trial.name}.json").write_text(json.dumps(record))
         assert _task(options, trial) is None  # complete: skipped
 

@@ -63,6 +63,9 @@ class Sweep:
     eval_seed: int = 1_000_000
     """First seed of the final evaluations (every trial on the same seeds, none a demo's or a training
     evaluation's)."""
+    eval_safety: Literal["on", "off"] = "on"
+    """The final evaluations' `robot-rl eval --safety`: on evaluates the stack as deployed (the robot's safety
+    chain and its chunk validator), off the policy alone."""
     dry_run: bool = False
     """Print each trial's command line (and any the CLI refuses), run nothing, write nothing."""
 

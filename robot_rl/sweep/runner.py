@@ -127,8 +127,10 @@ def read_record(out: Path, name: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _eval_options(options: Sweep) -> dict[str, int] | None:
-    return {"episodes": options.eval_episodes, "seed": options.eval_seed} if options.eval_episodes else None
+def _eval_options(options: Sweep) -> dict[str, Any] | None:
+    if not options.eval_episodes:
+        return None
+    return {"episodes": options.eval_episodes, "seed": options.eval_seed, "safety": options.eval_safety}
 
 
 def _task(options: Sweep, trial: Trial) -> Task | None:
@@ -149,6 +151,8 @@ def _task(options: Sweep, trial: Trial) -> Task | None:
             str(options.eval_episodes),
             "--seed",
             str(options.eval_seed),
+            "--safety",
+            options.eval_safety,
             "--json",
             str(eval_path(out, trial.name)),
             "--no-progress",

@@ -106,7 +106,11 @@ def summarize(options: Sweep, command: Sequence[str], records: Sequence[dict[str
         "command": ["robot-rl", *command],
         "seeds": list(options.seeds),
         "grid": list(options.grid),
-        "final_eval": {"episodes": options.eval_episodes, "seed": options.eval_seed} if options.eval_episodes else None,
+        "final_eval": (
+            {"episodes": options.eval_episodes, "seed": options.eval_seed, "safety": options.eval_safety}
+            if options.eval_episodes
+            else None
+        ),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "trials": rows,
         "groups": across,
