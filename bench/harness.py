@@ -58,6 +58,7 @@ REGISTRY: dict[str, str] = {
     "ros": "bench.bench_ros",
     "parallel": "bench.bench_parallel",
     "evallog": "bench.bench_eval_log",
+    "fr3path": "bench.bench_fr3_path",
 }
 """Benchmark name -> its module (imported only when that benchmark runs)."""
 

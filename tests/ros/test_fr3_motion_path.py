@@ -342,6 +342,9 @@ def measure(policy: str | None, seed: int, episodes: int, expert_env: str = ENV_
                     # Lockstep on the wall clock: a tick that runs before the state of the previous command arrived
                     # reads the same state twice (the policy sees one period of extra latency there).
                     "repeated_states": int(np.sum(np.diff(stamps) == 0.0)) if len(stamps) > 1 else 0,
+                    # The policy node's safety chain (None for the expert, which has none).
+                    "safety_interventions": getattr(getattr(node, "stats", None), "interventions", None),
+                    "safety_fallbacks": getattr(getattr(node, "stats", None), "fallbacks", None),
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
@@ -361,6 +364,7 @@ def measure(policy: str | None, seed: int, episodes: int, expert_env: str = ENV_
         "velocity_use": max(r["velocity_use"] for r in rows),
         "reflexes_after_a_tick_gap_over_60_ms": sum(r["reflex"] and (r["longest_tick_gap_ms"] or 0) > 60 for r in rows),
         "repeated_states": sum(r["repeated_states"] for r in rows),
+        "per_episode": rows,
     }
 
 

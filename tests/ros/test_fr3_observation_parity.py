@@ -114,7 +114,7 @@ class SimTimeEpisode:
         else:
             values = {"policy": policy, "require_safety": False, "monitor": False, "safety": False, "seed": seed}
             self.node = PolicyNode(
-                context=context, parameter_overrides=params(use_sim_time=True, **values, **node_values)
+                context=context, parameter_overrides=params(use_sim_time=True, **{**values, **node_values})
             )
         for n in (self.clock_node, self.bridge, self.node):
             self.executor.add_node(n)
@@ -226,7 +226,12 @@ class TestParity:
 def measure(
     policy: str | None, seed: int, episodes: int, expert_env: str = ENV_ID, **node_values: Any
 ) -> dict[str, Any]:
-    """``episodes`` whole episodes from ``seed`` through the node on simulated time (``policy`` None: the expert)."""
+    """``episodes`` whole episodes from ``seed`` through the node on simulated time (``policy`` None: the expert).
+
+    Counts the reflexes of the bridge's FR3 model and the reflexes the node predicted (and so sent nothing more), and
+    the peaks of the 1 kHz command the FR3 model judged, as ``tests.ros.test_fr3_motion_path.measure`` does on the
+    wall clock.
+    """
     rows = []
     for s in range(seed, seed + episodes):
         context = rclpy.context.Context()
@@ -235,13 +240,29 @@ def measure(
             episode = SimTimeEpisode(context, policy, s, expert_env, **node_values)
             try:
                 info = episode.run()
-                crash = episode.bridge._arm.reflex if episode.bridge._arm is not None else None
+                arm = episode.bridge._arm
+                crash = arm.reflex if arm is not None else None
+                check = arm.check if arm is not None else None
+                fault = episode.node.adapter.fault
+                stats = getattr(episode.node, "stats", None)  # the policy node's counts (None for the expert)
             finally:
                 episode.close()
         finally:
             rclpy.try_shutdown(context=context)
-        rows.append({**info, "reflex": str(crash) if crash else None})
+        rows.append(
+            {
+                **info,
+                "reflex": str(crash) if crash else None,
+                "predicted_reflex": fault or None,
+                "peak_acceleration": float(check.peak["acceleration"].max()) if check is not None else None,
+                "peak_jerk": float(check.peak["jerk"].max()) if check is not None else None,
+                "velocity_use": float(check.velocity_use.max()) if check is not None else None,
+                "safety_interventions": stats.interventions if stats is not None else None,
+                "safety_fallbacks": stats.fallbacks if stats is not None else None,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
+    peaks = {k: [r[k] for r in rows if r[k] is not None] for k in ("peak_acceleration", "peak_jerk", "velocity_use")}
     return {
         "policy": policy or f"expert ({expert_env}, motion='fr3')",
         "clock": "simulated (lockstep, one tick per step)",
@@ -249,7 +270,10 @@ def measure(
         "seed": seed,
         "successes": sum(r["success"] for r in rows),
         "reflexes": sum(r["reflex"] is not None for r in rows),
+        "predicted_reflexes": sum(r["predicted_reflex"] is not None for r in rows),
+        **{k: max(v) if v else None for k, v in peaks.items()},
         **{k: v for k, v in node_values.items()},
+        "per_episode": rows,
     }
 
 
