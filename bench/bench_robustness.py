@@ -38,6 +38,8 @@ class RobustnessOptions(harness.Options):
 
     episodes: int = 100
     """Episodes per family and policy (and for the expert beside it)."""
+    workers: int | None = None
+    """Processes sharing each family's episodes (``robot-rl eval --workers``; the same report as one process)."""
     policies: tuple[str, ...] = ()
     """Policy folder names under policies/ (default: every shipped policy); the other policies' entries of an
     existing robustness.json in --out are kept when measured with the same --episodes."""
@@ -85,7 +87,12 @@ def measure(options: RobustnessOptions, run: harness.Run) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for folder in folders:
         config = EvalConfig(
-            policy=str(folder), episodes=options.episodes, safety="on", suite="robustness", progress=True
+            policy=str(folder),
+            episodes=options.episodes,
+            safety="on",
+            suite="robustness",
+            progress=True,
+            workers=options.workers,
         )
         suite = load_suite("robustness", policy_env_id(config)).select(options.families)
         t0 = time.perf_counter()

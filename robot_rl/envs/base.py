@@ -115,6 +115,8 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "actuator_gainprm": self.model.actuator_gainprm.copy(),
             "actuator_biasprm": self.model.actuator_biasprm.copy(),
         }
+        self._const_masses = np.concatenate([self.model.body_mass, self.model.body_inertia.ravel()])
+        """The masses and inertias the model's derived constants were computed for (compiled: the nominal ones)."""
         self._sample = RandomizationSample()
         self._pending: collections.deque[np.ndarray] = collections.deque()
         self._goal = np.zeros(3)
@@ -189,6 +191,7 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         mujoco.mj_resetDataKeyframe(self.model, self.data, self._home_key)
         self._sample = self.randomization.sample(self.np_random)
         self._apply_randomization(self._sample)
+        self._refresh_mass_constants()
         self._pending.clear()
         self._reset_task()
         mujoco.mj_forward(self.model, self.data)
@@ -275,6 +278,24 @@ class MujocoGoalEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def _object_body(self) -> int | None:
         """Body id of the manipulated object, if the scene has one."""
         return None
+
+    def _refresh_mass_constants(self) -> None:
+        """Recompute the model's mass-derived constants after the randomization changed a body's mass or inertia.
+
+        MuJoCo derives constants from the masses when it compiles (``body_subtreemass``, ``dof_M0``, ...), and
+        writing ``body_mass`` afterwards leaves them stale: on mujoco 3.11 the joint-space inertia then keeps the
+        compiled mass while gravity uses the new one (a quadrotor at 0.7x mass accelerated as 0.027 kg under a
+        0.0189 kg weight), and mujoco 4 lets a randomized cube's velocity blow up. ``mj_setConst`` recomputes them
+        (it runs the kinematics at ``qpos0``, so the keyframe is restored after it). Masses equal to those the
+        constants were computed for (nominal episodes) skip it: those episodes stay bit-identical.
+        """
+        m = self.model
+        masses = np.concatenate([m.body_mass, m.body_inertia.ravel()])
+        if np.array_equal(masses, self._const_masses):
+            return
+        mujoco.mj_setConst(m, self.data)
+        mujoco.mj_resetDataKeyframe(m, self.data, self._home_key)
+        self._const_masses = masses
 
     def _apply_randomization(self, s: RandomizationSample) -> None:
         m, nominal = self.model, self._nominal

@@ -37,8 +37,10 @@ SERVO_DIGESTS = {
     ("robot_rl/PandaReach-v0", None): "f228c5bf603507643f9978601e9668ad9715fa010812b81c4a8452c5c30ad8b4",
     ("robot_rl/PandaPickAndPlace-v0", None): "edaedc7665597a8d8075a68f23d0b4a06a0f3e6c03683991b24f80194328d71a",
     ("robot_rl/PandaSlide-v0", None): "10f8dbe2e31c71a33c904b8cde01121d03051faff4159b4f86c20fdfde8d60dd",
-    ("robot_rl/PandaPush-v0", "train"): "d851ef55b760ed0cec98f2e767da7b288b2ca8cab5248f8bc8266be451418916",
-    ("robot_rl/PandaPickAndPlaceDense-v0", "train"): "56998f2b10b9043033958de257d07819d75f13d8c300fc58b5e0206f8e4a5a0f",
+    # Randomized rows re-recorded when a randomized mass started to update MuJoCo's mass-derived constants
+    # (robot_rl/envs/base.py _refresh_mass_constants): the object's inertial mass now follows its weight.
+    ("robot_rl/PandaPush-v0", "train"): "aefceb3c59d266fd121ff83c88c9fddb9f2d6bd33d2015c61fa5a1d0d40e3753",
+    ("robot_rl/PandaPickAndPlaceDense-v0", "train"): "28ac50ee9d094640d145ac14a1ee5d513660b1917041e3ad82cd239f064ec73d",
 }
 
 

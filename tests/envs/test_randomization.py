@@ -316,3 +316,31 @@ def test_steady_wind_pushes_the_quadrotor_sideways_with_the_drawn_force(make_env
     force = env.unwrapped.data.xfrc_applied[env.unwrapped._body][:3]
     assert np.hypot(force[0], force[1]) == pytest.approx(0.02, abs=1e-3)
     assert np.arctan2(force[1], force[0]) % (2 * np.pi) == pytest.approx(sample.wind_direction, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "settings", "body"),
+    [
+        ("robot_rl/QuadrotorHover-v1", {"mass_scale": (0.7, 0.7)}, "cf2"),
+        ("robot_rl/QuadrotorWaypoint-v1", {"mass_scale": (1.35, 1.35), "inertia_scale": (1.2, 1.2)}, "cf2"),
+        ("robot_rl/PandaPush-v0", {"object_mass_scale": (2.5, 2.5)}, "object"),
+    ],
+)
+def test_a_randomized_mass_is_the_inertial_mass_too(env_id, settings, body):
+    """The randomized body moves as its new mass: MuJoCo's mass-derived constants are refreshed after it."""
+    import mujoco
+
+    from robot_rl.envs.registry import make
+
+    env = make(env_id, randomize=DomainRandomization(**settings))
+    env.reset(seed=3)
+    m, d = env.unwrapped.model, env.unwrapped.data
+    b = m.body(body).id
+    dof = m.jnt_dofadr[m.body_jntadr[b]]  # the body's free joint: x translation
+    mujoco.mj_forward(m, d)
+    inertia = np.zeros((m.nv, m.nv))
+    mujoco.mj_fullM(m, d, inertia)
+    # The joint-space inertia of the body's free translation is its mass (was: the compiled mass, while gravity
+    # used the randomized one).
+    assert inertia[dof, dof] == pytest.approx(m.body_mass[b], rel=1e-9)
+    assert m.body_mass[b] != make(env_id).unwrapped.model.body_mass[b]  # it was randomized
