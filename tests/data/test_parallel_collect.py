@@ -63,7 +63,7 @@ def test_too_many_failed_attempts_keep_the_same_demos(tmp_path):
     messages = []
     for name, workers in (("one", None), ("two", 2)):
         with pytest.raises(RuntimeError, match="were kept after 6 attempts") as err:
-            collect(SLIDE, "expert", 3, tmp_path / f"{name}.hdf5", workers=workers, **kwargs)
+            collect(SLIDE, "expert", 4, tmp_path / f"{name}.hdf5", workers=workers, **kwargs)
         messages.append(str(err.value).replace(name, "X"))
     assert messages[0] == messages[1]
     assert_same_file(tmp_path / "one.hdf5", tmp_path / "two.hdf5")
